@@ -1,0 +1,1 @@
+"""The pure domain of oprun: records, status machines, parameters, errors. No I/O."""

@@ -1,0 +1,298 @@
+"""The records of oprun, as the API sends them and the SDK reads them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from oprun.domain.limits import MAX_NAME_LENGTH
+from oprun.domain.params import ParameterSpec
+from oprun.domain.roles import Role
+from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class Model(BaseModel):
+    """Base of every record: unknown fields are an error, records are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Project(Model):
+    """A tenancy boundary: every resource belongs to exactly one project."""
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+class Token(Model):
+    """An API credential scoped to one project with one role (the secret is never stored)."""
+
+    id: str
+    project_id: str
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class Queue(Model):
+    """A named lane in a project where work waits for workers."""
+
+    id: str
+    project_id: str
+    name: str
+    priority: int = 0
+    max_concurrency: int | None = None
+    created_at: datetime
+
+
+class ActionKind(StrEnum):
+    """How an action's work is executed."""
+
+    PYTHON = "python"
+    OPENJD = "openjd"
+
+
+class ActionDefinition(Model):
+    """What a client sends to define (a new version of) an action."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
+    kind: ActionKind = ActionKind.PYTHON
+    entrypoint: str | None = Field(
+        default=None, description="`package.module:function` for python actions"
+    )
+    parameters: list[ParameterSpec] = Field(default_factory=list)
+    timeout: float | None = Field(default=None, gt=0, description="seconds per attempt")
+    queue: str = Field(default="default", max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    cacheable: bool = False
+    description: str = Field(default="", max_length=4096)
+
+    def digest(self) -> str:
+        """Content digest of the definition: equal definitions have equal digests."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Action(Model):
+    """One immutable saved version of an action."""
+
+    id: str
+    version_id: str
+    project_id: str
+    name: str
+    version: int
+    latest_version: int
+    digest: str
+    definition: ActionDefinition
+    created_at: datetime
+
+
+class TaskCounts(Model):
+    """How many of an operation's tasks are in each group of statuses."""
+
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    canceled: int = 0
+
+
+class Progress(Model):
+    """How far an operation has come."""
+
+    percent: float | None = None
+    message: str | None = None
+    counts: TaskCounts = Field(default_factory=TaskCounts)
+
+
+class StatusRecord(Model):
+    """One entry of a status history."""
+
+    status: str
+    at: datetime
+    detail: str | None = None
+
+
+class InvocationSource(StrEnum):
+    """How an invocation was started."""
+
+    MANUAL = "Manual"
+    TRIGGER = "Trigger"
+    SCHEDULE = "Schedule"
+    RETRY = "Retry"
+
+
+class ActionProvenance(Model):
+    """Which action version an operation runs."""
+
+    name: str
+    version: int
+    digest: str
+    project_id: str
+
+
+class SourceProvenance(Model):
+    """Who or what started an operation."""
+
+    source_type: InvocationSource = InvocationSource.MANUAL
+    source_id: str
+
+
+class Provenance(Model):
+    """Where an operation comes from."""
+
+    action: ActionProvenance
+    source: SourceProvenance
+
+
+class OperationError(Model):
+    """Why an operation failed."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Operation(Model):
+    """One invocation of one action version: the durable record users follow."""
+
+    id: str
+    project_id: str
+    kind: str = Field(description="the action's name")
+    action_id: str
+    action_version: int
+    queue: str
+    status: OperationStatus
+    step_code: str | None = None
+    progress: Progress = Field(default_factory=Progress)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: OperationError | None = None
+    exit_reason: str | None = None
+    created_by: str
+    idempotency_key: str | None = None
+    timeout: float | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    worker_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    provenance: Provenance
+    history: list[StatusRecord] = Field(default_factory=list)
+
+
+class Task(Model):
+    """One unit of an operation's work (one task per operation until steps expand)."""
+
+    id: str
+    operation_id: str
+    project_id: str
+    step_id: str
+    status: OperationStatus
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 0
+    max_attempts: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionAction(Model):
+    """One attempt of one unit of work on one worker (Deadline's session action)."""
+
+    id: str
+    session_id: str
+    operation_id: str
+    task_id: str | None
+    worker_id: str
+    status: SessionActionStatus
+    lease_epoch: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    worker_updated_at: datetime | None = None
+    progress_percent: float | None = None
+    progress_message: str | None = None
+    process_exit_code: int | None = None
+    definition: dict[str, Any]
+    history: list[StatusRecord] = Field(default_factory=list)
+
+
+class Worker(Model):
+    """A registered worker agent."""
+
+    id: str
+    project_id: str
+    name: str
+    hostname: str
+    status: WorkerStatus
+    queues: list[str]
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+    last_heartbeat_at: datetime | None = None
+    created_at: datetime
+
+
+class Event(Model):
+    """One state change, as streamed to clients."""
+
+    id: int
+    project_id: str
+    type: str
+    entity_id: str
+    at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class LogRecord(Model):
+    """One line of an operation's log."""
+
+    seq: int
+    operation_id: str
+    session_action_id: str | None = None
+    at: datetime
+    stream: Literal["stdout", "stderr", "system"] = "stdout"
+    line: str
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass `next_cursor` back to get the next one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Invocation(Model):
+    """A request to run an action: what creates an operation."""
+
+    action: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    version: int | None = Field(default=None, ge=1, description="latest when omitted")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    timeout: float | None = Field(default=None, gt=0, description="seconds for the whole operation")
+    queue: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
+
+
+class BulkInvocation(Model):
+    """Many invocations in one request."""
+
+    invocations: list[Invocation] = Field(min_length=1, max_length=1000)
+
+
+class BulkInvocationResult(Model):
+    """The operations a bulk invocation created or found (`None` for a cacheable no-op)."""
+
+    operations: list[Operation | None]

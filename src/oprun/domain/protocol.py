@@ -1,0 +1,117 @@
+"""The messages between worker agents and the server.
+
+Every report names the session action and the lease epoch it was issued under;
+a report whose epoch is not the current one is refused (fencing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from oprun.domain.limits import MAX_CLAIM, MAX_WAIT_SECONDS
+from oprun.domain.models import ActionDefinition, Model
+
+
+class WorkerRegistration(Model):
+    """A worker announcing itself."""
+
+    name: str = Field(min_length=1, max_length=128)
+    hostname: str = Field(max_length=255)
+    queues: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+    actions: list[ActionDefinition] = Field(
+        default_factory=list, description="actions this worker serves, registered on the way in"
+    )
+
+
+class ClaimRequest(Model):
+    """Ask for up to `max` tasks, waiting up to `wait` seconds for one to arrive."""
+
+    max: int = Field(default=1, ge=1, le=MAX_CLAIM)
+    wait: float = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS)
+
+
+class Assignment(Model):
+    """One task given to a worker: what to run and the lease it runs under."""
+
+    session_action_id: str
+    lease_epoch: int
+    lease_seconds: float
+    operation_id: str
+    task_id: str
+    action: ActionDefinition
+    parameters: dict[str, Any]
+    attempt: int
+    timeout: float | None
+
+
+class ClaimResponse(Model):
+    """What a claim returns."""
+
+    assignments: list[Assignment]
+    stop: bool = Field(default=False, description="the server tells this worker to stop")
+
+
+class Held(Model):
+    """A session action a worker still holds, with the epoch it holds it under."""
+
+    session_action_id: str
+    lease_epoch: int
+
+
+class Heartbeat(Model):
+    """A worker's sign of life; renews the leases of what it holds."""
+
+    held: list[Held] = Field(default_factory=list)
+    status: Literal["RUNNING", "IDLE", "STOPPING"] = "RUNNING"
+
+
+class HeartbeatResponse(Model):
+    """Which held work to cancel and which the worker no longer owns."""
+
+    cancel: list[str] = Field(default_factory=list)
+    lost: list[str] = Field(default_factory=list, description="leases lapsed or superseded")
+    lease_seconds: float
+    stop: bool = False
+
+
+ReportKind = Literal["running", "progress", "log", "succeeded", "failed", "canceled", "released"]
+
+
+class Report(Model):
+    """One thing that happened to a held session action."""
+
+    session_action_id: str
+    lease_epoch: int
+    kind: ReportKind
+    percent: float | None = Field(default=None, ge=0, le=100)
+    message: str | None = Field(default=None, max_length=4096)
+    step_code: str | None = Field(default=None, max_length=64)
+    lines: list[str] = Field(default_factory=list, max_length=10_000)
+    stream: Literal["stdout", "stderr", "system"] = "stdout"
+    result: Any = None
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, max_length=16_384)
+    exit_code: int | None = None
+
+
+class ReportBatch(Model):
+    """Reports from one worker, applied in order."""
+
+    reports: list[Report] = Field(max_length=5_000)
+
+
+class ReportOutcome(Model):
+    """What became of one report: accepted, or refused with a reason."""
+
+    session_action_id: str
+    accepted: bool
+    reason: str | None = None
+
+
+class ReportBatchResponse(Model):
+    """The outcome of each report, in order."""
+
+    outcomes: list[ReportOutcome]

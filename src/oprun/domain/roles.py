@@ -1,0 +1,41 @@
+"""Token roles and what each may do."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    """Something a request wants to do."""
+
+    READ = "read"
+    INVOKE = "invoke"
+    """Invoke, cancel, retry and delete operations."""
+    DEFINE = "define"
+    """Register actions and action versions."""
+    MANAGE = "manage"
+    """Create queues and tokens."""
+    WORK = "work"
+    """Register as a worker, claim, heartbeat and report."""
+
+
+class Role(StrEnum):
+    """The role of an API token within its project."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+    WORKER = "worker"
+
+    def allows(self, permission: Permission) -> bool:
+        """Whether a token with this role may do `permission`."""
+        return permission in ROLE_PERMISSIONS[self]
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.VIEWER: frozenset({Permission.READ}),
+    Role.OPERATOR: frozenset({Permission.READ, Permission.INVOKE}),
+    Role.ADMIN: frozenset(Permission),
+    # A worker reads what it runs and registers the actions it serves.
+    Role.WORKER: frozenset({Permission.READ, Permission.WORK, Permission.DEFINE}),
+}
