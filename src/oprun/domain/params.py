@@ -161,5 +161,7 @@ def specs_from_signature(fn: Callable[..., Any], *, skip_first: bool = True) -> 
         default = p.default if has_default else None
         if isinstance(default, pathlib.Path):
             default = str(default)
-        specs.append(ParameterSpec(name=p.name, type=kind, required=not has_default, default=default))
+        specs.append(
+            ParameterSpec(name=p.name, type=kind, required=not has_default, default=default)
+        )
     return specs

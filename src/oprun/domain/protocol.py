@@ -65,7 +65,7 @@ class Heartbeat(Model):
     """A worker's sign of life; renews the leases of what it holds."""
 
     held: list[Held] = Field(default_factory=list)
-    status: Literal["RUNNING", "IDLE", "STOPPING"] = "RUNNING"
+    status: Literal["RUNNING", "IDLE", "STOPPING", "STOPPED"] = "RUNNING"
 
 
 class HeartbeatResponse(Model):

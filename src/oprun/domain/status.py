@@ -30,7 +30,11 @@ class OperationStatus(StrEnum):
 
     def is_running(self) -> bool:
         """Whether work for this status holds (or is about to hold) a worker."""
-        return self in (OperationStatus.SCHEDULED, OperationStatus.RUNNING, OperationStatus.CANCELING)
+        return self in (
+            OperationStatus.SCHEDULED,
+            OperationStatus.RUNNING,
+            OperationStatus.CANCELING,
+        )
 
     def next(self) -> OperationStatus | None:
         """The next status on the happy path, or None for a terminal status."""
@@ -41,11 +45,35 @@ class OperationStatus(StrEnum):
         """Every status from which `target` may be reached."""
         return frozenset(s for s, targets in OPERATION_TRANSITIONS.items() if target in targets)
 
+    def path_to(self, target: OperationStatus) -> list[OperationStatus] | None:
+        """The shortest chain of allowed transitions to `target` (without this status).
+
+        `[]` when already there, None when the machine cannot get there. Only an
+        explicit cancel enters CANCELING, so the chain never passes through it.
+        """
+        if target is self:
+            return []
+        paths: dict[OperationStatus, list[OperationStatus]] = {self: []}
+        frontier = [self]
+        while frontier:
+            following = []
+            for status in frontier:
+                for nxt in sorted(OPERATION_TRANSITIONS[status]):
+                    if nxt not in paths:
+                        paths[nxt] = [*paths[status], nxt]
+                        if nxt is target:
+                            return paths[nxt]
+                        if nxt is not OperationStatus.CANCELING:
+                            following.append(nxt)
+            frontier = following
+        return None
+
 
 _O = OperationStatus
 OPERATION_TRANSITIONS: dict[OperationStatus, frozenset[OperationStatus]] = {
     _O.QUEUED: frozenset({_O.SCHEDULED, _O.CANCELING, _O.CANCELED}),
-    _O.SCHEDULED: frozenset({_O.RUNNING, _O.CANCELING, _O.QUEUED}),
+    # An attempt lost before it started, with no retries left, fails from SCHEDULED.
+    _O.SCHEDULED: frozenset({_O.RUNNING, _O.CANCELING, _O.QUEUED, _O.FAILED}),
     _O.RUNNING: frozenset({_O.SUCCEEDED, _O.FAILED, _O.CANCELING, _O.QUEUED}),
     # Work that finishes before the cancel reaches it keeps its real outcome.
     _O.CANCELING: frozenset({_O.CANCELED, _O.SUCCEEDED, _O.FAILED}),

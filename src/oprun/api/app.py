@@ -1,0 +1,80 @@
+"""The FastAPI application: routers, error shape, body limit, reaper, web root."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
+
+from oprun._version import __version__
+from oprun.api import actions, errors, events, operations, tokens, workers
+from oprun.api.errors import error_response
+from oprun.domain.errors import TooLarge
+from oprun.domain.limits import MAX_REQUEST_BYTES
+from oprun.service import Services
+from oprun.service.reaper import reap_forever
+
+_WEB_ROOT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>oprun</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main><h1>oprun</h1>
+<p>The server is running. The Jobs page arrives with the web UI; until then use the
+<a href="/docs">API explorer</a>, the <code>oprun</code> CLI or the Python SDK.</p>
+</main></body></html>"""
+
+
+def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
+    """The API over `services`; with `run_reaper`, lapsed leases are reaped in the background."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(reap_forever(services.store, services.settings))
+        if not run_reaper:
+            task.cancel()
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="oprun",
+        version=__version__,
+        summary="Long-running operations: define actions, run them on workers, follow each run.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+            return error_response(
+                TooLarge(
+                    f"request body is {length} bytes; the limit is {MAX_REQUEST_BYTES}",
+                    limit=MAX_REQUEST_BYTES,
+                )
+            )
+        return await call_next(request)
+
+    for module in (operations, actions, workers, tokens, events):
+        app.include_router(module.router)
+
+    @app.get("/v1/healthz", tags=["health"], operation_id="health")
+    def health() -> dict[str, str]:
+        """Liveness."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def web_root() -> str:
+        return _WEB_ROOT
+
+    return app

@@ -1,0 +1,81 @@
+"""Every error leaves the API in one shape: {"error": {code, message, details}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from oprun.domain.errors import (
+    ERRORS_BY_CODE,
+    NotFound,
+    OprunError,
+    ServerError,
+    Throttled,
+    ValidationError,
+)
+
+log = logging.getLogger("oprun.api")
+
+
+def error_response(error: OprunError) -> JSONResponse:
+    """The JSON response for a domain error."""
+    headers = {}
+    if isinstance(error, Throttled):
+        headers["Retry-After"] = str(error.details.get("retry_after", 1))
+    return JSONResponse(error.to_body(), status_code=error.http_status, headers=headers)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def _validation(exc: RequestValidationError) -> ValidationError:
+    errors = list(exc.errors())
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return ValidationError(
+            f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}",
+            field="body",
+        )
+    where = _location(tuple(first.get("loc", ())))
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    problems = [
+        {"field": _location(tuple(e.get("loc", ()))), "problem": e.get("msg", "")} for e in errors
+    ]
+    return ValidationError(f"{where}: {message}", field=where, errors=problems)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the one error shape."""
+
+    @app.exception_handler(OprunError)
+    async def _oprun(_: Request, exc: OprunError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(_validation(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFound(f"no route {request.method} {request.url.path}"))
+        by_status = {c.http_status: c for c in ERRORS_BY_CODE.values()}
+        cls = by_status.get(exc.status_code, ValidationError)
+        error = cls(str(exc.detail))
+        response = error_response(error)
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("event=unhandled path=%s", request.url.path)
+        return error_response(ServerError("the server failed to handle the request"))

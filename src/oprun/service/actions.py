@@ -1,0 +1,68 @@
+"""Use cases on actions: save versions, read them."""
+
+from __future__ import annotations
+
+from oprun.domain.errors import ValidationError
+from oprun.domain.models import Action, ActionDefinition, ActionKind, Page
+from oprun.domain.roles import Permission
+from oprun.service import cursor
+from oprun.service.auth import Principal
+from oprun.store import Store
+
+
+def check_definition(definition: ActionDefinition) -> None:
+    """Reject definitions a worker could not run, naming the field."""
+    if definition.kind is ActionKind.PYTHON:
+        entry = definition.entrypoint or ""
+        module, _, attr = entry.partition(":")
+        if not module or not attr:
+            raise ValidationError(
+                "a python action needs entrypoint 'package.module:function'", field="entrypoint"
+            )
+    else:
+        raise ValidationError(
+            f"action kind {definition.kind.value!r} is not supported yet", field="kind"
+        )
+    names = [p.name for p in definition.parameters]
+    if len(names) != len(set(names)):
+        raise ValidationError("parameter names must be unique", field="parameters")
+
+
+class ActionService:
+    """Defining and reading actions."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def save(self, principal: Principal, definition: ActionDefinition) -> tuple[Action, bool]:
+        """Save a version; returns it and whether it is new (same digest: not new)."""
+        principal.require(Permission.DEFINE)
+        check_definition(definition)
+        return self._store.save_action(principal.project_id, definition)
+
+    def get(self, principal: Principal, name: str, version: int | None = None) -> Action:
+        """One version (default the latest)."""
+        principal.require(Permission.READ)
+        return self._store.get_action(principal.project_id, name, version)
+
+    def page(
+        self, principal: Principal, page_cursor: str | None, limit: int | None
+    ) -> Page[Action]:
+        """The latest version of each action, by name."""
+        principal.require(Permission.READ)
+        size = cursor.page_size(limit)
+        items = self._store.list_actions(principal.project_id, cursor.decode(page_cursor), size)
+        nxt = cursor.encode(items[-1].name) if len(items) == size else None
+        return Page[Action](items=items, next_cursor=nxt)
+
+    def versions(
+        self, principal: Principal, name: str, page_cursor: str | None, limit: int | None
+    ) -> Page[Action]:
+        """Every version of one action, newest first."""
+        principal.require(Permission.READ)
+        size = cursor.page_size(limit)
+        items = self._store.list_action_versions(
+            principal.project_id, name, cursor.decode(page_cursor), size
+        )
+        nxt = cursor.encode(items[-1].version) if len(items) == size else None
+        return Page[Action](items=items, next_cursor=nxt)

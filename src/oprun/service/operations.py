@@ -1,0 +1,238 @@
+"""Use cases on operations: invoke, read, wait, cancel, retry, delete, logs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+
+from anyio.to_thread import run_sync as run_in_threadpool
+
+from oprun.domain.errors import ValidationError
+from oprun.domain.limits import MAX_WAIT_SECONDS
+from oprun.domain.models import (
+    Invocation,
+    InvocationSource,
+    LogRecord,
+    Operation,
+    Page,
+    SessionAction,
+    Task,
+)
+from oprun.domain.params import validate_parameters
+from oprun.domain.roles import Permission
+from oprun.domain.status import OperationStatus
+from oprun.service import cursor
+from oprun.service.auth import Principal
+from oprun.store import NewOperation, Store
+from oprun.store.notify import logs_key, operation_key
+
+
+def params_digest(parameters: dict[str, object]) -> str:
+    """Digest of a parameter set, for cacheable actions."""
+    canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class OperationService:
+    """Everything a client does with operations."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- invoke --------------------------------------------------------------------------
+    def _prepare(
+        self,
+        principal: Principal,
+        invocation: Invocation,
+        source: InvocationSource = InvocationSource.MANUAL,
+        source_id: str | None = None,
+    ) -> NewOperation:
+        action = self._store.get_action(principal.project_id, invocation.action, invocation.version)
+        parameters = validate_parameters(action.definition.parameters, invocation.parameters)
+        return NewOperation(
+            project_id=principal.project_id,
+            action=action,
+            queue=invocation.queue or action.definition.queue,
+            parameters=parameters,
+            params_digest=params_digest(parameters),
+            created_by=principal.name,
+            source_type=source,
+            source_id=source_id or principal.token_id,
+            idempotency_key=invocation.idempotency_key,
+            timeout=invocation.timeout,
+        )
+
+    def invoke(self, principal: Principal, invocation: Invocation) -> tuple[Operation | None, bool]:
+        """Create an operation.
+
+        Returns (operation, created). The operation is None when the action is
+        cacheable and an identical invocation already succeeded (nothing to do).
+        """
+        principal.require(Permission.INVOKE)
+        return self._invoke_many(principal, [invocation])[0]
+
+    def invoke_many(
+        self, principal: Principal, invocations: Sequence[Invocation]
+    ) -> list[Operation | None]:
+        """Create many operations in one transaction (all or none)."""
+        principal.require(Permission.INVOKE)
+        return [op for op, _ in self._invoke_many(principal, invocations)]
+
+    def _invoke_many(
+        self, principal: Principal, invocations: Sequence[Invocation]
+    ) -> list[tuple[Operation | None, bool]]:
+        prepared: list[NewOperation | None] = []
+        for index, invocation in enumerate(invocations):
+            try:
+                item = self._prepare(principal, invocation)
+            except ValidationError as exc:
+                if len(invocations) > 1:
+                    exc.details["index"] = index
+                raise
+            cached = item.action.definition.cacheable and self._store.find_cached_success(
+                item.action.version_id, item.params_digest
+            )
+            # A seen idempotency key answers its operation even when the cache would hit.
+            seen = (
+                cached
+                and item.idempotency_key
+                and self._store.find_by_idempotency_key(principal.project_id, item.idempotency_key)
+            )
+            prepared.append(None if cached and not seen else item)
+        created = iter(self._store.create_operations([p for p in prepared if p is not None]))
+        return [(None, False) if p is None else next(created) for p in prepared]
+
+    def retry(self, principal: Principal, operation_id: str) -> Operation:
+        """A new operation running the same action version with the same parameters."""
+        principal.require(Permission.INVOKE)
+        old = self._store.get_operation(principal.project_id, operation_id)
+        invocation = Invocation(
+            action=old.kind,
+            version=old.action_version,
+            parameters=old.parameters,
+            timeout=old.timeout,
+            queue=old.queue,
+        )
+        item = self._prepare(principal, invocation, InvocationSource.RETRY, old.id)
+        return self._store.create_operations([item])[0][0]
+
+    # -- read ----------------------------------------------------------------------------
+    def get(self, principal: Principal, operation_id: str) -> Operation:
+        """One operation with its history."""
+        principal.require(Permission.READ)
+        return self._store.get_operation(principal.project_id, operation_id)
+
+    def page(
+        self,
+        principal: Principal,
+        *,
+        status: OperationStatus | None = None,
+        action: str | None = None,
+        created_by: str | None = None,
+        page_cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Operation]:
+        """A page of operations, newest first."""
+        principal.require(Permission.READ)
+        size = cursor.page_size(limit)
+        before = cursor.decode(page_cursor)
+        items = self._store.list_operations(
+            principal.project_id,
+            status=status,
+            action=action,
+            created_by=created_by,
+            before=before,
+            limit=size,
+        )
+        nxt = cursor.encode(items[-1].id) if len(items) == size else None
+        return Page[Operation](items=items, next_cursor=nxt)
+
+    def tasks(self, principal: Principal, operation_id: str) -> list[Task]:
+        """The operation's tasks."""
+        principal.require(Permission.READ)
+        return self._store.list_tasks(principal.project_id, operation_id)
+
+    def session_actions(self, principal: Principal, operation_id: str) -> list[SessionAction]:
+        """Every attempt at the operation's work."""
+        principal.require(Permission.READ)
+        return self._store.list_session_actions(principal.project_id, operation_id)
+
+    def session_action(self, principal: Principal, session_action_id: str) -> SessionAction:
+        """One session action."""
+        principal.require(Permission.READ)
+        return self._store.get_session_action(principal.project_id, session_action_id)
+
+    async def wait(self, principal: Principal, operation_id: str, timeout: float) -> Operation:
+        """The operation once done, or as it is after `timeout` seconds (long poll)."""
+        principal.require(Permission.READ)
+        if not 0 <= timeout <= MAX_WAIT_SECONDS:
+            raise ValidationError(
+                f"timeout must be between 0 and {MAX_WAIT_SECONDS:g} seconds", field="timeout"
+            )
+        deadline = time.monotonic() + timeout
+        notifier = self._store.notifier
+        async with notifier.listen(operation_key(operation_id)) as signal:
+            while True:
+                signal.clear()
+                op = await run_in_threadpool(
+                    self._store.get_operation, principal.project_id, operation_id
+                )
+                left = deadline - time.monotonic()
+                if op.status.is_terminal() or left <= 0:
+                    return op
+                await signal.wait(left)
+
+    # -- change --------------------------------------------------------------------------
+    def cancel(self, principal: Principal, operation_id: str) -> Operation:
+        """Request cancellation; answers the operation as it now is."""
+        principal.require(Permission.INVOKE)
+        self._store.cancel_operation(
+            principal.project_id, operation_id, f"cancel requested by {principal.name}"
+        )
+        return self._store.get_operation(principal.project_id, operation_id)
+
+    def delete(self, principal: Principal, operation_id: str) -> None:
+        """Delete a finished operation."""
+        principal.require(Permission.INVOKE)
+        self._store.delete_operation(principal.project_id, operation_id)
+
+    # -- logs ----------------------------------------------------------------------------
+    async def logs(
+        self,
+        principal: Principal,
+        operation_id: str,
+        after: int,
+        limit: int | None,
+        wait: float,
+    ) -> Page[LogRecord]:
+        """Log records after `after`; with `wait`, long-polls until lines arrive or it ends."""
+        principal.require(Permission.READ)
+        size = cursor.page_size(limit)
+        if not 0 <= wait <= MAX_WAIT_SECONDS:
+            raise ValidationError(
+                f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds", field="wait"
+            )
+        deadline = time.monotonic() + wait
+        notifier = self._store.notifier
+        project = principal.project_id
+        async with notifier.listen(logs_key(operation_id), operation_key(operation_id)) as signal:
+            while True:
+                signal.clear()
+                records = await run_in_threadpool(
+                    self._store.list_logs, project, operation_id, after, size
+                )
+                left = deadline - time.monotonic()
+                if records or left <= 0:
+                    break
+                op = await run_in_threadpool(self._store.get_operation, project, operation_id)
+                if op.status.is_terminal():
+                    # Lines written with the final report are already visible: recheck once.
+                    records = await run_in_threadpool(
+                        self._store.list_logs, project, operation_id, after, size
+                    )
+                    break
+                await signal.wait(left)
+        nxt = str(records[-1].seq) if records else str(after)
+        return Page[LogRecord](items=records, next_cursor=nxt)

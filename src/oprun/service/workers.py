@@ -1,0 +1,150 @@
+"""Use cases of worker agents: register, claim, heartbeat, report."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from anyio.to_thread import run_sync
+
+from oprun.domain.errors import NotFound, ValidationError
+from oprun.domain.limits import MAX_RESULT_BYTES, MAX_WAIT_SECONDS
+from oprun.domain.models import Page, Worker
+from oprun.domain.protocol import (
+    ClaimRequest,
+    ClaimResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    Report,
+    ReportBatch,
+    ReportBatchResponse,
+    WorkerRegistration,
+)
+from oprun.domain.roles import Permission
+from oprun.domain.status import WorkerStatus
+from oprun.service import cursor
+from oprun.service.actions import check_definition
+from oprun.service.auth import Principal
+from oprun.service.settings import Settings
+from oprun.store import Store
+from oprun.store.notify import work_key, worker_key
+
+
+def _bounded(report: Report) -> Report:
+    """A success whose result is too large or not JSON becomes a failure that says so."""
+    if report.kind != "succeeded":
+        return report
+    try:
+        size = len(json.dumps(report.result))
+    except (TypeError, ValueError):
+        size = MAX_RESULT_BYTES + 1
+    if size <= MAX_RESULT_BYTES:
+        return report
+    return report.model_copy(
+        update={
+            "kind": "failed",
+            "result": None,
+            "error_code": "RESULT_TOO_LARGE",
+            "error_message": f"result is {size} bytes; the limit is {MAX_RESULT_BYTES}",
+        }
+    )
+
+
+class WorkerService:
+    """What worker agents call."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+
+    def register(self, principal: Principal, registration: WorkerRegistration) -> Worker:
+        """Register a worker and the actions it serves."""
+        principal.require(Permission.WORK)
+        for definition in registration.actions:
+            principal.require(Permission.DEFINE)
+            check_definition(definition)
+        for definition in registration.actions:
+            self._store.save_action(principal.project_id, definition)
+        return self._store.register_worker(
+            principal.project_id,
+            registration.name,
+            registration.hostname,
+            registration.queues,
+            registration.capabilities,
+        )
+
+    def get(self, principal: Principal, worker_id: str) -> Worker:
+        """One worker of the caller's project."""
+        principal.require(Permission.READ)
+        return self._store.get_worker(principal.project_id, worker_id)
+
+    def page(
+        self, principal: Principal, page_cursor: str | None, limit: int | None
+    ) -> Page[Worker]:
+        """Workers, newest first."""
+        principal.require(Permission.READ)
+        size = cursor.page_size(limit)
+        items = self._store.list_workers(principal.project_id, cursor.decode(page_cursor), size)
+        nxt = cursor.encode(items[-1].id) if len(items) == size else None
+        return Page[Worker](items=items, next_cursor=nxt)
+
+    def _own_worker(self, principal: Principal, worker_id: str) -> Worker:
+        principal.require(Permission.WORK)
+        worker = self._store.get_worker(principal.project_id, worker_id)
+        if worker.status is WorkerStatus.STOPPED:
+            raise NotFound(f"worker {worker_id} has stopped; register again", id=worker_id)
+        return worker
+
+    async def claim(
+        self, principal: Principal, worker_id: str, request: ClaimRequest
+    ) -> ClaimResponse:
+        """Up to `request.max` tasks; waits up to `request.wait` seconds for the first."""
+        worker = await run_sync(self._own_worker, principal, worker_id)
+        deadline = time.monotonic() + request.wait
+        lease = self._settings.lease_seconds
+        async with self._store.notifier.listen(work_key(principal.project_id)) as signal:
+            while True:
+                signal.clear()
+                assignments = await run_sync(
+                    self._store.claim,
+                    worker.id,
+                    principal.project_id,
+                    worker.queues,
+                    request.max,
+                    lease,
+                )
+                left = deadline - time.monotonic()
+                if assignments or left <= 0:
+                    return ClaimResponse(assignments=assignments)
+                await signal.wait(left)
+
+    async def heartbeat(
+        self, principal: Principal, worker_id: str, beat: Heartbeat, wait: float
+    ) -> HeartbeatResponse:
+        """Renew leases; with `wait`, answers early when held work is canceled."""
+        if not 0 <= wait <= MAX_WAIT_SECONDS:
+            raise ValidationError(
+                f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds", field="wait"
+            )
+        worker = await run_sync(self._own_worker, principal, worker_id)
+        lease = self._settings.lease_seconds
+        status = WorkerStatus(beat.status)
+        deadline = time.monotonic() + wait
+        async with self._store.notifier.listen(worker_key(worker.id)) as signal:
+            while True:
+                signal.clear()
+                cancel, lost = await run_sync(
+                    self._store.heartbeat, worker.id, beat.held, status, lease
+                )
+                left = deadline - time.monotonic()
+                if cancel or lost or left <= 0 or not beat.held:
+                    return HeartbeatResponse(cancel=cancel, lost=lost, lease_seconds=lease)
+                await signal.wait(left)
+
+    def report(
+        self, principal: Principal, worker_id: str, batch: ReportBatch
+    ) -> ReportBatchResponse:
+        """Apply a batch of reports in order."""
+        worker = self._own_worker(principal, worker_id)
+        outcomes = self._store.apply_reports(worker.id, [_bounded(r) for r in batch.reports])
+        return ReportBatchResponse(outcomes=outcomes)

@@ -1,0 +1,117 @@
+"""What every store query shares: the engine, transactions, the clock, wake-ups, rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert
+
+from oprun.store import schema as t
+from oprun.store.notify import Notifier, events_key
+
+
+def to_datetime(epoch: float | None) -> datetime | None:
+    """Epoch seconds from a row as an aware UTC datetime."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def at(epoch: float) -> datetime:
+    """Epoch seconds (never NULL) as an aware UTC datetime."""
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+@dataclass
+class Tx:
+    """One write transaction: its connection, its instant, and what it will publish."""
+
+    conn: Connection
+    now: float
+    keys: set[str] = field(default_factory=set)
+    _history: list[dict[str, Any]] = field(default_factory=list)
+    _events: list[dict[str, Any]] = field(default_factory=list)
+
+    def history(self, entity_id: str, status: str, detail: str | None = None) -> None:
+        """Record a status change of `entity_id` (written before commit)."""
+        self._history.append(
+            {"entity_id": entity_id, "status": status, "detail": detail, "at": self.now}
+        )
+
+    def event(self, project_id: str, type_: str, entity_id: str, data: Mapping[str, Any]) -> None:
+        """Record an event for the project's stream (written before commit)."""
+        self._events.append(
+            {
+                "project_id": project_id,
+                "type": type_,
+                "entity_id": entity_id,
+                "data": dict(data),
+                "at": self.now,
+            }
+        )
+        self.keys.add(events_key(project_id))
+
+    def flush(self) -> None:
+        """Write the buffered history and events in two bulk inserts."""
+        if self._history:
+            self.conn.execute(insert(t.status_history), self._history)
+            self._history = []
+        if self._events:
+            self.conn.execute(insert(t.events), self._events)
+            self._events = []
+
+
+class StoreBase:
+    """Transactions and wake-ups over one SQLAlchemy engine; backends override the hooks."""
+
+    dialect_name = "sql"
+
+    def __init__(self, engine: Engine, notifier: Notifier) -> None:
+        self.engine = engine
+        self.notifier = notifier
+
+    # -- hooks for backends ------------------------------------------------------------
+    def _db_now(self, conn: Connection) -> float:
+        """The transaction's instant: the database's clock where it has one."""
+        return time.time()
+
+    def _begin_write(self) -> Connection:
+        return self.engine.connect()
+
+    def _send_keys(self, tx: Tx) -> None:
+        """Publish inside the transaction (PostgreSQL NOTIFY is delivered at commit)."""
+
+    def _after_commit(self, keys: set[str]) -> None:
+        """Publish after commit (in-process backends)."""
+        if keys:
+            self.notifier.publish(keys)
+
+    # -- transactions ------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A write transaction; its history, events and wake-ups land with its commit."""
+        with self._begin_write() as conn, conn.begin():
+            tx = Tx(conn, self._db_now(conn))
+            yield tx
+            tx.flush()
+            self._send_keys(tx)
+        self._after_commit(tx.keys)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def now(self) -> float:
+        """The store's clock, for timeouts and ages."""
+        with self.engine.connect() as conn:
+            return self._db_now(conn)
+
+    def close(self) -> None:
+        """Release connections and listeners."""
+        self.notifier.close()
+        self.engine.dispose()

@@ -1,0 +1,102 @@
+"""Wake-ups: waiters in this process are woken when a key they listen on is published.
+
+The SQLite store publishes keys here after each commit; the PostgreSQL store sends
+them with NOTIFY and a listener thread publishes what arrives, so every API process
+wakes its own waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+
+class Signal:
+    """A one-shot flag a waiter awaits; set from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        """Wake the waiter (thread-safe)."""
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True when fired."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def clear(self) -> None:
+        """Re-arm the flag (call from the waiter's loop)."""
+        self._event.clear()
+
+
+class Notifier:
+    """In-process fan-out of published keys to listening signals."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: dict[str, set[Signal]] = {}
+
+    def publish(self, keys: Iterable[str]) -> None:
+        """Wake every listener of each key."""
+        with self._lock:
+            fired = {s for key in keys for s in self._listeners.get(key, ())}
+        for signal in fired:
+            signal.fire()
+
+    @asynccontextmanager
+    async def listen(self, *keys: str) -> AsyncIterator[Signal]:
+        """Listen on `keys` for the duration of the block.
+
+        Enter the block *before* checking the state you wait on, so a change that
+        lands between the check and the wait still wakes you.
+        """
+        signal = Signal(asyncio.get_running_loop())
+        with self._lock:
+            for key in keys:
+                self._listeners.setdefault(key, set()).add(signal)
+        try:
+            yield signal
+        finally:
+            with self._lock:
+                for key in keys:
+                    listeners = self._listeners.get(key)
+                    if listeners is not None:
+                        listeners.discard(signal)
+                        if not listeners:
+                            del self._listeners[key]
+
+    def close(self) -> None:
+        """Release resources (nothing to do in process)."""
+
+
+def work_key(project_id: str) -> str:
+    """Published when tasks become claimable in a project."""
+    return f"work:{project_id}"
+
+
+def operation_key(operation_id: str) -> str:
+    """Published when an operation changes."""
+    return f"op:{operation_id}"
+
+
+def logs_key(operation_id: str) -> str:
+    """Published when an operation gets log lines."""
+    return f"logs:{operation_id}"
+
+
+def worker_key(worker_id: str) -> str:
+    """Published when a worker has news (cancel requests)."""
+    return f"worker:{worker_id}"
+
+
+def events_key(project_id: str) -> str:
+    """Published when a project gets events."""
+    return f"events:{project_id}"

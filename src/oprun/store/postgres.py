@@ -1,0 +1,84 @@
+"""The scale-out backend: PostgreSQL, shared by any number of API processes.
+
+Claims use `FOR UPDATE SKIP LOCKED` on a partial index of waiting tasks; wake-ups
+travel as `NOTIFY oprun, '<key>'` sent inside the writing transaction (so they are
+delivered only if it commits) and a listener thread in each process hands them to
+local waiters. Times come from the database's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import make_url
+
+from oprun.store.base import Tx
+from oprun.store.notify import Notifier
+from oprun.store.reads import ReadQueries
+
+log = logging.getLogger("oprun.store")
+CHANNEL = "oprun"
+
+
+class PgNotifier(Notifier):
+    """Local fan-out fed by a thread that LISTENs on the database."""
+
+    def __init__(self, conninfo: str) -> None:
+        super().__init__()
+        self._conninfo = conninfo
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="oprun-pg-listen", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._ready.set()
+                    while not self._stop.is_set():
+                        keys = [n.payload for n in conn.notifies(timeout=0.5)]
+                        if keys:
+                            self.publish(keys)
+            except psycopg.Error as exc:
+                self._ready.set()
+                if not self._stop.is_set():
+                    log.warning("event=listen_failed error=%r retry_in=1s", str(exc))
+                    self._stop.wait(1.0)
+
+    def close(self) -> None:
+        """Stop the listener thread."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class PostgresStore(ReadQueries):
+    """Store on PostgreSQL."""
+
+    dialect_name = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        sa_url = make_url(url).set(drivername="postgresql+psycopg")
+        engine = create_engine(sa_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        conninfo = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        super().__init__(engine, PgNotifier(conninfo))
+
+    def _db_now(self, conn: Connection) -> float:
+        return float(
+            conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
+        )
+
+    def _send_keys(self, tx: Tx) -> None:
+        if tx.keys:
+            tx.conn.execute(
+                text("SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k"),
+                {"channel": CHANNEL, "keys": sorted(tx.keys)},
+            )
+
+    def _after_commit(self, keys: set[str]) -> None:
+        return None  # the listener delivers NOTIFY to this process too

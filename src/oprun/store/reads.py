@@ -1,0 +1,180 @@
+"""Read queries on operations, tasks, session actions, logs and events."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select
+
+from oprun.domain.errors import NotFound
+from oprun.domain.models import Event, LogRecord, Operation, SessionAction, StatusRecord, Task
+from oprun.domain.status import OperationStatus
+from oprun.store import rows
+from oprun.store import schema as t
+from oprun.store.base import at
+from oprun.store.work import WorkQueries
+
+
+class ReadQueries(WorkQueries):
+    """What clients read."""
+
+    def _history(self, conn: Connection, entity_id: str) -> list[StatusRecord]:
+        return rows.history(
+            conn.execute(
+                select(t.status_history)
+                .where(t.status_history.c.entity_id == entity_id)
+                .order_by(t.status_history.c.seq)
+            ).all()
+        )
+
+    def get_operation(self, project_id: str, operation_id: str) -> Operation:
+        """One operation with its status history, or NotFound (also for other projects)."""
+        with self.read() as conn:
+            row = conn.execute(
+                select(t.operations).where(
+                    t.operations.c.id == operation_id, t.operations.c.project_id == project_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no operation {operation_id}", id=operation_id)
+            return rows.operation(row, self._history(conn, operation_id))
+
+    def find_by_idempotency_key(self, project_id: str, key: str) -> str | None:
+        """The id of the project's operation created with this idempotency key."""
+        with self.read() as conn:
+            return conn.execute(
+                select(t.operations.c.id).where(
+                    t.operations.c.project_id == project_id,
+                    t.operations.c.idempotency_key == key,
+                )
+            ).scalar()
+
+    def list_operations(
+        self,
+        project_id: str,
+        *,
+        status: OperationStatus | None = None,
+        action: str | None = None,
+        created_by: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> list[Operation]:
+        """Operations of a project, newest first, older than the id `before`."""
+        query = (
+            select(t.operations)
+            .where(t.operations.c.project_id == project_id)
+            .order_by(t.operations.c.id.desc())
+            .limit(limit)
+        )
+        if status is not None:
+            query = query.where(t.operations.c.status == status.value)
+        if action is not None:
+            query = query.where(t.operations.c.action_name == action)
+        if created_by is not None:
+            query = query.where(t.operations.c.created_by == created_by)
+        if before is not None:
+            query = query.where(t.operations.c.id < before)
+        with self.read() as conn:
+            return [rows.operation(r) for r in conn.execute(query).all()]
+
+    def _check_operation(self, conn: Connection, project_id: str, operation_id: str) -> None:
+        found = conn.execute(
+            select(t.operations.c.id).where(
+                t.operations.c.id == operation_id, t.operations.c.project_id == project_id
+            )
+        ).first()
+        if found is None:
+            raise NotFound(f"no operation {operation_id}", id=operation_id)
+
+    def list_tasks(self, project_id: str, operation_id: str) -> list[Task]:
+        """The tasks of one operation."""
+        with self.read() as conn:
+            self._check_operation(conn, project_id, operation_id)
+            return [
+                rows.task(r)
+                for r in conn.execute(
+                    select(t.tasks)
+                    .where(t.tasks.c.operation_id == operation_id)
+                    .order_by(t.tasks.c.id)
+                ).all()
+            ]
+
+    def list_session_actions(self, project_id: str, operation_id: str) -> list[SessionAction]:
+        """Every attempt of an operation's work, oldest first."""
+        with self.read() as conn:
+            self._check_operation(conn, project_id, operation_id)
+            return [
+                rows.session_action(r)
+                for r in conn.execute(
+                    select(t.session_actions)
+                    .where(t.session_actions.c.operation_id == operation_id)
+                    .order_by(t.session_actions.c.id)
+                ).all()
+            ]
+
+    def get_session_action(self, project_id: str, session_action_id: str) -> SessionAction:
+        """One session action with its status history."""
+        with self.read() as conn:
+            row = conn.execute(
+                select(t.session_actions).where(
+                    t.session_actions.c.id == session_action_id,
+                    t.session_actions.c.project_id == project_id,
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no session action {session_action_id}", id=session_action_id)
+            return rows.session_action(row, self._history(conn, session_action_id))
+
+    def list_logs(
+        self, project_id: str, operation_id: str, after: int, limit: int
+    ) -> list[LogRecord]:
+        """Log records of an operation after sequence number `after`."""
+        with self.read() as conn:
+            self._check_operation(conn, project_id, operation_id)
+            found = conn.execute(
+                select(t.logs)
+                .where(t.logs.c.operation_id == operation_id, t.logs.c.seq > after)
+                .order_by(t.logs.c.seq)
+                .limit(limit)
+            ).all()
+        return [
+            LogRecord(
+                seq=r.seq,
+                operation_id=r.operation_id,
+                session_action_id=r.session_action_id,
+                at=at(r.at),
+                stream=r.stream,
+                line=r.line,
+            )
+            for r in found
+        ]
+
+    def list_events(self, project_id: str, after: int, limit: int) -> list[Event]:
+        """Events of a project after sequence number `after`, oldest first."""
+        with self.read() as conn:
+            found = conn.execute(
+                select(t.events)
+                .where(t.events.c.project_id == project_id, t.events.c.seq > after)
+                .order_by(t.events.c.seq)
+                .limit(limit)
+            ).all()
+        return [
+            Event(
+                id=r.seq,
+                project_id=r.project_id,
+                type=r.type,
+                entity_id=r.entity_id,
+                at=at(r.at),
+                data=r.data,
+            )
+            for r in found
+        ]
+
+    def last_event_id(self, project_id: str) -> int:
+        """The newest event's id in a project (0 when none)."""
+        with self.read() as conn:
+            found = conn.execute(
+                select(t.events.c.seq)
+                .where(t.events.c.project_id == project_id)
+                .order_by(t.events.c.seq.desc())
+                .limit(1)
+            ).scalar()
+        return int(found or 0)

@@ -1,0 +1,262 @@
+"""The tables of oprun, as SQLAlchemy Core metadata (the Alembic migrations must equal this).
+
+Times are seconds since the epoch (double precision), taken from the database's
+clock on PostgreSQL and from the server's clock on SQLite (one host by design).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Id = String(64)
+Seq = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+queues = Table(
+    "queues",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("max_concurrency", Integer),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("project_id", "name", name="uq_queues_project_name"),
+)
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("latest_version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("project_id", "name", name="uq_actions_project_name"),
+)
+
+action_versions = Table(
+    "action_versions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("action_id", Id, ForeignKey("actions.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("definition", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("action_id", "version", name="uq_action_versions_version"),
+    UniqueConstraint("action_id", "digest", name="uq_action_versions_digest"),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("action_id", Id, ForeignKey("actions.id"), nullable=False),
+    Column("action_version_id", Id, ForeignKey("action_versions.id"), nullable=False),
+    Column("action_name", String(128), nullable=False),
+    Column("action_version", Integer, nullable=False),
+    Column("action_digest", String(80), nullable=False),
+    Column("queue_id", Id, ForeignKey("queues.id"), nullable=False),
+    Column("queue_name", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("step_code", String(64)),
+    Column("progress_percent", Float),
+    Column("progress_message", Text),
+    Column("n_queued", Integer, nullable=False, default=0),
+    Column("n_running", Integer, nullable=False, default=0),
+    Column("n_succeeded", Integer, nullable=False, default=0),
+    Column("n_failed", Integer, nullable=False, default=0),
+    Column("n_canceled", Integer, nullable=False, default=0),
+    Column("parameters", Json, nullable=False),
+    Column("params_digest", String(80), nullable=False),
+    Column("result", Json),
+    Column("error", Json),
+    Column("exit_reason", String(64)),
+    Column("created_by", String(128), nullable=False),
+    Column("source_type", String(16), nullable=False),
+    Column("source_id", String(128), nullable=False),
+    Column("idempotency_key", String(256)),
+    Column("timeout", Float),
+    Column("deadline_at", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("worker_id", Id),
+    Column("log_bytes", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    UniqueConstraint("project_id", "idempotency_key", name="uq_operations_idempotency"),
+)
+Index("ix_operations_project_id", operations.c.project_id, operations.c.id.desc())
+Index("ix_operations_project_status", operations.c.project_id, operations.c.status, operations.c.id)
+Index(
+    "ix_operations_project_action",
+    operations.c.project_id,
+    operations.c.action_name,
+    operations.c.id,
+)
+Index(
+    "ix_operations_cache",
+    operations.c.action_version_id,
+    operations.c.params_digest,
+    operations.c.status,
+)
+Index("ix_operations_deadline", operations.c.deadline_at)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("operation_id", Id, ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Id, nullable=False),
+    Column("queue_id", Id, nullable=False),
+    Column("step_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("parameters", Json, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("available_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_tasks_operation", tasks.c.operation_id)
+# Claims read only this partial index: it holds just the rows waiting for a worker.
+Index(
+    "ix_tasks_claimable",
+    tasks.c.queue_id,
+    tasks.c.priority.desc(),
+    tasks.c.id,
+    postgresql_where=tasks.c.status == "QUEUED",
+    sqlite_where=tasks.c.status == "QUEUED",
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("queues", Json, nullable=False),
+    Column("capabilities", Json, nullable=False),
+    Column("last_heartbeat_at", Float),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_workers_project", workers.c.project_id, workers.c.id)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("project_id", Id, nullable=False),
+    Column("operation_id", Id, ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
+    Column("worker_id", Id, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float),
+)
+
+session_actions = Table(
+    "session_actions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("session_id", Id, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Id, nullable=False),
+    Column("operation_id", Id, nullable=False),
+    Column("task_id", Id),
+    Column("worker_id", Id, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("lease_epoch", Integer, nullable=False),
+    Column("lease_expires_at", Float),
+    Column("definition", Json, nullable=False),
+    Column("progress_percent", Float),
+    Column("progress_message", Text),
+    Column("process_exit_code", Integer),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("worker_updated_at", Float),
+)
+Index("ix_session_actions_operation", session_actions.c.operation_id)
+Index("ix_session_actions_worker", session_actions.c.worker_id)
+Index(
+    "ix_session_actions_leased",
+    session_actions.c.lease_expires_at,
+    postgresql_where=session_actions.c.lease_expires_at.isnot(None),
+    sqlite_where=session_actions.c.lease_expires_at.isnot(None),
+)
+
+status_history = Table(
+    "status_history",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("entity_id", Id, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text),
+    Column("at", Float, nullable=False),
+)
+Index("ix_status_history_entity", status_history.c.entity_id, status_history.c.seq)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("project_id", Id, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("entity_id", Id, nullable=False),
+    Column("data", Json, nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("ix_events_project", events.c.project_id, events.c.seq)
+
+logs = Table(
+    "logs",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("operation_id", Id, nullable=False),
+    Column("session_action_id", Id),
+    Column("stream", String(8), nullable=False),
+    Column("line", Text, nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("ix_logs_operation", logs.c.operation_id, logs.c.seq)

@@ -1,0 +1,64 @@
+"""The embedded backend: one SQLite file in WAL mode.
+
+Writers take the database lock up front (`BEGIN IMMEDIATE`), so a claim can never
+be overtaken between its read and its update; readers use their own connections
+and never block on writers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.pool import QueuePool
+
+from oprun.store.base import Tx
+from oprun.store.notify import Notifier
+from oprun.store.reads import ReadQueries
+
+
+def _engine(url: str, begin: str) -> Engine:
+    engine = create_engine(
+        url,
+        poolclass=QueuePool,
+        pool_size=8,
+        max_overflow=8,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class SqliteStore(ReadQueries):
+    """Store on a SQLite file; wake-ups stay in this process."""
+
+    dialect_name = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(_engine(url, "BEGIN"), Notifier())
+        self._writer = _engine(url, "BEGIN IMMEDIATE")
+
+    def _begin_write(self) -> Connection:
+        return self._writer.connect()
+
+    def _send_keys(self, tx: Tx) -> None:
+        return None
+
+    def close(self) -> None:
+        """Release both engines."""
+        super().close()
+        self._writer.dispose()

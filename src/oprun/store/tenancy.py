@@ -1,0 +1,383 @@
+"""Queries on the slow-changing records: projects, tokens, queues, actions, workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from oprun.domain.errors import Conflict, NotFound
+from oprun.domain.ids import new_id
+from oprun.domain.models import Action, ActionDefinition, Project, Queue, Token, Worker
+from oprun.domain.roles import Role
+from oprun.domain.status import WorkerStatus
+from oprun.store import schema as t
+from oprun.store.base import StoreBase, Tx, at, to_datetime
+
+
+def _project(row: Any) -> Project:
+    return Project(id=row.id, name=row.name, created_at=at(row.created_at))
+
+
+def _token(row: Any) -> Token:
+    return Token(
+        id=row.id,
+        project_id=row.project_id,
+        name=row.name,
+        role=Role(row.role),
+        created_at=at(row.created_at),
+        revoked_at=to_datetime(row.revoked_at),
+    )
+
+
+def _queue(row: Any) -> Queue:
+    return Queue(
+        id=row.id,
+        project_id=row.project_id,
+        name=row.name,
+        priority=row.priority,
+        max_concurrency=row.max_concurrency,
+        created_at=at(row.created_at),
+    )
+
+
+def _worker(row: Any) -> Worker:
+    return Worker(
+        id=row.id,
+        project_id=row.project_id,
+        name=row.name,
+        hostname=row.hostname,
+        status=WorkerStatus(row.status),
+        queues=row.queues,
+        capabilities=row.capabilities,
+        last_heartbeat_at=to_datetime(row.last_heartbeat_at),
+        created_at=at(row.created_at),
+    )
+
+
+_ACTION_COLUMNS = (
+    t.actions.c.id,
+    t.actions.c.project_id,
+    t.actions.c.name,
+    t.actions.c.latest_version,
+    t.action_versions.c.id.label("version_id"),
+    t.action_versions.c.version,
+    t.action_versions.c.digest,
+    t.action_versions.c.definition,
+    t.action_versions.c.created_at,
+)
+
+
+def _action(row: Any) -> Action:
+    return Action(
+        id=row.id,
+        version_id=row.version_id,
+        project_id=row.project_id,
+        name=row.name,
+        version=row.version,
+        latest_version=row.latest_version,
+        digest=row.digest,
+        definition=ActionDefinition.model_validate(row.definition),
+        created_at=at(row.created_at),
+    )
+
+
+def _actions_join() -> Any:
+    return t.actions.join(t.action_versions, t.action_versions.c.action_id == t.actions.c.id)
+
+
+class TenancyQueries(StoreBase):
+    """Projects, tokens, queues, actions and workers."""
+
+    # -- projects and tokens -----------------------------------------------------------
+    def create_project(self, name: str) -> Project:
+        """Create a project with its `default` queue."""
+        with self.write() as tx:
+            pid = new_id("project")
+            tx.conn.execute(insert(t.projects).values(id=pid, name=name, created_at=tx.now))
+            self._ensure_queue(tx, pid, "default")
+            return Project(id=pid, name=name, created_at=at(tx.now))
+
+    def get_project(self, project_id: str) -> Project:
+        """One project, or NotFound."""
+        with self.read() as conn:
+            row = conn.execute(select(t.projects).where(t.projects.c.id == project_id)).first()
+        if row is None:
+            raise NotFound(f"no project {project_id}", id=project_id)
+        return _project(row)
+
+    def first_project(self) -> Project:
+        """The oldest project (the one `oprun up` bootstrapped)."""
+        with self.read() as conn:
+            row = conn.execute(select(t.projects).order_by(t.projects.c.id).limit(1)).first()
+        if row is None:
+            raise NotFound("no project yet")
+        return _project(row)
+
+    def count_tokens(self) -> int:
+        """How many tokens exist in all projects (zero on a fresh database)."""
+        with self.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.tokens)).scalar_one())
+
+    def create_token(self, project_id: str, name: str, role: Role, secret_hash: str) -> Token:
+        """Store a token by the hash of its secret."""
+        with self.write() as tx:
+            tid = new_id("token")
+            try:
+                tx.conn.execute(
+                    insert(t.tokens).values(
+                        id=tid,
+                        project_id=project_id,
+                        name=name,
+                        role=role.value,
+                        secret_hash=secret_hash,
+                        created_at=tx.now,
+                    )
+                )
+            except IntegrityError as exc:
+                raise Conflict("a token with this secret already exists") from exc
+            return Token(id=tid, project_id=project_id, name=name, role=role, created_at=at(tx.now))
+
+    def token_by_hash(self, secret_hash: str) -> Token | None:
+        """The live token whose secret hashes to `secret_hash`."""
+        with self.read() as conn:
+            row = conn.execute(
+                select(t.tokens).where(
+                    t.tokens.c.secret_hash == secret_hash, t.tokens.c.revoked_at.is_(None)
+                )
+            ).first()
+        return None if row is None else _token(row)
+
+    def list_tokens(self, project_id: str) -> list[Token]:
+        """Every token of a project, oldest first."""
+        with self.read() as conn:
+            rows = conn.execute(
+                select(t.tokens).where(t.tokens.c.project_id == project_id).order_by(t.tokens.c.id)
+            ).all()
+        return [_token(r) for r in rows]
+
+    def revoke_token(self, project_id: str, token_id: str) -> Token:
+        """Revoke a token of the project."""
+        with self.write() as tx:
+            tx.conn.execute(
+                update(t.tokens)
+                .where(
+                    t.tokens.c.id == token_id,
+                    t.tokens.c.project_id == project_id,
+                    t.tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=tx.now)
+            )
+            row = tx.conn.execute(
+                select(t.tokens).where(
+                    t.tokens.c.id == token_id, t.tokens.c.project_id == project_id
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no token {token_id}", id=token_id)
+        return _token(row)
+
+    # -- queues ------------------------------------------------------------------------
+    def _ensure_queue(self, tx: Tx, project_id: str, name: str) -> str:
+        qid = tx.conn.execute(
+            select(t.queues.c.id).where(
+                t.queues.c.project_id == project_id, t.queues.c.name == name
+            )
+        ).scalar()
+        if qid is not None:
+            return str(qid)
+        qid = new_id("queue")
+        tx.conn.execute(
+            insert(t.queues).values(
+                id=qid, project_id=project_id, name=name, priority=0, created_at=tx.now
+            )
+        )
+        return qid
+
+    def list_queues(self, project_id: str) -> list[Queue]:
+        """Every queue of a project."""
+        with self.read() as conn:
+            rows = conn.execute(
+                select(t.queues)
+                .where(t.queues.c.project_id == project_id)
+                .order_by(t.queues.c.name)
+            ).all()
+        return [_queue(r) for r in rows]
+
+    # -- actions -----------------------------------------------------------------------
+    def save_action(self, project_id: str, definition: ActionDefinition) -> tuple[Action, bool]:
+        """Save a new version of an action unless one with the same digest exists.
+
+        Returns the version and whether it was created.
+        """
+        digest = definition.digest()
+        with self.write() as tx:
+            conn = tx.conn
+            self._ensure_queue(tx, project_id, definition.queue)
+            action = conn.execute(
+                select(t.actions)
+                .where(t.actions.c.project_id == project_id, t.actions.c.name == definition.name)
+                .with_for_update()
+            ).first()
+            if action is None:
+                action_id, version = new_id("action"), 1
+                conn.execute(
+                    insert(t.actions).values(
+                        id=action_id,
+                        project_id=project_id,
+                        name=definition.name,
+                        latest_version=1,
+                        created_at=tx.now,
+                    )
+                )
+            else:
+                action_id, version = action.id, action.latest_version + 1
+                existing = conn.execute(
+                    select(*_ACTION_COLUMNS)
+                    .select_from(_actions_join())
+                    .where(t.actions.c.id == action_id, t.action_versions.c.digest == digest)
+                ).first()
+                if existing is not None:
+                    return _action(existing), False
+                conn.execute(
+                    update(t.actions)
+                    .where(t.actions.c.id == action_id)
+                    .values(latest_version=version)
+                )
+            conn.execute(
+                insert(t.action_versions).values(
+                    id=new_id("action_version"),
+                    action_id=action_id,
+                    version=version,
+                    digest=digest,
+                    definition=definition.model_dump(mode="json"),
+                    created_at=tx.now,
+                )
+            )
+            row = conn.execute(
+                select(*_ACTION_COLUMNS)
+                .select_from(_actions_join())
+                .where(t.actions.c.id == action_id, t.action_versions.c.version == version)
+            ).one()
+            tx.event(
+                project_id, "action.saved", action_id, {"name": definition.name, "version": version}
+            )
+            return _action(row), True
+
+    def get_action(self, project_id: str, name: str, version: int | None = None) -> Action:
+        """The given (default latest) version of an action, or NotFound."""
+        with self.read() as conn:
+            return self._get_action(conn, project_id, name, version)
+
+    def _get_action(
+        self, conn: Connection, project_id: str, name: str, version: int | None
+    ) -> Action:
+        wanted = t.actions.c.latest_version if version is None else version
+        row = conn.execute(
+            select(*_ACTION_COLUMNS)
+            .select_from(_actions_join())
+            .where(
+                t.actions.c.project_id == project_id,
+                t.actions.c.name == name,
+                t.action_versions.c.version == wanted,
+            )
+        ).first()
+        if row is None:
+            what = f"no action {name!r}" if version is None else f"no version {version} of {name!r}"
+            raise NotFound(what, action=name, version=version)
+        return _action(row)
+
+    def list_actions(self, project_id: str, after: str | None, limit: int) -> list[Action]:
+        """Latest version of each action, by name, after the name `after`."""
+        query = (
+            select(*_ACTION_COLUMNS)
+            .select_from(_actions_join())
+            .where(
+                t.actions.c.project_id == project_id,
+                t.action_versions.c.version == t.actions.c.latest_version,
+            )
+            .order_by(t.actions.c.name)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(t.actions.c.name > after)
+        with self.read() as conn:
+            return [_action(r) for r in conn.execute(query).all()]
+
+    def list_action_versions(
+        self, project_id: str, name: str, after: int | None, limit: int
+    ) -> list[Action]:
+        """Every version of one action, newest first."""
+        query = (
+            select(*_ACTION_COLUMNS)
+            .select_from(_actions_join())
+            .where(t.actions.c.project_id == project_id, t.actions.c.name == name)
+            .order_by(t.action_versions.c.version.desc())
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(t.action_versions.c.version < after)
+        with self.read() as conn:
+            rows = conn.execute(query).all()
+            if not rows and after is None:
+                self._get_action(conn, project_id, name, None)  # raises NotFound
+        return [_action(r) for r in rows]
+
+    # -- workers -----------------------------------------------------------------------
+    def register_worker(
+        self,
+        project_id: str,
+        name: str,
+        hostname: str,
+        queues: Sequence[str],
+        capabilities: dict[str, Any],
+    ) -> Worker:
+        """Register a new worker (a restarted agent registers afresh)."""
+        with self.write() as tx:
+            for queue in queues:
+                self._ensure_queue(tx, project_id, queue)
+            wid = new_id("worker")
+            tx.conn.execute(
+                insert(t.workers).values(
+                    id=wid,
+                    project_id=project_id,
+                    name=name,
+                    hostname=hostname,
+                    status=WorkerStatus.IDLE.value,
+                    queues=list(queues),
+                    capabilities=capabilities,
+                    last_heartbeat_at=tx.now,
+                    created_at=tx.now,
+                )
+            )
+            tx.history(wid, WorkerStatus.IDLE.value, "registered")
+            tx.event(project_id, "worker.registered", wid, {"name": name})
+            row = tx.conn.execute(select(t.workers).where(t.workers.c.id == wid)).one()
+            return _worker(row)
+
+    def get_worker(self, project_id: str, worker_id: str) -> Worker:
+        """One worker of the project, or NotFound."""
+        with self.read() as conn:
+            row = conn.execute(
+                select(t.workers).where(
+                    t.workers.c.id == worker_id, t.workers.c.project_id == project_id
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no worker {worker_id}", id=worker_id)
+        return _worker(row)
+
+    def list_workers(self, project_id: str, after: str | None, limit: int) -> list[Worker]:
+        """Workers of a project, newest first."""
+        query = (
+            select(t.workers)
+            .where(t.workers.c.project_id == project_id)
+            .order_by(t.workers.c.id.desc())
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(t.workers.c.id < after)
+        with self.read() as conn:
+            return [_worker(r) for r in conn.execute(query).all()]
