@@ -208,8 +208,13 @@ class WorkQueries(TenancyQueries):
             queue_ids = select(t.queues.c.id).where(
                 t.queues.c.project_id == project_id, t.queues.c.name.in_(queue_names)
             )
+            # Lock order everywhere: operations, then tasks, then session actions.
+            # A task whose operation is locked (being canceled, say) is skipped.
             picked = conn.execute(
                 select(t.tasks.c.id, t.tasks.c.operation_id)
+                .select_from(
+                    t.tasks.join(t.operations, t.operations.c.id == t.tasks.c.operation_id)
+                )
                 .where(
                     t.tasks.c.status == OS.QUEUED.value,
                     t.tasks.c.queue_id.in_(queue_ids.scalar_subquery()),
@@ -217,7 +222,7 @@ class WorkQueries(TenancyQueries):
                 )
                 .order_by(t.tasks.c.priority.desc(), t.tasks.c.id)
                 .limit(limit)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, of=[t.operations, t.tasks])
             ).all()
             if not picked:
                 conn.execute(
@@ -374,6 +379,8 @@ class WorkQueries(TenancyQueries):
                     t.session_actions.join(t.tasks, t.tasks.c.id == t.session_actions.c.task_id)
                 )
                 .where(t.session_actions.c.id.in_(list(epochs)))
+                .order_by(t.session_actions.c.id)
+                .with_for_update(of=t.session_actions)
             ).all()
             live = [
                 r
@@ -402,6 +409,12 @@ class WorkQueries(TenancyQueries):
         with self.write() as tx:
             conn = tx.conn
             ids = sorted({r.session_action_id for r in reports})
+            self._lock_operations(
+                tx,
+                conn.execute(
+                    select(t.session_actions.c.operation_id).where(t.session_actions.c.id.in_(ids))
+                ).scalars(),
+            )
             state = {
                 r.id: dict(r._mapping)
                 for r in conn.execute(
@@ -415,6 +428,7 @@ class WorkQueries(TenancyQueries):
                         t.session_actions.c.project_id,
                     )
                     .where(t.session_actions.c.id.in_(ids))
+                    .order_by(t.session_actions.c.id)
                     .with_for_update()
                 )
             }
@@ -628,11 +642,13 @@ class WorkQueries(TenancyQueries):
                     t.session_actions.c.id,
                     t.session_actions.c.status,
                     t.session_actions.c.worker_id,
-                ).where(
+                )
+                .where(
                     t.session_actions.c.operation_id == operation_id,
                     t.session_actions.c.status.in_(_LIVE_SA),
                 )
-            ):
+                .order_by(t.session_actions.c.id)
+            ).all():
                 if sa.status == SAS.RUNNING.value:
                     self._move_sa(tx, dict(sa._mapping), SAS.CANCELING, detail)
                 tx.keys.add(worker_key(sa.worker_id))
@@ -695,6 +711,14 @@ class WorkQueries(TenancyQueries):
         """
         with self.write() as tx:
             conn = tx.conn
+            expired = (
+                t.session_actions.c.lease_expires_at < tx.now,
+                t.session_actions.c.status.in_(_LIVE_SA),
+            )
+            candidates = conn.execute(
+                select(t.session_actions.c.operation_id).where(*expired).limit(batch)
+            ).scalars()
+            self._lock_operations(tx, candidates)
             lapsed = conn.execute(
                 select(
                     t.session_actions.c.id,
@@ -703,10 +727,8 @@ class WorkQueries(TenancyQueries):
                     t.session_actions.c.task_id,
                     t.session_actions.c.project_id,
                 )
-                .where(
-                    t.session_actions.c.lease_expires_at < tx.now,
-                    t.session_actions.c.status.in_(_LIVE_SA),
-                )
+                .where(*expired)
+                .order_by(t.session_actions.c.id)
                 .limit(batch)
                 .with_for_update(skip_locked=True)
             ).all()
@@ -730,6 +752,18 @@ class WorkQueries(TenancyQueries):
             return len(lapsed)
 
     # -- status machinery ----------------------------------------------------------------
+    @staticmethod
+    def _lock_operations(tx: Tx, operation_ids: Iterable[str]) -> None:
+        """Lock operations in id order: every writer takes them first, so none deadlock."""
+        ids = sorted(set(operation_ids))
+        if ids:
+            tx.conn.execute(
+                select(t.operations.c.id)
+                .where(t.operations.c.id.in_(ids))
+                .order_by(t.operations.c.id)
+                .with_for_update()
+            ).all()
+
     def _move_sa(
         self, tx: Tx, sa: dict[str, Any], target: SAS, detail: str | None, **values: Any
     ) -> bool:

@@ -1,0 +1,238 @@
+"""The store contract, on SQLite and PostgreSQL: races, leases, cancel, idempotency."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from oprun.domain.models import ActionDefinition, InvocationSource
+from oprun.domain.params import ParameterSpec
+from oprun.domain.protocol import Held, Report
+from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
+from oprun.service.operations import params_digest
+from oprun.store import NewOperation, Store, open_store
+
+
+@pytest.fixture
+def store(database_url):
+    s = open_store(database_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def project(store):
+    return store.create_project("p")
+
+
+def _definition(**kw):
+    return ActionDefinition(
+        name="a", entrypoint="m:f", parameters=[ParameterSpec(name="x", type="int")], **kw
+    )
+
+
+def _invoke(store: Store, project_id: str, n: int = 1, key: str | None = None, **kw):
+    action, _ = store.save_action(project_id, _definition(**kw))
+    items = [
+        NewOperation(
+            project_id=project_id, action=action, queue="default", parameters={"x": i},
+            params_digest=params_digest({"x": i}), created_by="test",
+            source_type=InvocationSource.MANUAL, source_id="test", idempotency_key=key,
+            timeout=None,
+        )
+        for i in range(n)
+    ]
+    return [op for op, _ in store.create_operations(items)]
+
+
+def _worker(store, project_id):
+    return store.register_worker(project_id, "w", "host", ["default"], {})
+
+
+def _history_is_legal(store, project_id, op_id):
+    op = store.get_operation(project_id, op_id)
+    statuses = [OperationStatus(h.status) for h in op.history]
+    for before, after in zip(statuses, statuses[1:], strict=False):
+        assert before.can_transition_to(after), f"{before} -> {after} in {statuses}"
+    return op
+
+
+def test_saving_the_same_definition_twice_keeps_one_version(store, project):
+    first, created = store.save_action(project.id, _definition())
+    again, created_again = store.save_action(project.id, _definition())
+    changed, created_changed = store.save_action(project.id, _definition(timeout=5))
+    assert created and not created_again and created_changed
+    assert first.version == again.version == 1 and changed.version == 2
+    assert first.digest == again.digest != changed.digest
+
+
+def test_an_idempotency_key_yields_one_operation(store, project):
+    (first,) = _invoke(store, project.id, key="k1")
+    (second,) = _invoke(store, project.id, key="k1")
+    assert first.id == second.id
+    assert len(store.list_operations(project.id)) == 1
+
+
+def test_concurrent_claims_never_hand_out_a_task_twice(store, project):
+    _invoke(store, project.id, n=60)
+    workers = [_worker(store, project.id) for _ in range(4)]
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def claim(worker):
+        for _ in range(30):
+            assignments = store.claim(worker.id, project.id, ["default"], 5, 30)
+            with lock:
+                got.extend(a.task_id for a in assignments)
+
+    threads = [threading.Thread(target=claim, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 60 and len(set(got)) == 60
+
+
+def _run(store, worker, assignment, kind="succeeded", **kw):
+    reports = [
+        Report(session_action_id=assignment.session_action_id, lease_epoch=assignment.lease_epoch, kind="running"),
+        Report(session_action_id=assignment.session_action_id, lease_epoch=assignment.lease_epoch, kind=kind, **kw),
+    ]
+    return store.apply_reports(worker.id, reports)
+
+
+def test_a_finished_operation_carries_result_history_and_counts(store, project):
+    (op,) = _invoke(store, project.id)
+    worker = _worker(store, project.id)
+    (a,) = store.claim(worker.id, project.id, ["default"], 1, 30)
+    outcomes = _run(store, worker, a, result={"ok": 1})
+    assert all(o.accepted for o in outcomes)
+    done = _history_is_legal(store, project.id, op.id)
+    assert done.status is OperationStatus.SUCCEEDED and done.result == {"ok": 1}
+    assert [h.status for h in done.history] == ["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED"]
+    assert done.progress.counts.succeeded == 1 and done.progress.counts.running == 0
+    sa = store.get_session_action(project.id, a.session_action_id)
+    assert sa.status is SessionActionStatus.SUCCEEDED
+    assert sa.definition["taskRun"]["parameters"] == {"x": {"int": "0"}}
+
+
+def test_the_first_terminal_report_wins_and_late_reports_change_nothing(store, project):
+    (op,) = _invoke(store, project.id)
+    worker = _worker(store, project.id)
+    (a,) = store.claim(worker.id, project.id, ["default"], 1, 30)
+    _run(store, worker, a, result=1)
+    late = store.apply_reports(
+        worker.id,
+        [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="failed")],
+    )
+    assert not late[0].accepted and "SUCCEEDED" in (late[0].reason or "")
+    assert store.get_operation(project.id, op.id).status is OperationStatus.SUCCEEDED
+
+
+def test_a_lapsed_lease_requeues_and_fences_off_the_old_attempt(store, project):
+    (op,) = _invoke(store, project.id)
+    w1, w2 = _worker(store, project.id), _worker(store, project.id)
+    (a,) = store.claim(w1.id, project.id, ["default"], 1, 0.2)
+    time.sleep(0.4)
+    assert store.reap(worker_silence=0.1) == 1
+    assert store.get_operation(project.id, op.id).status is OperationStatus.QUEUED
+    assert store.get_worker(project.id, w1.id).status is WorkerStatus.NOT_RESPONDING
+    (b,) = store.claim(w2.id, project.id, ["default"], 1, 30)
+    assert b.task_id == a.task_id and b.lease_epoch == a.lease_epoch + 1
+    stale = _run(store, w1, a, result="stale")
+    assert not any(o.accepted for o in stale)
+    cancel, lost = store.heartbeat(w1.id, [Held(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch)], WorkerStatus.RUNNING, 30)
+    assert lost == [a.session_action_id] and cancel == []
+    _run(store, w2, b, result="fresh")
+    done = _history_is_legal(store, project.id, op.id)
+    assert done.result == "fresh" and done.attempts == 2
+
+
+def test_attempts_run_out_and_the_operation_fails(store, project):
+    (op,) = _invoke(store, project.id, max_attempts=1)
+    worker = _worker(store, project.id)
+    store.claim(worker.id, project.id, ["default"], 1, 0.1)
+    time.sleep(0.3)
+    store.reap(worker_silence=60)
+    done = _history_is_legal(store, project.id, op.id)
+    assert done.status is OperationStatus.FAILED
+    assert done.error is not None and done.error.code == "LEASE_EXPIRED"
+
+
+def test_cancel_of_queued_work_is_immediate(store, project):
+    (op,) = _invoke(store, project.id)
+    store.cancel_operation(project.id, op.id, "test")
+    done = _history_is_legal(store, project.id, op.id)
+    assert done.status is OperationStatus.CANCELED
+    assert store.claim(_worker(store, project.id).id, project.id, ["default"], 1, 30) == []
+
+
+def test_cancel_of_running_work_reaches_its_worker_by_heartbeat(store, project):
+    (op,) = _invoke(store, project.id)
+    worker = _worker(store, project.id)
+    (a,) = store.claim(worker.id, project.id, ["default"], 1, 30)
+    store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="running")])
+    store.cancel_operation(project.id, op.id, "test")
+    assert store.get_operation(project.id, op.id).status is OperationStatus.CANCELING
+    held = [Held(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch)]
+    cancel, lost = store.heartbeat(worker.id, held, WorkerStatus.RUNNING, 30)
+    assert cancel == [a.session_action_id] and lost == []
+    store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="canceled")])
+    done = _history_is_legal(store, project.id, op.id)
+    assert done.status is OperationStatus.CANCELED
+
+
+def test_cancel_racing_completion_ends_in_exactly_one_terminal_state(store, project):
+    ops = _invoke(store, project.id, n=40)
+    worker = _worker(store, project.id)
+    assignments = store.claim(worker.id, project.id, ["default"], 40, 30)
+    for a in assignments:
+        store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="running")])
+
+    def complete():
+        for a in assignments:
+            store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="succeeded", result=1)])
+
+    def cancel():
+        for op in ops:
+            try:
+                store.cancel_operation(project.id, op.id, "race")
+            except Exception as exc:  # Conflict when completion won
+                assert "already SUCCEEDED" in str(exc)
+
+    threads = [threading.Thread(target=complete), threading.Thread(target=cancel)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a in assignments:  # the worker honours any cancel that got through
+        store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="canceled")])
+    for op in ops:
+        done = _history_is_legal(store, project.id, op.id)
+        assert done.status in (OperationStatus.SUCCEEDED, OperationStatus.CANCELED)
+        terminal = [h for h in done.history if OperationStatus(h.status).is_terminal()]
+        assert len(terminal) == 1
+
+
+def test_released_work_is_claimable_at_once_without_spending_an_attempt(store, project):
+    (op,) = _invoke(store, project.id, max_attempts=1)
+    worker = _worker(store, project.id)
+    (a,) = store.claim(worker.id, project.id, ["default"], 1, 30)
+    store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="released")])
+    (b,) = store.claim(worker.id, project.id, ["default"], 1, 30)
+    assert b.task_id == a.task_id
+    _run(store, worker, b, result=2)
+    assert store.get_operation(project.id, op.id).status is OperationStatus.SUCCEEDED
+
+
+def test_another_projects_operation_is_not_found(store, project):
+    (op,) = _invoke(store, project.id)
+    other = store.create_project("other")
+    from oprun.domain.errors import NotFound
+
+    with pytest.raises(NotFound):
+        store.get_operation(other.id, op.id)
+    with pytest.raises(NotFound):
+        store.cancel_operation(other.id, op.id, "x")
