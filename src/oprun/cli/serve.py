@@ -1,0 +1,202 @@
+"""`oprun up`, `oprun server`, `oprun worker` and `oprun db upgrade`: the long-running commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from oprun.service.settings import Settings, default_data_dir
+
+DEFAULT_PORT = 8710
+TOKEN_FILE = "admin-token"
+
+
+def _load_app(spec: str) -> Any:
+    """Import `module:attribute` (an `oprun.App`)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise typer.BadParameter(f"expected MODULE:APP, got {spec!r}", param_hint="--app")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise typer.BadParameter(f"{module_name!r} has no {attr!r}", param_hint="--app") from exc
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+async def _run_until_signalled(server: Any, agent: Any | None) -> None:
+    """Serve (and work) until SIGINT/SIGTERM; then drain the worker and stop the server."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server.install_signal_handlers = lambda: None
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    working = asyncio.create_task(agent.run()) if agent is not None else None
+    waiting = asyncio.create_task(stop.wait())
+    watched = {serving, waiting} | ({working} if working else set())
+    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    if working is not None:
+        agent.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await working
+    server.should_exit = True
+    await serving
+    waiting.cancel()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the server-side commands to the CLI."""
+    db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+    app.add_typer(db, name="db")
+
+    @app.command()
+    def up(
+        host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+        data_dir: Annotated[
+            Path | None, typer.Option(help="Where the SQLite file and admin token live.")
+        ] = None,
+        worker_app: Annotated[
+            str, typer.Option("--app", help="Actions the built-in worker serves (MODULE:APP).")
+        ] = "oprun.examples:app",
+        concurrency: Annotated[int, typer.Option(help="Tasks the built-in worker runs at once.")] = 4,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+    ) -> None:
+        """Run the API server, a worker and the web UI in one process, on SQLite by default.
+
+        Example: oprun up --port 8710 --app mymodule:app
+        """
+        _logging(verbose)
+        from oprun.api.server import open_services, uvicorn_server
+        from oprun.worker import WorkerAgent
+
+        folder = (data_dir or default_data_dir()).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        url = os.environ.get("OPRUN_DATABASE_URL") or f"sqlite:///{folder / 'oprun.db'}"
+        actions = _load_app(worker_app)
+        services, made = open_services(Settings(database_url=url))
+        token_path = folder / TOKEN_FILE
+        if made is not None:
+            token_path.write_text(made.secret + "\n")
+            token_path.chmod(0o600)
+        secret = (
+            made.secret
+            if made
+            else (token_path.read_text().strip() if token_path.exists() else None)
+        )
+        base = f"http://{host}:{port}"
+        typer.echo(f"oprun is up at {base}  (API {base}/v1, docs {base}/docs)")
+        typer.echo(f"database: {url}")
+        if secret:
+            typer.echo(f"admin token: {secret}  (kept in {token_path})")
+            typer.echo(f"  export OPRUN_URL={base} OPRUN_TOKEN={secret}")
+        else:
+            typer.echo("admin token: created earlier and not on this machine; set OPRUN_TOKEN")
+            secret = os.environ.get("OPRUN_TOKEN") or os.environ.get("OPRUN_BOOTSTRAP_TOKEN")
+        server = uvicorn_server(services, host, port)
+        agent = None
+        if secret:
+            agent = WorkerAgent(
+                base, secret, actions, name=f"{socket.gethostname()}-up", concurrency=concurrency
+            )
+        try:
+            asyncio.run(_run_until_signalled(server, agent))
+        finally:
+            services.store.close()
+
+    @app.command()
+    def server(
+        host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+        database_url: Annotated[
+            str | None,
+            typer.Option(help="sqlite:///path or postgresql://... (env OPRUN_DATABASE_URL)."),
+        ] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+    ) -> None:
+        """Run the API server alone (stateless: run several over one PostgreSQL).
+
+        Example: OPRUN_DATABASE_URL=postgresql://db/oprun oprun server --host 0.0.0.0
+        """
+        _logging(verbose)
+        from oprun.api.server import open_services, uvicorn_server
+
+        settings = Settings(database_url=database_url) if database_url else Settings()
+        services, made = open_services(settings)
+        if made is not None and not settings.bootstrap_token:
+            typer.echo(f"admin token: {made.secret}  (shown once; store it now)")
+        typer.echo(f"oprun server at http://{host}:{port}")
+        try:
+            asyncio.run(_run_until_signalled(uvicorn_server(services, host, port), None))
+        finally:
+            services.store.close()
+
+    @app.command()
+    def worker(
+        worker_app: Annotated[
+            str, typer.Option("--app", help="The actions this worker serves (MODULE:APP).")
+        ],
+        url: Annotated[str | None, typer.Option(envvar="OPRUN_URL", help="Server URL.")] = None,
+        token: Annotated[
+            str | None, typer.Option(envvar="OPRUN_TOKEN", help="A worker or admin token.")
+        ] = None,
+        queue: Annotated[
+            list[str] | None, typer.Option("--queue", "-q", help="Queues to serve (repeat).")
+        ] = None,
+        concurrency: Annotated[int | None, typer.Option(help="Tasks run at once.")] = None,
+        name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
+        grace: Annotated[float, typer.Option(help="Seconds to finish work on SIGTERM.")] = 10.0,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+    ) -> None:
+        """Run a worker agent that serves the actions of MODULE:APP.
+
+        Example: oprun worker --app mymodule:app --concurrency 8
+        """
+        _logging(verbose)
+        from oprun.worker import run_worker
+
+        if not token:
+            raise typer.BadParameter("a token is required (--token or OPRUN_TOKEN)")
+        run_worker(
+            url or f"http://127.0.0.1:{DEFAULT_PORT}",
+            token,
+            _load_app(worker_app),
+            name=name or socket.gethostname(),
+            queues=queue or ["default"],
+            concurrency=concurrency or os.cpu_count() or 1,
+            grace=grace,
+        )
+
+    @db.command("upgrade")
+    def db_upgrade(
+        database_url: Annotated[
+            str | None, typer.Option(help="sqlite:///path or postgresql://... (env OPRUN_DATABASE_URL).")
+        ] = None,
+    ) -> None:
+        """Apply every schema migration (the server also does this at start)."""
+        from oprun.store.migrate import upgrade
+
+        url = database_url or Settings().database_url
+        upgrade(url)
+        typer.echo(f"database at {url.split('@')[-1]} is up to date")

@@ -1,0 +1,62 @@
+"""Actions the integration tests run on real workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from oprun import App
+
+app = App("tests")
+
+
+@app.action(name="echo")
+def echo(ctx: Any, **values: Any) -> dict[str, Any]:
+    """Return the parameters it was given."""
+    return values
+
+
+@app.action(name="progress")
+def progress(ctx: Any, steps: int = 5, delay: float = 0.05) -> dict[str, int]:
+    """Report progress and log lines, step by step."""
+    ctx.step("PROCESSING")
+    for i in range(steps):
+        ctx.progress(100 * (i + 1) / steps, f"step {i + 1}/{steps}")
+        ctx.log(f"did step {i + 1}")
+        time.sleep(delay)
+    print("printed to stdout")
+    return {"steps": steps}
+
+
+@app.action(name="stubborn", max_attempts=1)
+def stubborn(ctx: Any, pid_dir: str, seconds: float = 60.0) -> None:
+    """Start a grandchild that ignores SIGTERM, record both pids, then sleep."""
+    folder = Path(pid_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 600"])
+    (folder / "pids").write_text(f"{os.getpid()} {child.pid}\n")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@app.action(name="once", max_attempts=3)
+def once(ctx: Any, marker_dir: str, seconds: float = 0.0) -> int:
+    """Leave one marker file per run, then sleep: counts how often the work ran."""
+    folder = Path(marker_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"run-{uuid.uuid4().hex}").write_text(str(os.getpid()))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.cancelled:
+        time.sleep(0.05)
+    return len(list(folder.iterdir()))
+
+
+@app.action(name="fail", max_attempts=1)
+def fail(ctx: Any, message: str = "boom") -> None:
+    """Raise."""
+    raise ValueError(message)
