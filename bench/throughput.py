@@ -113,9 +113,17 @@ def main() -> None:
             finally:
                 with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    units = {"bulk submit": "ops/s", "single submit": "ops/s", "drain": "ops/s", "p50": "ms", "p99": "ms"}
+    units = {
+        "bulk submit": "ops/s",
+        "single submit": "ops/s",
+        "drain": "ops/s",
+        "p50": "ms",
+        "p99": "ms",
+    }
     names = list(results)
-    print(f"oprun throughput, {args.ops} no-op operations, {args.workers} workers x {args.concurrency}")
+    print(
+        f"oprun throughput, {args.ops} no-op operations, {args.workers} workers x {args.concurrency}"
+    )
     print(f"{'figure':<16}{'unit':<7}" + "".join(f"{n:>12}" for n in names) + f"{'target':>10}")
     for key, unit in units.items():
         row = "".join(f"{results[n][key]:>12.1f}" for n in names)

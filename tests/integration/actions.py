@@ -15,9 +15,9 @@ app = App("tests")
 
 
 @app.action(name="echo")
-def echo(ctx: Any, **values: Any) -> dict[str, Any]:
-    """Return the parameters it was given."""
-    return values
+def echo(ctx: Any, value: Any = None) -> Any:
+    """Return its input."""
+    return value
 
 
 @app.action(name="progress")

@@ -33,10 +33,30 @@ def test_bad_input_gets_a_4xx_that_names_the_problem_and_writes_nothing(api):
     assert api.post("/v1/actions", json=DEFINITION).status_code == 201
     cases = [
         ({"action": "nope"}, 404, "NOT_FOUND", "no action 'nope'"),
-        ({"action": "resize", "parameters": {"width": "wide"}}, 400, "VALIDATION", "'width' must be an int"),
-        ({"action": "resize", "parameters": {}}, 400, "VALIDATION", "missing required parameter 'width'"),
-        ({"action": "resize", "parameters": {"width": 1, "depth": 2}}, 400, "VALIDATION", "unknown parameter 'depth'"),
-        ({"action": "resize", "parameters": {"width": 1}, "colour": "red"}, 400, "VALIDATION", "colour: unknown field"),
+        (
+            {"action": "resize", "parameters": {"width": "wide"}},
+            400,
+            "VALIDATION",
+            "'width' must be an int",
+        ),
+        (
+            {"action": "resize", "parameters": {}},
+            400,
+            "VALIDATION",
+            "missing required parameter 'width'",
+        ),
+        (
+            {"action": "resize", "parameters": {"width": 1, "depth": 2}},
+            400,
+            "VALIDATION",
+            "unknown parameter 'depth'",
+        ),
+        (
+            {"action": "resize", "parameters": {"width": 1}, "colour": "red"},
+            400,
+            "VALIDATION",
+            "colour: unknown field",
+        ),
     ]
     for body, status, code, needle in cases:
         error = _error(api.post("/v1/operations", json=body), status, code)
@@ -47,7 +67,12 @@ def test_bad_input_gets_a_4xx_that_names_the_problem_and_writes_nothing(api):
     assert "not valid JSON" in _error(malformed, 400, "VALIDATION")["message"]
     bulk = api.post(
         "/v1/operations:bulk",
-        json={"invocations": [{"action": "resize", "parameters": {"width": 1}}, {"action": "resize", "parameters": {"width": 0}}]},
+        json={
+            "invocations": [
+                {"action": "resize", "parameters": {"width": 1}},
+                {"action": "resize", "parameters": {"width": 0}},
+            ]
+        },
     )
     assert _error(bulk, 400, "VALIDATION")["details"]["index"] == 1
     assert api.get("/v1/operations").json()["items"] == []  # nothing half-written
@@ -69,12 +94,27 @@ def test_missing_or_wrong_token_is_401_and_roles_are_enforced(server, api):
     viewer = {"Authorization": f"Bearer {_token(api, 'viewer')}"}
     operator = {"Authorization": f"Bearer {_token(api, 'operator')}"}
     invoke = {"action": "resize", "parameters": {"width": 3}}
-    _error(httpx.post(f"{server.url}/v1/operations", json=invoke, headers=viewer), 403, "ACCESS_DENIED")
+    _error(
+        httpx.post(f"{server.url}/v1/operations", json=invoke, headers=viewer), 403, "ACCESS_DENIED"
+    )
     created = httpx.post(f"{server.url}/v1/operations", json=invoke, headers=operator)
     assert created.status_code == 201 and created.json()["created_by"] == "operator-token"
-    assert httpx.get(f"{server.url}/v1/operations/{created.json()['id']}", headers=viewer).status_code == 200
-    _error(httpx.post(f"{server.url}/v1/actions", json=DEFINITION, headers=operator), 403, "ACCESS_DENIED")
-    _error(httpx.post(f"{server.url}/v1/tokens", json={"name": "x", "role": "admin"}, headers=operator), 403, "ACCESS_DENIED")
+    assert (
+        httpx.get(f"{server.url}/v1/operations/{created.json()['id']}", headers=viewer).status_code
+        == 200
+    )
+    _error(
+        httpx.post(f"{server.url}/v1/actions", json=DEFINITION, headers=operator),
+        403,
+        "ACCESS_DENIED",
+    )
+    _error(
+        httpx.post(
+            f"{server.url}/v1/tokens", json={"name": "x", "role": "admin"}, headers=operator
+        ),
+        403,
+        "ACCESS_DENIED",
+    )
 
 
 def test_another_projects_ids_are_not_found(server, api):
@@ -111,7 +151,9 @@ def test_lists_page_with_an_opaque_cursor(api):
     api.post("/v1/actions", json=DEFINITION)
     api.post(
         "/v1/operations:bulk",
-        json={"invocations": [{"action": "resize", "parameters": {"width": i + 1}} for i in range(7)]},
+        json={
+            "invocations": [{"action": "resize", "parameters": {"width": i + 1}} for i in range(7)]
+        },
     )
     seen, cursor = [], None
     while True:

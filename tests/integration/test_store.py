@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -37,9 +38,15 @@ def _invoke(store: Store, project_id: str, n: int = 1, key: str | None = None, *
     action, _ = store.save_action(project_id, _definition(**kw))
     items = [
         NewOperation(
-            project_id=project_id, action=action, queue="default", parameters={"x": i},
-            params_digest=params_digest({"x": i}), created_by="test",
-            source_type=InvocationSource.MANUAL, source_id="test", idempotency_key=key,
+            project_id=project_id,
+            action=action,
+            queue="default",
+            parameters={"x": i},
+            params_digest=params_digest({"x": i}),
+            created_by="test",
+            source_type=InvocationSource.MANUAL,
+            source_id="test",
+            idempotency_key=key,
             timeout=None,
         )
         for i in range(n)
@@ -54,7 +61,7 @@ def _worker(store, project_id):
 def _history_is_legal(store, project_id, op_id):
     op = store.get_operation(project_id, op_id)
     statuses = [OperationStatus(h.status) for h in op.history]
-    for before, after in zip(statuses, statuses[1:], strict=False):
+    for before, after in pairwise(statuses):
         assert before.can_transition_to(after), f"{before} -> {after} in {statuses}"
     return op
 
@@ -97,8 +104,17 @@ def test_concurrent_claims_never_hand_out_a_task_twice(store, project):
 
 def _run(store, worker, assignment, kind="succeeded", **kw):
     reports = [
-        Report(session_action_id=assignment.session_action_id, lease_epoch=assignment.lease_epoch, kind="running"),
-        Report(session_action_id=assignment.session_action_id, lease_epoch=assignment.lease_epoch, kind=kind, **kw),
+        Report(
+            session_action_id=assignment.session_action_id,
+            lease_epoch=assignment.lease_epoch,
+            kind="running",
+        ),
+        Report(
+            session_action_id=assignment.session_action_id,
+            lease_epoch=assignment.lease_epoch,
+            kind=kind,
+            **kw,
+        ),
     ]
     return store.apply_reports(worker.id, reports)
 
@@ -143,7 +159,12 @@ def test_a_lapsed_lease_requeues_and_fences_off_the_old_attempt(store, project):
     assert b.task_id == a.task_id and b.lease_epoch == a.lease_epoch + 1
     stale = _run(store, w1, a, result="stale")
     assert not any(o.accepted for o in stale)
-    cancel, lost = store.heartbeat(w1.id, [Held(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch)], WorkerStatus.RUNNING, 30)
+    cancel, lost = store.heartbeat(
+        w1.id,
+        [Held(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch)],
+        WorkerStatus.RUNNING,
+        30,
+    )
     assert lost == [a.session_action_id] and cancel == []
     _run(store, w2, b, result="fresh")
     done = _history_is_legal(store, project.id, op.id)
@@ -173,13 +194,19 @@ def test_cancel_of_running_work_reaches_its_worker_by_heartbeat(store, project):
     (op,) = _invoke(store, project.id)
     worker = _worker(store, project.id)
     (a,) = store.claim(worker.id, project.id, ["default"], 1, 30)
-    store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="running")])
+    store.apply_reports(
+        worker.id,
+        [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="running")],
+    )
     store.cancel_operation(project.id, op.id, "test")
     assert store.get_operation(project.id, op.id).status is OperationStatus.CANCELING
     held = [Held(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch)]
     cancel, lost = store.heartbeat(worker.id, held, WorkerStatus.RUNNING, 30)
     assert cancel == [a.session_action_id] and lost == []
-    store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="canceled")])
+    store.apply_reports(
+        worker.id,
+        [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="canceled")],
+    )
     done = _history_is_legal(store, project.id, op.id)
     assert done.status is OperationStatus.CANCELED
 
@@ -189,11 +216,28 @@ def test_cancel_racing_completion_ends_in_exactly_one_terminal_state(store, proj
     worker = _worker(store, project.id)
     assignments = store.claim(worker.id, project.id, ["default"], 40, 30)
     for a in assignments:
-        store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="running")])
+        store.apply_reports(
+            worker.id,
+            [
+                Report(
+                    session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="running"
+                )
+            ],
+        )
 
     def complete():
         for a in assignments:
-            store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="succeeded", result=1)])
+            store.apply_reports(
+                worker.id,
+                [
+                    Report(
+                        session_action_id=a.session_action_id,
+                        lease_epoch=a.lease_epoch,
+                        kind="succeeded",
+                        result=1,
+                    )
+                ],
+            )
 
     def cancel():
         for op in ops:
@@ -208,7 +252,16 @@ def test_cancel_racing_completion_ends_in_exactly_one_terminal_state(store, proj
     for t in threads:
         t.join()
     for a in assignments:  # the worker honours any cancel that got through
-        store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="canceled")])
+        store.apply_reports(
+            worker.id,
+            [
+                Report(
+                    session_action_id=a.session_action_id,
+                    lease_epoch=a.lease_epoch,
+                    kind="canceled",
+                )
+            ],
+        )
     for op in ops:
         done = _history_is_legal(store, project.id, op.id)
         assert done.status in (OperationStatus.SUCCEEDED, OperationStatus.CANCELED)
@@ -220,7 +273,10 @@ def test_released_work_is_claimable_at_once_without_spending_an_attempt(store, p
     (op,) = _invoke(store, project.id, max_attempts=1)
     worker = _worker(store, project.id)
     (a,) = store.claim(worker.id, project.id, ["default"], 1, 30)
-    store.apply_reports(worker.id, [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="released")])
+    store.apply_reports(
+        worker.id,
+        [Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind="released")],
+    )
     (b,) = store.claim(worker.id, project.id, ["default"], 1, 30)
     assert b.task_id == a.task_id
     _run(store, worker, b, result=2)

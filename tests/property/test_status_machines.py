@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,7 +27,7 @@ def test_walking_the_operation_machine_applies_only_allowed_transitions(attempts
         if status.can_transition_to(target):
             status = target
             history.append(target)
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in pairwise(history):
         assert after in OPERATION_TRANSITIONS[before]
     if any(s.is_terminal() for s in history):
         first = next(i for i, s in enumerate(history) if s.is_terminal())
@@ -46,7 +48,7 @@ def test_path_to_uses_only_allowed_transitions(start, target):
     if path is None:
         return
     chain = [start, *path]
-    for before, after in zip(chain, chain[1:], strict=False):
+    for before, after in pairwise(chain):
         assert before.can_transition_to(after)
     assert OperationStatus.CANCELING not in path[:-1]
 

@@ -15,7 +15,9 @@ from oprun.domain.params import ParameterSpec, specs_from_signature, tagged, val
 SPECS = [
     ParameterSpec(name="width", type="int", minimum=1, maximum=10_000),
     ParameterSpec(name="scale", type="float", required=False, default=1.0),
-    ParameterSpec(name="mode", type="string", required=False, default="fit", allowed=["fit", "fill"]),
+    ParameterSpec(
+        name="mode", type="string", required=False, default="fit", allowed=["fit", "fill"]
+    ),
     ParameterSpec(name="dry", type="bool", required=False, default=False),
 ]
 
@@ -60,7 +62,9 @@ def test_arbitrary_text_for_an_int_is_accepted_or_named(text):
 
 
 def test_specs_are_inferred_from_a_signature():
-    def resize(ctx: Any, width: int, path: pathlib.Path, scale: float = 1.0, meta: dict = None):  # type: ignore[assignment]
+    def resize(
+        ctx: Any, width: int, path: pathlib.Path, scale: float = 1.0, meta: dict | None = None
+    ):
         return None
 
     specs = {s.name: s for s in specs_from_signature(resize)}

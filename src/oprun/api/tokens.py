@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 
 from oprun.api.deps import Caller, Svc
-from oprun.domain.models import Project, Token
-from oprun.domain.roles import Role
+from oprun.domain.models import (
+    Project,
+    ProjectCreate,
+    ProjectCreated,
+    Token,
+    TokenCreate,
+    TokenCreated,
+)
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
-
-
-class TokenCreate(BaseModel):
-    """A token to create."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=128)
-    role: Role
-
-
-class TokenCreated(BaseModel):
-    """A created token and its secret, shown only here."""
-
-    token: Token
-    secret: str
-
-
-class ProjectCreate(BaseModel):
-    """A project to create."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=128)
-
-
-class ProjectCreated(BaseModel):
-    """A created project and the secret of its first admin token."""
-
-    project: Project
-    token: str
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, operation_id="createToken")

@@ -28,7 +28,9 @@ def _load_app(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from exc
+        raise typer.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="--app"
+        ) from exc
     try:
         return getattr(module, attr)
     except AttributeError as exc:
@@ -50,13 +52,14 @@ async def _run_until_signalled(server: Any, agent: Any | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     server.install_signal_handlers = lambda: None
     serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
+    # uvicorn exposes only a flag for "started"; poll it briefly.
+    while not server.started and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     working = asyncio.create_task(agent.run()) if agent is not None else None
     waiting = asyncio.create_task(stop.wait())
     watched = {serving, waiting} | ({working} if working else set())
     await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-    if working is not None:
+    if agent is not None and working is not None:
         agent.request_stop()
         with contextlib.suppress(asyncio.CancelledError):
             await working
@@ -80,7 +83,9 @@ def register(app: typer.Typer) -> None:
         worker_app: Annotated[
             str, typer.Option("--app", help="Actions the built-in worker serves (MODULE:APP).")
         ] = "oprun.examples:app",
-        concurrency: Annotated[int, typer.Option(help="Tasks the built-in worker runs at once.")] = 4,
+        concurrency: Annotated[
+            int, typer.Option(help="Tasks the built-in worker runs at once.")
+        ] = 4,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
     ) -> None:
         """Run the API server, a worker and the web UI in one process, on SQLite by default.
@@ -191,7 +196,8 @@ def register(app: typer.Typer) -> None:
     @db.command("upgrade")
     def db_upgrade(
         database_url: Annotated[
-            str | None, typer.Option(help="sqlite:///path or postgresql://... (env OPRUN_DATABASE_URL).")
+            str | None,
+            typer.Option(help="sqlite:///path or postgresql://... (env OPRUN_DATABASE_URL)."),
         ] = None,
     ) -> None:
         """Apply every schema migration (the server also does this at start)."""

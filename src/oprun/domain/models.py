@@ -19,7 +19,13 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
 class Model(BaseModel):
-    """Base of every record: unknown fields are an error, records are immutable."""
+    """Base of every record the server sends: immutable; fields a newer server adds are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Input(BaseModel):
+    """Base of everything a client sends: immutable; an unknown field is an error."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,7 +67,7 @@ class ActionKind(StrEnum):
     OPENJD = "openjd"
 
 
-class ActionDefinition(Model):
+class ActionDefinition(Input):
     """What a client sends to define (a new version of) an action."""
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
@@ -275,7 +281,7 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-class Invocation(Model):
+class Invocation(Input):
     """A request to run an action: what creates an operation."""
 
     action: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
@@ -286,7 +292,7 @@ class Invocation(Model):
     queue: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
 
 
-class BulkInvocation(Model):
+class BulkInvocation(Input):
     """Many invocations in one request."""
 
     invocations: list[Invocation] = Field(min_length=1, max_length=1000)
@@ -296,3 +302,30 @@ class BulkInvocationResult(Model):
     """The operations a bulk invocation created or found (`None` for a cacheable no-op)."""
 
     operations: list[Operation | None]
+
+
+class TokenCreate(Input):
+    """A token to create."""
+
+    name: str = Field(min_length=1, max_length=128)
+    role: Role
+
+
+class TokenCreated(Model):
+    """A created token and its secret, shown only here."""
+
+    token: Token
+    secret: str
+
+
+class ProjectCreate(Input):
+    """A project to create."""
+
+    name: str = Field(min_length=1, max_length=128)
+
+
+class ProjectCreated(Model):
+    """A created project and the secret of its first admin token."""
+
+    project: Project
+    token: str

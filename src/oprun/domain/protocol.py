@@ -11,10 +11,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from oprun.domain.limits import MAX_CLAIM, MAX_WAIT_SECONDS
-from oprun.domain.models import ActionDefinition, Model
+from oprun.domain.models import ActionDefinition, Input, Model
 
 
-class WorkerRegistration(Model):
+class WorkerRegistration(Input):
     """A worker announcing itself."""
 
     name: str = Field(min_length=1, max_length=128)
@@ -26,7 +26,7 @@ class WorkerRegistration(Model):
     )
 
 
-class ClaimRequest(Model):
+class ClaimRequest(Input):
     """Ask for up to `max` tasks, waiting up to `wait` seconds for one to arrive."""
 
     max: int = Field(default=1, ge=1, le=MAX_CLAIM)
@@ -54,14 +54,14 @@ class ClaimResponse(Model):
     stop: bool = Field(default=False, description="the server tells this worker to stop")
 
 
-class Held(Model):
+class Held(Input):
     """A session action a worker still holds, with the epoch it holds it under."""
 
     session_action_id: str
     lease_epoch: int
 
 
-class Heartbeat(Model):
+class Heartbeat(Input):
     """A worker's sign of life; renews the leases of what it holds."""
 
     held: list[Held] = Field(default_factory=list)
@@ -80,7 +80,7 @@ class HeartbeatResponse(Model):
 ReportKind = Literal["running", "progress", "log", "succeeded", "failed", "canceled", "released"]
 
 
-class Report(Model):
+class Report(Input):
     """One thing that happened to a held session action."""
 
     session_action_id: str
@@ -97,7 +97,7 @@ class Report(Model):
     exit_code: int | None = None
 
 
-class ReportBatch(Model):
+class ReportBatch(Input):
     """Reports from one worker, applied in order."""
 
     reports: list[Report] = Field(max_length=5_000)

@@ -54,9 +54,9 @@ class OperationStatus(StrEnum):
         if target is self:
             return []
         paths: dict[OperationStatus, list[OperationStatus]] = {self: []}
-        frontier = [self]
+        frontier: list[OperationStatus] = [self]
         while frontier:
-            following = []
+            following: list[OperationStatus] = []
             for status in frontier:
                 for nxt in sorted(OPERATION_TRANSITIONS[status]):
                     if nxt not in paths:

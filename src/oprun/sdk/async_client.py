@@ -1,0 +1,427 @@
+"""`AsyncClient`: the asyncio SDK, with the same resources and method names as `Client`.
+
+Example::
+
+    async with oprun.AsyncClient() as client:
+        op = await client.operations.invoke("resize", {"width": 640})
+        op = await op.wait_until_done(timeout=600)
+        async for record in op.logs():
+            print(record.line)
+
+Requests are built and answers read by the same code as `Client`'s; only sending
+differs (``httpx.AsyncClient``, ``asyncio.sleep``). Nothing runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import httpx
+
+from oprun.domain import models
+from oprun.domain.limits import MAX_PAGE_SIZE
+from oprun.domain.roles import Role
+from oprun.domain.status import OperationStatus
+from oprun.sdk import _endpoints as E
+from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
+from oprun.sdk._requests import Call, Settings, connection_error, handle
+from oprun.sdk._retry import RetryPolicy
+from oprun.sdk._snapshot import statuses
+from oprun.sdk.client import LOG_FOLLOW_SECONDS, LONG_POLL_SECONDS, DefinesActions
+from oprun.sdk.errors import OperationFailed
+from oprun.sdk.operation import DEFAULT_RAISE_ON, AsyncNoOp, AsyncOperation
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """A connection to an oprun server for asyncio code; see `Client` for the arguments.
+
+    Every method is a coroutine, except the listing ones (`list`, `versions`,
+    `logs`, `watch`), which return async iterators for ``async for``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._settings = Settings.resolve(url, token, timeout)
+        self._retry = RetryPolicy(retries=retries)
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._http = httpx.AsyncClient(
+            base_url=self._settings.url,
+            headers=self._settings.headers(),
+            timeout=self._settings.timeout,
+            transport=transport,
+        )
+        self.actions = AsyncActions(self)
+        self.operations = AsyncOperations(self)
+        self.session_actions = AsyncSessionActions(self)
+        self.workers = AsyncWorkers(self)
+        self.tokens = AsyncTokens(self)
+        self.projects = AsyncProjects(self)
+
+    @property
+    def url(self) -> str:
+        """The server this client talks to."""
+        return self._settings.url
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(url={self.url!r})"
+
+    async def health(self) -> dict[str, Any]:
+        """The server's liveness answer (``{"status": "ok", ...}``); needs no token."""
+        return await self._send(E.health())
+
+    async def close(self) -> None:
+        """Close the connections this client holds."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+    async def _send(self, call: Call[T]) -> T:
+        """Send a call, retrying it when that is safe, and return its parsed answer."""
+        attempt = 0
+        while True:
+            outcome: httpx.Response | Exception
+            try:
+                outcome = await self._http.request(
+                    call.method,
+                    call.path,
+                    params=call.query(),
+                    json=call.json,
+                    timeout=self._settings.timeout_for(call),
+                )
+            except httpx.RequestError as exc:
+                outcome = exc
+            delay = self._retry.delay(call, attempt, outcome)
+            if delay is None:
+                if isinstance(outcome, httpx.RequestError):
+                    raise connection_error(self.url, outcome) from outcome
+                assert isinstance(outcome, httpx.Response)
+                return handle(call, outcome)
+            await self._sleep(delay)
+            attempt += 1
+
+    async def _pages(
+        self,
+        make: Callable[[str | None, int | None], Call[models.Page[T]]],
+        limit: int | None,
+        page_size: int | None,
+    ) -> AsyncIterator[T]:
+        """Every item of a paged list, fetching pages as they are needed."""
+        size = E.page_size(limit, page_size)
+        cursor: str | None = None
+        count = 0
+        while limit is None or count < limit:
+            page = await self._send(make(cursor, size))
+            for item in page.items:
+                yield item
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+
+class AsyncActions:
+    """`client.actions`: named, versioned action definitions."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    async def register(self, definition_or_app: models.ActionDefinition) -> models.Action: ...
+    @overload
+    async def register(self, definition_or_app: DefinesActions) -> builtins.list[models.Action]: ...
+    async def register(
+        self, definition_or_app: models.ActionDefinition | DefinesActions
+    ) -> models.Action | builtins.list[models.Action]:
+        """Save an action definition as a new version (or find the identical one).
+
+        Given an object with ``definitions()`` (an `oprun.App`), saves each of its
+        actions and returns the saved versions in order.
+        """
+        if isinstance(definition_or_app, models.ActionDefinition):
+            return await self._client._send(E.save_action(definition_or_app))
+        return [await self._client._send(E.save_action(d)) for d in definition_or_app.definitions()]
+
+    async def get(self, name: str, version: int | None = None) -> models.Action:
+        """An action's latest version, or the given `version`."""
+        return await self._client._send(E.get_action(name, version))
+
+    def list(self, *, limit: int | None = None) -> AsyncIterator[models.Action]:
+        """The latest version of every action, page after page (at most `limit`)."""
+        return self._client._pages(E.list_actions, limit, None)
+
+    def versions(self, name: str, *, limit: int | None = None) -> AsyncIterator[models.Action]:
+        """Every version of an action, newest first."""
+        return self._client._pages(
+            lambda cursor, size: E.action_versions(name, cursor, size), limit, None
+        )
+
+
+class AsyncOperations:
+    """`client.operations`: invoke actions and follow what they do."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def _snapshot(self, model: models.Operation) -> AsyncOperation:
+        return AsyncOperation(self._client, model)
+
+    async def invoke(
+        self,
+        action: ActionRef,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+    ) -> AsyncOperation | AsyncNoOp:
+        """Invoke an action; returns its operation, or an `AsyncNoOp` when nothing needs doing.
+
+        See `Client.operations.invoke` for the arguments.
+        """
+        body = E.invocation(
+            action,
+            parameters,
+            version=version,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+            queue=queue,
+        )
+        model = await self._client._send(E.invoke(body))
+        return AsyncNoOp(body.action) if model is None else self._snapshot(model)
+
+    async def invoke_many(
+        self, invocations: Iterable[models.Invocation | Mapping[str, Any]]
+    ) -> builtins.list[AsyncOperation | AsyncNoOp]:
+        """Invoke up to 1,000 actions in one request; one answer per invocation, in order."""
+        bodies = [E.as_invocation(i) for i in invocations]
+        models_ = await self._client._send(E.invoke_many(bodies))
+        return [
+            AsyncNoOp(b.action) if m is None else self._snapshot(m)
+            for b, m in zip(bodies, models_, strict=False)
+        ]
+
+    async def get(self, operation_id: str) -> AsyncOperation:
+        """One operation, as it is now."""
+        return self._snapshot(await self._client._send(E.get_operation(operation_id)))
+
+    async def list(
+        self,
+        status: OperationStatus | str | None = None,
+        action: str | None = None,
+        created_by: str | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> AsyncIterator[AsyncOperation]:
+        """Operations, newest first, filtered; pages are fetched as you iterate."""
+
+        def page(cursor: str | None, size: int | None) -> Call[models.Page[models.Operation]]:
+            return E.list_operations(
+                status=status, action=action, created_by=created_by, cursor=cursor, limit=size
+            )
+
+        async for model in self._client._pages(page, limit, page_size):
+            yield self._snapshot(model)
+
+    async def cancel(self, operation_id: str) -> AsyncOperation:
+        """Request cancellation; returns the operation as the server now has it."""
+        return self._snapshot(await self._client._send(E.cancel_operation(operation_id)))
+
+    async def retry(self, operation_id: str) -> AsyncOperation:
+        """A new operation with the same action version and parameters."""
+        return self._snapshot(await self._client._send(E.retry_operation(operation_id)))
+
+    async def delete(self, operation_id: str) -> None:
+        """Delete a finished operation; `Conflict` while it runs."""
+        await self._client._send(E.delete_operation(operation_id))
+
+    async def watch(
+        self,
+        operation_id: str,
+        *,
+        every: float = 1.0,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+    ) -> AsyncIterator[AsyncOperation]:
+        """Snapshots of an operation until it ends (the last one yielded is done).
+
+        Raises:
+            TimeoutError: still not done after `timeout` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if poll_interval is None:
+                wait = every if left is None else max(0.0, min(every, left))
+                model = await self._client._send(E.wait_operation(operation_id, wait))
+            else:
+                model = await self._client._send(E.get_operation(operation_id))
+            yield self._snapshot(model)
+            if model.status.is_terminal():
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(
+                    f"operation {operation_id} is still {model.status.value} "
+                    f"after {timeout:g} seconds"
+                )
+            if poll_interval is not None:
+                await self._client._sleep(
+                    poll_interval if left is None else min(poll_interval, left)
+                )
+
+    async def wait(
+        self, operation_id: str, timeout: float | None = None, *, poll_interval: float | None = None
+    ) -> AsyncOperation:
+        """Wait until the operation ends; returns the resolved snapshot.
+
+        Raises:
+            TimeoutError: still not done after `timeout` seconds.
+        """
+        last: AsyncOperation | None = None
+        async for snapshot in self.watch(
+            operation_id, every=LONG_POLL_SECONDS, timeout=timeout, poll_interval=poll_interval
+        ):
+            last = snapshot
+        assert last is not None
+        return last
+
+    async def wait_until_done(
+        self,
+        operation_id: str,
+        timeout: float | None = None,
+        raise_on: Iterable[OperationStatus | str] = DEFAULT_RAISE_ON,
+    ) -> AsyncOperation:
+        """Wait; raise `OperationFailed` if it ends in a `raise_on` status.
+
+        Raises:
+            OperationFailed: the resolved status is in `raise_on` (FAILED by default).
+            TimeoutError: still not done after `timeout` seconds.
+        """
+        bad = statuses(raise_on)
+        op = await self.wait(operation_id, timeout)
+        if op.status in bad:
+            raise OperationFailed(op)
+        return op
+
+    async def logs(
+        self, operation_id: str, *, follow: bool = False, after: int = 0
+    ) -> AsyncIterator[models.LogRecord]:
+        """Its log records after sequence number `after`, in order (``async for``).
+
+        With `follow`, long-polls for new lines and stops once the operation has
+        ended and every line has been read.
+        """
+        send = self._client._send
+        seq = after
+        while True:
+            wait = LOG_FOLLOW_SECONDS if follow else 0.0
+            page = await send(
+                E.operation_logs(operation_id, after=seq, limit=MAX_PAGE_SIZE, wait=wait)
+            )
+            for record in page.items:
+                seq = max(seq, record.seq)
+                yield record
+            if page.items and (follow or len(page.items) >= MAX_PAGE_SIZE):
+                continue
+            if not follow:
+                return
+            if (await send(E.get_operation(operation_id))).status.is_terminal():
+                async for record in self.logs(operation_id, after=seq):
+                    yield record
+                return
+
+    async def tasks(self, operation_id: str) -> builtins.list[models.Task]:
+        """The operation's tasks."""
+        return await self._client._send(E.operation_tasks(operation_id))
+
+    async def session_actions(self, operation_id: str) -> builtins.list[models.SessionAction]:
+        """Every attempt at the operation's work, on whichever worker."""
+        return await self._client._send(E.operation_session_actions(operation_id))
+
+
+class AsyncSessionActions:
+    """`client.session_actions`: one attempt of one unit of work on one worker."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def get(self, session_action_id: str) -> models.SessionAction:
+        """One session action: status, times, exit code, progress, definition."""
+        return await self._client._send(E.get_session_action(session_action_id))
+
+
+class AsyncWorkers:
+    """`client.workers`: the registered worker agents."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def list(self, *, limit: int | None = None) -> AsyncIterator[models.Worker]:
+        """Workers, newest first, page after page."""
+        return self._client._pages(E.list_workers, limit, None)
+
+    async def get(self, worker_id: str) -> models.Worker:
+        """One worker."""
+        return await self._client._send(E.get_worker(worker_id))
+
+
+class AsyncTokens:
+    """`client.tokens`: API tokens of this project (needs an admin token)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(self, name: str, role: Role | str) -> TokenCreated:
+        """A new token with `role`; its `secret` is shown only in this answer."""
+        return await self._client._send(E.create_token(name, role))
+
+    async def list(self) -> builtins.list[models.Token]:
+        """The project's tokens (never their secrets)."""
+        return await self._client._send(E.list_tokens())
+
+    async def revoke(self, token_id: str) -> models.Token:
+        """Revoke a token; returns it with `revoked_at` set."""
+        return await self._client._send(E.revoke_token(token_id))
+
+
+class AsyncProjects:
+    """`client.projects`: the tenancy boundary."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def current(self) -> models.Project:
+        """The project of this client's token."""
+        return await self._client._send(E.current_project())
+
+    async def create(self, name: str) -> ProjectCreated:
+        """A new project and the secret of its first admin token (needs an admin token)."""
+        return await self._client._send(E.create_project(name))

@@ -1,0 +1,463 @@
+"""`Client`: the synchronous SDK. `AsyncClient` (async_client.py) has the same methods.
+
+Example::
+
+with oprun.Client() as client:          # OPRUN_URL / OPRUN_TOKEN
+    op = client.operations.invoke("resize", {"width": 640})
+    op = op.wait_until_done(timeout=600)
+    print(op.result)
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Protocol, TypeVar, overload
+
+import httpx
+
+from oprun.domain import models
+from oprun.domain.limits import MAX_PAGE_SIZE
+from oprun.domain.roles import Role
+from oprun.domain.status import OperationStatus
+from oprun.sdk import _endpoints as E
+from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
+from oprun.sdk._requests import Call, Settings, connection_error, handle
+from oprun.sdk._retry import RetryPolicy
+from oprun.sdk._snapshot import statuses
+from oprun.sdk.errors import OperationFailed
+from oprun.sdk.operation import DEFAULT_RAISE_ON, NoOp, Operation
+
+T = TypeVar("T")
+
+LONG_POLL_SECONDS = 30.0
+"""Longest single server-side wait `wait()` asks for; it asks again until done."""
+LOG_FOLLOW_SECONDS = 20.0
+"""Longest single server-side wait for new log lines."""
+
+
+class DefinesActions(Protocol):
+    """Anything that lists action definitions, such as an `oprun.App`."""
+
+    def definitions(self) -> Iterable[models.ActionDefinition]:
+        """The definitions of the actions it serves."""
+        ...
+
+
+class Client:
+    """A connection to an oprun server.
+
+    Args:
+        url: the server, e.g. ``https://oprun.example.com``; default ``OPRUN_URL``,
+            else ``http://127.0.0.1:8710``.
+        token: an API token; default ``OPRUN_TOKEN``.
+        timeout: seconds to connect, send or read (long polls add their wait).
+        retries: how often a call that is safe to repeat is retried after a connection
+            failure, a 429 or a 503 (exponential backoff with jitter; `Retry-After` is
+            honoured). Reads, deletes and invocations (which always carry an idempotency
+            key) are safe to repeat; other writes are never retried.
+        transport: an httpx transport to send requests through (tests, proxies).
+
+    Every method raises the `oprun.OprunError` subclass of the server's answer
+    (`NotFound`, `ValidationError`, ...), and `Unavailable` when the server cannot be
+    reached. Resources: `actions`, `operations`, `session_actions`, `workers`,
+    `tokens`, `projects`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._settings = Settings.resolve(url, token, timeout)
+        self._retry = RetryPolicy(retries=retries)
+        self._sleep: Callable[[float], None] = time.sleep
+        self._http = httpx.Client(
+            base_url=self._settings.url,
+            headers=self._settings.headers(),
+            timeout=self._settings.timeout,
+            transport=transport,
+        )
+        self.actions = Actions(self)
+        self.operations = Operations(self)
+        self.session_actions = SessionActions(self)
+        self.workers = Workers(self)
+        self.tokens = Tokens(self)
+        self.projects = Projects(self)
+
+    @property
+    def url(self) -> str:
+        """The server this client talks to."""
+        return self._settings.url
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    def health(self) -> dict[str, Any]:
+        """The server's liveness answer (``{"status": "ok", ...}``); needs no token."""
+        return self._send(E.health())
+
+    def close(self) -> None:
+        """Close the connections this client holds."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _send(self, call: Call[T]) -> T:
+        """Send a call, retrying it when that is safe, and return its parsed answer."""
+        attempt = 0
+        while True:
+            outcome: httpx.Response | Exception
+            try:
+                outcome = self._http.request(
+                    call.method,
+                    call.path,
+                    params=call.query(),
+                    json=call.json,
+                    timeout=self._settings.timeout_for(call),
+                )
+            except httpx.RequestError as exc:
+                outcome = exc
+            delay = self._retry.delay(call, attempt, outcome)
+            if delay is None:
+                if isinstance(outcome, httpx.RequestError):
+                    raise connection_error(self.url, outcome) from outcome
+                assert isinstance(outcome, httpx.Response)
+                return handle(call, outcome)
+            self._sleep(delay)
+            attempt += 1
+
+    def _pages(
+        self,
+        make: Callable[[str | None, int | None], Call[models.Page[T]]],
+        limit: int | None,
+        page_size: int | None,
+    ) -> Iterator[T]:
+        """Every item of a paged list, fetching pages as they are needed."""
+        size = E.page_size(limit, page_size)
+        cursor: str | None = None
+        count = 0
+        while limit is None or count < limit:
+            page = self._send(make(cursor, size))
+            for item in page.items:
+                yield item
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+
+class Actions:
+    """`client.actions`: named, versioned action definitions."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @overload
+    def register(self, definition_or_app: models.ActionDefinition) -> models.Action: ...
+    @overload
+    def register(self, definition_or_app: DefinesActions) -> builtins.list[models.Action]: ...
+    def register(
+        self, definition_or_app: models.ActionDefinition | DefinesActions
+    ) -> models.Action | builtins.list[models.Action]:
+        """Save an action definition as a new version (or find the identical one).
+
+        Given an object with ``definitions()`` (an `oprun.App`), saves each of its
+        actions and returns the saved versions in order.
+        """
+        if isinstance(definition_or_app, models.ActionDefinition):
+            return self._client._send(E.save_action(definition_or_app))
+        return [self._client._send(E.save_action(d)) for d in definition_or_app.definitions()]
+
+    def get(self, name: str, version: int | None = None) -> models.Action:
+        """An action's latest version, or the given `version`."""
+        return self._client._send(E.get_action(name, version))
+
+    def list(self, *, limit: int | None = None) -> Iterator[models.Action]:
+        """The latest version of every action, page after page (at most `limit`)."""
+        return self._client._pages(E.list_actions, limit, None)
+
+    def versions(self, name: str, *, limit: int | None = None) -> Iterator[models.Action]:
+        """Every version of an action, newest first."""
+        return self._client._pages(
+            lambda cursor, size: E.action_versions(name, cursor, size), limit, None
+        )
+
+
+class Operations:
+    """`client.operations`: invoke actions and follow what they do."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def _snapshot(self, model: models.Operation) -> Operation:
+        return Operation(self._client, model)
+
+    def invoke(
+        self,
+        action: ActionRef,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+    ) -> Operation | NoOp:
+        """Invoke an action; returns its operation, or a `NoOp` when nothing needs doing.
+
+        Args:
+            action: the action's name (or an `Action` / `ActionDefinition`).
+            parameters: values by parameter name; the server checks and coerces them.
+            version: the action version to run; the latest when None.
+            idempotency_key: invoking again with the same key returns the same
+                operation. One is generated when None, so a retried request never
+                starts a second operation.
+            timeout: seconds the whole operation may take.
+            queue: the queue to run on, instead of the action's.
+        """
+        body = E.invocation(
+            action,
+            parameters,
+            version=version,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+            queue=queue,
+        )
+        model = self._client._send(E.invoke(body))
+        return NoOp(body.action) if model is None else self._snapshot(model)
+
+    def invoke_many(
+        self, invocations: Iterable[models.Invocation | Mapping[str, Any]]
+    ) -> list[Operation | NoOp]:
+        """Invoke up to 1,000 actions in one request; one answer per invocation, in order.
+
+        Each invocation is an `oprun.domain.models.Invocation` or a mapping with its
+        fields (``{"action": "resize", "parameters": {...}}``).
+        """
+        bodies = [E.as_invocation(i) for i in invocations]
+        models_ = self._client._send(E.invoke_many(bodies))
+        return [
+            NoOp(b.action) if m is None else self._snapshot(m)
+            for b, m in zip(bodies, models_, strict=False)
+        ]
+
+    def get(self, operation_id: str) -> Operation:
+        """One operation, as it is now."""
+        return self._snapshot(self._client._send(E.get_operation(operation_id)))
+
+    def list(
+        self,
+        status: OperationStatus | str | None = None,
+        action: str | None = None,
+        created_by: str | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> Iterator[Operation]:
+        """Operations, newest first, filtered; pages are fetched as you iterate.
+
+        `limit` caps how many are yielded (all when None).
+        """
+
+        def page(cursor: str | None, size: int | None) -> Call[models.Page[models.Operation]]:
+            return E.list_operations(
+                status=status, action=action, created_by=created_by, cursor=cursor, limit=size
+            )
+
+        return (self._snapshot(m) for m in self._client._pages(page, limit, page_size))
+
+    def cancel(self, operation_id: str) -> Operation:
+        """Request cancellation; returns the operation as the server now has it."""
+        return self._snapshot(self._client._send(E.cancel_operation(operation_id)))
+
+    def retry(self, operation_id: str) -> Operation:
+        """A new operation with the same action version and parameters."""
+        return self._snapshot(self._client._send(E.retry_operation(operation_id)))
+
+    def delete(self, operation_id: str) -> None:
+        """Delete a finished operation; `Conflict` while it runs."""
+        self._client._send(E.delete_operation(operation_id))
+
+    def watch(
+        self,
+        operation_id: str,
+        *,
+        every: float = 1.0,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+    ) -> Iterator[Operation]:
+        """Snapshots of an operation until it ends (the last one yielded is done).
+
+        Each comes from a server long poll of up to `every` seconds, which answers at
+        once when the operation ends; with `poll_interval`, plain GETs that many
+        seconds apart are used instead.
+
+        Raises:
+            TimeoutError: still not done after `timeout` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if poll_interval is None:
+                wait = every if left is None else max(0.0, min(every, left))
+                model = self._client._send(E.wait_operation(operation_id, wait))
+            else:
+                model = self._client._send(E.get_operation(operation_id))
+            yield self._snapshot(model)
+            if model.status.is_terminal():
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(
+                    f"operation {operation_id} is still {model.status.value} "
+                    f"after {timeout:g} seconds"
+                )
+            if poll_interval is not None:
+                self._client._sleep(poll_interval if left is None else min(poll_interval, left))
+
+    def wait(
+        self, operation_id: str, timeout: float | None = None, *, poll_interval: float | None = None
+    ) -> Operation:
+        """Wait until the operation ends; returns the resolved snapshot.
+
+        Rides the server's long poll, asking for at most 30 seconds at a time; with
+        `poll_interval`, polls with plain GETs instead.
+
+        Raises:
+            TimeoutError: still not done after `timeout` seconds.
+        """
+        last: Operation | None = None
+        for snapshot in self.watch(
+            operation_id, every=LONG_POLL_SECONDS, timeout=timeout, poll_interval=poll_interval
+        ):
+            last = snapshot
+        assert last is not None
+        return last
+
+    def wait_until_done(
+        self,
+        operation_id: str,
+        timeout: float | None = None,
+        raise_on: Iterable[OperationStatus | str] = DEFAULT_RAISE_ON,
+    ) -> Operation:
+        """Wait as `wait()` does; raise `OperationFailed` if it ends in a `raise_on` status.
+
+        Raises:
+            OperationFailed: the resolved status is in `raise_on` (FAILED by default).
+            TimeoutError: still not done after `timeout` seconds.
+        """
+        bad = statuses(raise_on)
+        op = self.wait(operation_id, timeout)
+        if op.status in bad:
+            raise OperationFailed(op)
+        return op
+
+    def logs(
+        self, operation_id: str, *, follow: bool = False, after: int = 0
+    ) -> Iterator[models.LogRecord]:
+        """Its log records after sequence number `after`, in order.
+
+        With `follow`, long-polls for new lines and stops once the operation has
+        ended and every line has been read.
+        """
+        send = self._client._send
+        seq = after
+        while True:
+            wait = LOG_FOLLOW_SECONDS if follow else 0.0
+            page = send(E.operation_logs(operation_id, after=seq, limit=MAX_PAGE_SIZE, wait=wait))
+            for record in page.items:
+                seq = max(seq, record.seq)
+                yield record
+            if page.items and (follow or len(page.items) >= MAX_PAGE_SIZE):
+                continue
+            if not follow:
+                return
+            if send(E.get_operation(operation_id)).status.is_terminal():
+                yield from self.logs(operation_id, after=seq)
+                return
+
+    def tasks(self, operation_id: str) -> builtins.list[models.Task]:
+        """The operation's tasks."""
+        return self._client._send(E.operation_tasks(operation_id))
+
+    def session_actions(self, operation_id: str) -> builtins.list[models.SessionAction]:
+        """Every attempt at the operation's work, on whichever worker."""
+        return self._client._send(E.operation_session_actions(operation_id))
+
+
+class SessionActions:
+    """`client.session_actions`: one attempt of one unit of work on one worker."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, session_action_id: str) -> models.SessionAction:
+        """One session action: status, times, exit code, progress, definition."""
+        return self._client._send(E.get_session_action(session_action_id))
+
+
+class Workers:
+    """`client.workers`: the registered worker agents."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self, *, limit: int | None = None) -> Iterator[models.Worker]:
+        """Workers, newest first, page after page."""
+        return self._client._pages(E.list_workers, limit, None)
+
+    def get(self, worker_id: str) -> models.Worker:
+        """One worker."""
+        return self._client._send(E.get_worker(worker_id))
+
+
+class Tokens:
+    """`client.tokens`: API tokens of this project (needs an admin token)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, name: str, role: Role | str) -> TokenCreated:
+        """A new token with `role`; its `secret` is shown only in this answer."""
+        return self._client._send(E.create_token(name, role))
+
+    def list(self) -> builtins.list[models.Token]:
+        """The project's tokens (never their secrets)."""
+        return self._client._send(E.list_tokens())
+
+    def revoke(self, token_id: str) -> models.Token:
+        """Revoke a token; returns it with `revoked_at` set."""
+        return self._client._send(E.revoke_token(token_id))
+
+
+class Projects:
+    """`client.projects`: the tenancy boundary."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def current(self) -> models.Project:
+        """The project of this client's token."""
+        return self._client._send(E.current_project())
+
+    def create(self, name: str) -> ProjectCreated:
+        """A new project and the secret of its first admin token (needs an admin token)."""
+        return self._client._send(E.create_project(name))
