@@ -111,8 +111,19 @@ class Worker:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self) -> Worker:
-        """Start the agent (it registers itself and its actions)."""
+    def _registered(self) -> int:
+        response = httpx.get(
+            f"{self.server.url}/v1/workers",
+            params={"limit": 500},
+            headers={"Authorization": f"Bearer {self.server.token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return len(response.json()["items"])
+
+    def start(self, wait: bool = True) -> Worker:
+        """Start the agent; with `wait`, return once it has registered itself and its actions."""
+        before = self._registered() if wait else 0
         args = [
             sys.executable,
             "-m",
@@ -132,6 +143,13 @@ class Worker:
         self.process = subprocess.Popen(args, env=env, stdout=out, stderr=out)
         if not isinstance(out, int):
             out.close()
+        deadline = time.monotonic() + 30
+        while wait and self._registered() <= before:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not register within 30 s")
+            time.sleep(0.05)
         return self
 
     @property

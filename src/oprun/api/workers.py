@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from oprun.api.deps import Caller, Svc
 from oprun.domain.limits import MAX_WAIT_SECONDS
@@ -40,9 +40,11 @@ def list_workers(
 
 
 @router.post("/workers/{worker_id}:claim", response_model=ClaimResponse, operation_id="claimWork")
-async def claim(worker_id: str, request: ClaimRequest, caller: Caller, svc: Svc) -> ClaimResponse:
+async def claim(
+    worker_id: str, body: ClaimRequest, request: Request, caller: Caller, svc: Svc
+) -> ClaimResponse:
     """Long poll for up to `max` tasks."""
-    return await svc.workers.claim(caller, worker_id, request)
+    return await svc.workers.claim(caller, worker_id, body, request.is_disconnected)
 
 
 @router.post(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 
 from anyio.to_thread import run_sync
 
@@ -96,15 +97,25 @@ class WorkerService:
         return worker
 
     async def claim(
-        self, principal: Principal, worker_id: str, request: ClaimRequest
+        self,
+        principal: Principal,
+        worker_id: str,
+        request: ClaimRequest,
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> ClaimResponse:
-        """Up to `request.max` tasks; waits up to `request.wait` seconds for the first."""
+        """Up to `request.max` tasks; waits up to `request.wait` seconds for the first.
+
+        `gone` says whether the caller has hung up: a claim that waited for work must
+        not take it for a worker that died while it waited.
+        """
         worker = await run_sync(self._own_worker, principal, worker_id)
         deadline = time.monotonic() + request.wait
         lease = self._settings.lease_seconds
         async with self._store.notifier.listen(work_key(principal.project_id)) as signal:
             while True:
                 signal.clear()
+                if gone is not None and await gone():
+                    return ClaimResponse(assignments=[])
                 assignments = await run_sync(
                     self._store.claim,
                     worker.id,
