@@ -14,6 +14,7 @@ the built-in `TimeoutError`.
 
 from oprun._version import __version__
 from oprun.app import App
+from oprun.context import Cancelled, Context
 from oprun.domain.errors import (
     AccessDenied,
     AuthenticationError,
@@ -44,8 +45,10 @@ __all__ = [
     "AsyncNoOp",
     "AsyncOperation",
     "AuthenticationError",
+    "Cancelled",
     "Client",
     "Conflict",
+    "Context",
     "NoOp",
     "NotFound",
     "Operation",

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,8 @@ from oprun.service.settings import Settings, default_data_dir
 
 DEFAULT_PORT = 8710
 TOKEN_FILE = "admin-token"
+REGISTER_WAIT_SECONDS = 10.0
+"""How long `up` waits for its worker to register before it prints that it is up."""
 
 
 def _load_app(spec: str) -> Any:
@@ -42,10 +45,17 @@ def _logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
-async def _run_until_signalled(server: Any, agent: Any | None) -> None:
-    """Serve (and work) until SIGINT/SIGTERM; then drain the worker and stop the server."""
+async def _run_until_signalled(
+    server: Any, agent: Any | None, on_started: Callable[[], None] | None = None
+) -> None:
+    """Serve (and work) until SIGINT/SIGTERM; then drain the worker and stop the server.
+
+    `on_started` runs once the server accepts connections and the worker, if any, has
+    registered its actions (or stopped trying): from then on they can be invoked.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -56,6 +66,17 @@ async def _run_until_signalled(server: Any, agent: Any | None) -> None:
     while not server.started and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     working = asyncio.create_task(agent.run()) if agent is not None else None
+    if agent is not None and working is not None:
+        deadline = loop.time() + REGISTER_WAIT_SECONDS
+        while (  # noqa: ASYNC110
+            agent.worker_id is None
+            and not working.done()
+            and not stop.is_set()
+            and loop.time() < deadline
+        ):
+            await asyncio.sleep(0.02)
+    if server.started and on_started is not None:
+        on_started()
     waiting = asyncio.create_task(stop.wait())
     watched = {serving, waiting} | ({working} if working else set())
     await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -111,13 +132,19 @@ def register(app: typer.Typer) -> None:
             else (token_path.read_text().strip() if token_path.exists() else None)
         )
         base = f"http://{host}:{port}"
-        typer.echo(f"oprun is up at {base}  (API {base}/v1, docs {base}/docs)")
-        typer.echo(f"database: {url}")
-        if secret:
-            typer.echo(f"admin token: {secret}  (kept in {token_path})")
-            typer.echo(f"  export OPRUN_URL={base} OPRUN_TOKEN={secret}")
-        else:
-            typer.echo("admin token: created earlier and not on this machine; set OPRUN_TOKEN")
+        known = secret
+
+        def banner() -> None:
+            # Printed once the server listens: whoever reads it may connect at once.
+            typer.echo(f"oprun is up at {base}  (API {base}/v1, docs {base}/docs)")
+            typer.echo(f"database: {url}")
+            if known:
+                typer.echo(f"admin token: {known}  (kept in {token_path})")
+                typer.echo(f"  export OPRUN_URL={base} OPRUN_TOKEN={known}")
+            else:
+                typer.echo("admin token: created earlier and not on this machine; set OPRUN_TOKEN")
+
+        if not secret:
             secret = os.environ.get("OPRUN_TOKEN") or os.environ.get("OPRUN_BOOTSTRAP_TOKEN")
         server = uvicorn_server(services, host, port)
         agent = None
@@ -126,7 +153,7 @@ def register(app: typer.Typer) -> None:
                 base, secret, actions, name=f"{socket.gethostname()}-up", concurrency=concurrency
             )
         try:
-            asyncio.run(_run_until_signalled(server, agent))
+            asyncio.run(_run_until_signalled(server, agent, banner))
         finally:
             services.store.close()
 
@@ -151,9 +178,14 @@ def register(app: typer.Typer) -> None:
         services, made = open_services(settings)
         if made is not None and not settings.bootstrap_token:
             typer.echo(f"admin token: {made.secret}  (shown once; store it now)")
-        typer.echo(f"oprun server at http://{host}:{port}")
         try:
-            asyncio.run(_run_until_signalled(uvicorn_server(services, host, port), None))
+            asyncio.run(
+                _run_until_signalled(
+                    uvicorn_server(services, host, port),
+                    None,
+                    lambda: typer.echo(f"oprun server at http://{host}:{port}"),
+                )
+            )
         finally:
             services.store.close()
 

@@ -140,6 +140,12 @@ class WorkerService:
         worker = await run_sync(self._own_worker, principal, worker_id)
         lease = self._settings.lease_seconds
         status = WorkerStatus(beat.status)
+        if status is WorkerStatus.STOPPED:
+            cancel, lost = await run_sync(
+                self._store.heartbeat, worker.id, beat.held, status, lease
+            )
+            await run_sync(self._store.release_worker, worker.id)
+            return HeartbeatResponse(cancel=cancel, lost=lost, lease_seconds=lease, stop=True)
         deadline = time.monotonic() + wait
         async with self._store.notifier.listen(worker_key(worker.id)) as signal:
             while True:

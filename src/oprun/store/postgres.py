@@ -42,9 +42,10 @@ class PgNotifier(Notifier):
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._ready.set()
                     while not self._stop.is_set():
-                        keys = [n.payload for n in conn.notifies(timeout=0.5)]
-                        if keys:
-                            self.publish(keys)
+                        # Hand each key on as it arrives; the timeout only bounds how
+                        # long a stop request waits.
+                        for notify in conn.notifies(timeout=0.5):
+                            self.publish([notify.payload])
             except psycopg.Error as exc:
                 self._ready.set()
                 if not self._stop.is_set():

@@ -205,6 +205,11 @@ class WorkQueries(TenancyQueries):
         """Take up to `limit` waiting tasks for a worker, each under a new lease."""
         with self.write() as tx:
             conn = tx.conn
+            status = conn.execute(
+                select(t.workers.c.status).where(t.workers.c.id == worker_id)
+            ).scalar()
+            if status in (WorkerStatus.STOPPING.value, WorkerStatus.STOPPED.value):
+                return []  # a draining worker's pending claim must not take new work
             queue_ids = select(t.queues.c.id).where(
                 t.queues.c.project_id == project_id, t.queues.c.name.in_(queue_names)
             )
@@ -403,6 +408,39 @@ class WorkQueries(TenancyQueries):
             lost = sorted(set(epochs) - set(live_ids))
             return cancel, lost
 
+    def release_worker(self, worker_id: str) -> int:
+        """A worker has stopped: give back whatever it still holds, without spending attempts.
+
+        Returns how many attempts were released.
+        """
+        with self.write() as tx:
+            conn = tx.conn
+            live = (
+                t.session_actions.c.worker_id == worker_id,
+                t.session_actions.c.status.in_(_LIVE_SA),
+            )
+            self._lock_operations(
+                tx, conn.execute(select(t.session_actions.c.operation_id).where(*live)).scalars()
+            )
+            held = conn.execute(
+                select(
+                    t.session_actions.c.id,
+                    t.session_actions.c.status,
+                    t.session_actions.c.operation_id,
+                    t.session_actions.c.task_id,
+                    t.session_actions.c.project_id,
+                )
+                .where(*live)
+                .order_by(t.session_actions.c.id)
+                .with_for_update()
+            ).all()
+            for sa in held:
+                self._end_attempt(
+                    tx, dict(sa._mapping), SAS.INTERRUPTED, "worker stopped", requeue_free=True
+                )
+            self._settle(tx, sorted({sa.operation_id for sa in held}))
+            return len(held)
+
     # -- reports -------------------------------------------------------------------------
     def apply_reports(self, worker_id: str, reports: Sequence[Report]) -> list[ReportOutcome]:
         """Apply a worker's reports in order; each is accepted or refused on its own."""
@@ -560,6 +598,12 @@ class WorkQueries(TenancyQueries):
             self._move_task(
                 tx, sa["task_id"], op_id, OS.QUEUED, detail, attempts=attempts, available_at=tx.now
             )
+            if requeue_free:
+                tx.conn.execute(
+                    update(t.operations)
+                    .where(t.operations.c.id == op_id)
+                    .values(attempts=t.operations.c.attempts - 1)
+                )
             tx.keys.add(work_key(sa["project_id"]))
         elif self._move_task(tx, sa["task_id"], op_id, OS.FAILED, detail):
             message = f"{detail}; gave up after {task.attempts} attempt(s)"

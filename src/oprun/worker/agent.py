@@ -1,0 +1,463 @@
+"""`WorkerAgent`: registers with the server, claims work, runs it on child processes.
+
+Three loops share one event loop:
+
+- claim: long-polls `:claim` for as many tasks as there are free slots and
+  starts an `Execution` for each on an idle (or new) child process;
+- heartbeat: long-polls `:heartbeat` with every held lease, renewing them every
+  `lease_seconds / 3`; answers with work to cancel (canceled, SIGTERM then
+  SIGKILL) and work the worker lost (killed, never reported again);
+- reports: the `ReportBatcher`, one batch in flight, order kept.
+
+`request_stop()` drains: no more claims, running work gets `grace` seconds to
+finish, what remains is canceled and reported `released` (the server requeues
+it at once), reports are flushed, a last heartbeat says `STOPPED`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from oprun._version import __version__
+from oprun.app import App
+from oprun.domain.errors import NotFound, OprunError
+from oprun.domain.limits import MAX_CLAIM, MAX_WAIT_SECONDS
+from oprun.domain.models import ActionKind
+from oprun.domain.protocol import (
+    ClaimRequest,
+    Heartbeat,
+    HeartbeatResponse,
+    Report,
+    ReportBatchResponse,
+    ReportOutcome,
+    WorkerRegistration,
+)
+from oprun.worker.client import WorkerClient
+from oprun.worker.reports import ReportBatcher
+from oprun.worker.slots import Slots
+
+log = logging.getLogger("oprun.worker")
+
+DEFAULT_HEARTBEAT_SECONDS = 3.0
+"""Heartbeat period until the server has said how long its leases last."""
+MIN_HEARTBEAT_GAP = 1.0
+"""Newly claimed work restarts a heartbeat long poll (so its cancel arrives at once), at most this often."""
+RELEASE_GRACE = 2.0
+"""SIGTERM-to-SIGKILL delay for work released at the end of a drain."""
+FLUSH_TIMEOUT = 10.0
+"""How long a stopping worker tries to deliver its last reports."""
+CLAIM_SETTLE = 0.5
+"""How long a stopping worker that gave work back waits for its last claim to answer."""
+
+WorkerState = Literal["RUNNING", "IDLE", "STOPPING", "STOPPED"]
+
+
+class WorkerAgent:
+    """A worker: serves `queues` of the server at `url`, running up to `concurrency` tasks."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        app: App | None = None,
+        *,
+        name: str | None = None,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        heartbeat_interval: float | None = None,
+        grace: float = 10.0,
+        claim_wait: float = 20.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """Configure a worker; `run()` starts it.
+
+        Args:
+            url: the server's base URL.
+            token: a worker (or admin) token; it never reaches the actions' processes.
+            app: the actions this worker registers (it runs any python action by entrypoint).
+            name: how the worker shows in the API; the host name by default.
+            queues: the queues it serves.
+            concurrency: tasks run at once (one child process each); the CPU count by default.
+            heartbeat_interval: seconds between heartbeats; `lease_seconds / 3` by default.
+            grace: seconds between SIGTERM and SIGKILL on cancel, and to finish work when stopping.
+            claim_wait: how long one claim long-polls the server.
+            transport: an httpx transport (tests pass an in-process one).
+
+        Raises:
+            ValueError: a setting is out of range.
+        """
+        self.name = name or socket.gethostname()
+        self.queues = list(queues or ["default"])
+        self.concurrency = concurrency if concurrency is not None else (os.cpu_count() or 1)
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if grace < 0:
+            raise ValueError(f"grace must be >= 0 seconds, got {grace}")
+        if not 0 <= claim_wait <= MAX_WAIT_SECONDS:
+            raise ValueError(f"claim_wait must be between 0 and {MAX_WAIT_SECONDS:g} s")
+        if heartbeat_interval is not None and not 0 < heartbeat_interval <= MAX_WAIT_SECONDS:
+            raise ValueError(f"heartbeat_interval must be in (0, {MAX_WAIT_SECONDS:g}] s")
+        self.app = app
+        self.grace = grace
+        self.claim_wait = claim_wait
+        self.heartbeat_interval = heartbeat_interval
+        self._url = url
+        self._token = token
+        self._transport = transport
+        self.worker_id: str | None = None
+        self._client: WorkerClient | None = None
+        self._reports = ReportBatcher(self._send_reports, self._on_settled)
+        self._slots: Slots | None = None
+        self._lease_seconds: float | None = None
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._stopping = False
+        self._register_lock = asyncio.Lock()
+
+    # -- public -------------------------------------------------------------------------
+    def request_stop(self, *, force: bool = False) -> None:
+        """Drain and stop (safe to call again: the second call, or `force`, kills running work)."""
+        if self._stop.is_set() or force:
+            self._force.set()
+            if self._slots is not None:
+                self._slots.release_all(grace=0)
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Register, then serve until `request_stop()` or the server says stop.
+
+        Raises:
+            oprun.domain.errors.AuthenticationError: the token is not valid.
+            oprun.domain.errors.AccessDenied: the token may not act as a worker.
+        """
+        workdir = Path(tempfile.mkdtemp(prefix="oprun-worker-"))
+        slots = self._slots = Slots(
+            self.concurrency, self._reports, grace=self.grace, workdir=workdir
+        )
+        self._client = WorkerClient(self._url, self._token, transport=self._transport)
+        loops: list[asyncio.Task[Any]] = []
+        try:
+            registered = await self._until_stopped(self._register(self._client))
+            if not registered:
+                return
+            loops = [
+                asyncio.create_task(self._claim_loop(), name="oprun-claim"),
+                asyncio.create_task(self._heartbeat_loop(), name="oprun-heartbeat"),
+                asyncio.create_task(self._reports.run(), name="oprun-reports"),
+            ]
+            stopped = asyncio.create_task(self._stop.wait())
+            await asyncio.wait([*loops, stopped], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            failure = next(
+                (t.exception() for t in loops if t.done() and not t.cancelled() and t.exception()),
+                None,
+            )
+            if failure is not None:
+                log.error("worker_failed error=%s: %s", type(failure).__name__, failure)
+            await self._drain(loops)
+            if failure is not None:
+                raise failure
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await slots.close()
+            await self._client.aclose()
+            shutil.rmtree(workdir, ignore_errors=True)
+            log.info("worker_stopped worker_id=%s", self.worker_id)
+
+    # -- registration -------------------------------------------------------------------
+    async def _register(self, client: WorkerClient) -> bool:
+        definitions = self.app.definitions() if self.app is not None else []
+        registration = WorkerRegistration(
+            name=self.name[:128],
+            hostname=socket.gethostname()[:255],
+            queues=self.queues,
+            capabilities={
+                "kinds": [ActionKind.PYTHON.value],
+                "concurrency": self.concurrency,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": sys.platform,
+                "oprun": __version__,
+                "pid": os.getpid(),
+            },
+            actions=definitions,
+        )
+        worker = await client.register(registration)
+        self.worker_id = worker.id
+        log.info(
+            "worker_registered worker_id=%s name=%s url=%s queues=%s actions=%s concurrency=%s",
+            worker.id,
+            self.name,
+            client.url,
+            ",".join(self.queues),
+            len(definitions),
+            self.concurrency,
+        )
+        return True
+
+    async def _reregister(self, stale_id: str | None) -> None:
+        """The server no longer knows this worker: everything held is lost; register anew."""
+        async with self._register_lock:
+            if self.worker_id != stale_id or self._stopping:
+                return
+            log.warning("worker_unknown worker_id=%s action=register_again", stale_id)
+            assert self._client is not None and self._slots is not None
+            self._slots.lose_all()
+            await self._register(self._client)
+
+    # -- claim ----------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        assert self._client is not None and self._slots is not None
+        slots = self._slots
+        while not self._stop.is_set():
+            if slots.free <= 0:
+                slots.slot_freed.clear()
+                await slots.slot_freed.wait()
+                continue
+            worker_id = self.worker_id
+            assert worker_id is not None
+            request = ClaimRequest(max=min(slots.free, MAX_CLAIM), wait=self.claim_wait)
+            try:
+                response = await self._client.claim(worker_id, request)
+            except NotFound:
+                await self._reregister(worker_id)
+                continue
+            for assignment in response.assignments:
+                self._lease_seconds = assignment.lease_seconds
+                slots.start(assignment)
+            if response.stop:
+                log.info("worker_stop_requested_by_server worker_id=%s", self.worker_id)
+                self.request_stop()
+
+    # -- heartbeat ----------------------------------------------------------------------
+    def _interval(self) -> float:
+        if self.heartbeat_interval is not None:
+            return self.heartbeat_interval
+        if self._lease_seconds:
+            return min(MAX_WAIT_SECONDS, max(0.1, self._lease_seconds / 3))
+        return DEFAULT_HEARTBEAT_SECONDS
+
+    def _state(self) -> WorkerState:
+        if self._stopping:
+            return "STOPPING"
+        return "RUNNING" if self._slots is not None and self._slots.running else "IDLE"
+
+    async def _heartbeat_loop(self) -> None:
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            interval = self._interval()
+            held = self._slots.held()
+            beat = Heartbeat(held=held, status=self._state())
+            started = loop.time()
+            self._slots.held_added.clear()
+            worker_id = self.worker_id
+            try:
+                response = await self._beat(worker_id, beat, interval if held else 0.0, started)
+            except NotFound:
+                await self._reregister(worker_id)
+                continue
+            if response is None:
+                continue  # new work is held: beat again with it
+            if self._on_heartbeat(response):
+                continue
+            await self._pause(until=started + interval, earliest=started + MIN_HEARTBEAT_GAP)
+
+    async def _beat(
+        self, worker_id: str | None, beat: Heartbeat, wait: float, started: float
+    ) -> HeartbeatResponse | None:
+        """One heartbeat; None when it was cut short to include newly claimed work."""
+        assert self._client is not None and self._slots is not None and worker_id is not None
+        loop = asyncio.get_running_loop()
+        request = asyncio.create_task(self._client.heartbeat(worker_id, beat, wait))
+        added = asyncio.create_task(self._slots.held_added.wait())
+        try:
+            done, _ = await asyncio.wait({request, added}, return_when=asyncio.FIRST_COMPLETED)
+            if request not in done:
+                gap = started + MIN_HEARTBEAT_GAP - loop.time()
+                if gap > 0:
+                    await asyncio.wait({request}, timeout=gap)
+                if not request.done():
+                    return None
+            return request.result()
+        finally:
+            added.cancel()
+            if not request.done():
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+
+    async def _pause(self, *, until: float, earliest: float) -> None:
+        """Sleep until `until`, or until new work is held (but not before `earliest`)."""
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        remaining = until - loop.time()
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._slots.held_added.wait(), remaining)
+        except TimeoutError:
+            return
+        gap = min(earliest, until) - loop.time()
+        if gap > 0:
+            await asyncio.sleep(gap)
+
+    def _on_heartbeat(self, response: HeartbeatResponse) -> bool:
+        """Act on a heartbeat's answer; True when it held news."""
+        assert self._slots is not None
+        self._lease_seconds = response.lease_seconds
+        news = False
+        for sa in response.cancel:
+            news = self._slots.cancel(sa) or news
+        for sa in response.lost:
+            news = self._slots.lose(sa, "lease lapsed or superseded") or news
+        if response.stop and not self._stop.is_set():
+            log.info("worker_stop_requested_by_server worker_id=%s", self.worker_id)
+            self.request_stop()
+        return news
+
+    # -- reports --------------------------------------------------------------------------
+    async def _send_reports(self, body: str) -> ReportBatchResponse:
+        assert self._client is not None
+        worker_id = self.worker_id
+        assert worker_id is not None
+        try:
+            return await self._client.report(worker_id, body)
+        except NotFound:
+            await self._reregister(worker_id)
+            raise
+
+    def _on_settled(self, report: Report, outcome: ReportOutcome) -> None:
+        if self._slots is not None:
+            self._slots.on_settled(report, outcome)
+
+    # -- stopping -------------------------------------------------------------------------
+    async def _drain(self, loops: list[asyncio.Task[Any]]) -> None:
+        assert self._slots is not None
+        slots = self._slots
+        self._stopping = slots.stopping = True
+        claim = loops[0]  # it ends after its current long poll; until then it may catch work
+        await self._heartbeat_once("STOPPING")
+        log.info(
+            "worker_draining worker_id=%s running=%s grace=%s",
+            self.worker_id,
+            slots.running,
+            self.grace,
+        )
+        running = slots.tasks()
+        if running and not self._force.is_set():
+            finished = asyncio.create_task(asyncio.wait(running))
+            forced = asyncio.create_task(self._force.wait())
+            await asyncio.wait(
+                [finished, forced], timeout=self.grace, return_when=asyncio.FIRST_COMPLETED
+            )
+            finished.cancel()  # only the waiting: the work itself goes on
+            forced.cancel()
+        released = slots.running
+        slots.release_all(grace=0 if self._force.is_set() else RELEASE_GRACE)
+        await slots.wait()
+        await self._flush()
+        if released and not claim.done():
+            # The server requeues released work at once, and a claim still waiting there
+            # may take it for this worker: give that claim a moment to answer, so what it
+            # brings is given back too, rather than left assigned to a worker that is gone.
+            await asyncio.wait([claim], timeout=CLAIM_SETTLE)
+        claim.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OprunError):
+            await claim
+        await slots.wait()
+        await self._flush()
+        for task in loops[1:]:
+            task.cancel()
+        await asyncio.gather(*loops[1:], return_exceptions=True)
+        await self._heartbeat_once("STOPPED")
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.wait_for(self._reports.flush(), FLUSH_TIMEOUT)
+        except TimeoutError:
+            log.warning("reports_not_delivered count=%s", len(self._reports))
+
+    async def _heartbeat_once(self, status: WorkerState) -> None:
+        """One heartbeat, not retried: say STOPPING before giving work back, STOPPED at the end."""
+        if self._client is None or self._slots is None or self.worker_id is None:
+            return
+        held = self._slots.held() if status != "STOPPED" else []
+        beat = Heartbeat(held=held, status=status)
+        with contextlib.suppress(OprunError, TimeoutError):
+            response = await asyncio.wait_for(
+                self._client.heartbeat(self.worker_id, beat, 0.0, retry=False), 5.0
+            )
+            if status != "STOPPED":
+                self._on_heartbeat(response)
+
+    async def _until_stopped(self, coro: Coroutine[Any, Any, bool]) -> bool:
+        """Run `coro` unless a stop comes first (then False)."""
+        task = asyncio.create_task(coro)
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            return False
+        finally:
+            for t in (task, stopped):
+                t.cancel()
+            await asyncio.gather(task, stopped, return_exceptions=True)
+
+
+def run_worker(
+    url: str,
+    token: str,
+    app: App | None = None,
+    *,
+    name: str | None = None,
+    queues: list[str] | None = None,
+    concurrency: int | None = None,
+    heartbeat_interval: float | None = None,
+    grace: float = 10.0,
+    claim_wait: float = 20.0,
+) -> None:
+    """Run a `WorkerAgent` until SIGTERM or SIGINT (a second one kills running work).
+
+    The plain entry point for the CLI; see `WorkerAgent` for the arguments.
+    """
+    agent = WorkerAgent(
+        url,
+        token,
+        app,
+        name=name,
+        queues=queues,
+        concurrency=concurrency,
+        heartbeat_interval=heartbeat_interval,
+        grace=grace,
+        claim_wait=claim_wait,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, agent.request_stop)
+        try:
+            await agent.run()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    asyncio.run(main())

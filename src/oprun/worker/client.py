@@ -1,0 +1,172 @@
+"""`WorkerClient`: the worker's HTTP calls to the API, retried through server restarts.
+
+Connection errors, 5xx and 429 are retried with exponential backoff and jitter
+(429 honours `Retry-After`) until the call succeeds or is cancelled; any
+other error is raised as the typed `oprun.domain.errors` class. The token is
+sent in the `Authorization` header only and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from oprun._version import __version__
+from oprun.domain.errors import OprunError, ServerError, Throttled, Unavailable, error_from_body
+from oprun.domain.models import Worker
+from oprun.domain.protocol import (
+    ClaimRequest,
+    ClaimResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    ReportBatchResponse,
+    WorkerRegistration,
+)
+
+log = logging.getLogger("oprun.worker.client")
+
+M = TypeVar("M", bound=BaseModel)
+
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 10.0
+CONNECT_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 30.0
+"""For calls that do not long-poll; a long poll gets its wait on top."""
+
+
+def redact_url(url: str) -> str:
+    """`url` without user info, fit for a log line."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+class WorkerClient:
+    """Register, claim, heartbeat and report over HTTP."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        """A client of the API at `url` using `token`.
+
+        Args:
+            url: the server's base URL, e.g. `http://127.0.0.1:8710`.
+            token: a worker (or admin) token.
+            transport: an httpx transport (tests pass an in-process one).
+            max_attempts: give up after this many tries; retry forever when None.
+        """
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "User-Agent": f"oprun-worker/{__version__}",
+                "Content-Type": "application/json",
+            },
+            timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
+            transport=transport,
+        )
+        self._max_attempts = max_attempts
+        self.url = redact_url(url)
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def register(self, registration: WorkerRegistration) -> Worker:
+        """POST /v1/workers."""
+        return await self._post("/v1/workers", registration.model_dump_json(), Worker)
+
+    async def claim(self, worker_id: str, request: ClaimRequest) -> ClaimResponse:
+        """POST /v1/workers/{id}:claim, a long poll of up to `request.wait` seconds."""
+        return await self._post(
+            f"/v1/workers/{worker_id}:claim",
+            request.model_dump_json(),
+            ClaimResponse,
+            wait=request.wait,
+        )
+
+    async def heartbeat(
+        self, worker_id: str, beat: Heartbeat, wait: float, *, retry: bool = True
+    ) -> HeartbeatResponse:
+        """POST /v1/workers/{id}:heartbeat?wait=S, a long poll for cancels."""
+        return await self._post(
+            f"/v1/workers/{worker_id}:heartbeat",
+            beat.model_dump_json(),
+            HeartbeatResponse,
+            params={"wait": f"{wait:g}"},
+            wait=wait,
+            retry=retry,
+        )
+
+    async def report(self, worker_id: str, body: str) -> ReportBatchResponse:
+        """POST /v1/workers/{id}:report with an encoded `ReportBatch`."""
+        return await self._post(f"/v1/workers/{worker_id}:report", body, ReportBatchResponse)
+
+    async def _post(
+        self,
+        path: str,
+        body: str,
+        model: type[M],
+        *,
+        params: dict[str, str] | None = None,
+        wait: float = 0.0,
+        retry: bool = True,
+    ) -> M:
+        timeout = httpx.Timeout(REQUEST_TIMEOUT + wait, connect=CONNECT_TIMEOUT)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.post(path, content=body, params=params, timeout=timeout)
+                if response.is_success:
+                    return model.model_validate_json(response.content)
+                error = _error(response)
+            except httpx.TransportError as exc:
+                error = Unavailable(f"cannot reach the server: {type(exc).__name__}: {exc}")
+            if not retry or not _retryable(error) or attempt == self._max_attempts:
+                raise error
+            delay = _delay(attempt, error)
+            log.warning(
+                "server_call_retry path=%s attempt=%s code=%s delay=%.2f error=%s",
+                path.rsplit(":", 1)[-1] if ":" in path else path,
+                attempt,
+                error.code,
+                delay,
+                error.message,
+            )
+            await asyncio.sleep(delay)
+
+
+def _error(response: httpx.Response) -> OprunError:
+    try:
+        body: Any = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    error = error_from_body(response.status_code, body)
+    if isinstance(error, Throttled):
+        error.details.setdefault("retry_after", response.headers.get("Retry-After"))
+    return error
+
+
+def _retryable(error: OprunError) -> bool:
+    return isinstance(error, ServerError | Unavailable | Throttled)
+
+
+def _delay(attempt: int, error: OprunError) -> float:
+    if isinstance(error, Throttled):
+        try:
+            return max(0.0, float(error.details.get("retry_after") or ""))
+        except ValueError:
+            pass
+    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt - 1, 10))
+    return random.uniform(ceiling / 2, ceiling)  # jitter, not a secret

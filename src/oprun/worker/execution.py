@@ -1,0 +1,273 @@
+"""`Execution`: one assignment running on one child, its events turned into reports.
+
+The outcome reported is what happened: the child's own outcome when it gave
+one, else why the worker stopped it (`canceled`, `TIMEOUT`, `released`), else
+a crash (`CRASHED` with the exit code). Work the worker lost is killed and
+nothing more is reported for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from oprun.context import MAX_MESSAGE_CHARS, MAX_STEP_CODE_CHARS
+from oprun.domain.limits import MAX_LOG_LINE_BYTES
+from oprun.domain.protocol import Assignment
+from oprun.worker.lines import cut_bytes
+from oprun.worker.process import ChildEvent, ChildProcess, Exited, OutputLine, TaskSpec
+from oprun.worker.reports import ReportBatcher
+
+log = logging.getLogger("oprun.worker.execution")
+
+MAX_ERROR_MESSAGE_CHARS = 16_384
+
+
+class StopReason(enum.StrEnum):
+    """Why the worker stops a task before it ends by itself."""
+
+    CANCELED = "canceled"
+    """The operation was canceled."""
+    TIMEOUT = "timeout"
+    """The attempt ran longer than its timeout."""
+    RELEASED = "released"
+    """The worker is draining and gives the work back."""
+    LOST = "lost"
+    """The lease lapsed or was superseded: someone else may run it now."""
+
+
+class Execution:
+    """Runs one assignment on a child and reports what happens, in order."""
+
+    def __init__(
+        self,
+        assignment: Assignment,
+        reports: ReportBatcher,
+        *,
+        seq: int,
+        grace: float,
+        workdir: Path,
+    ) -> None:
+        """Prepare to run `assignment`; `grace` is the SIGTERM-to-SIGKILL delay of a cancel."""
+        self.assignment = assignment
+        self._reports = reports
+        self._seq = seq
+        self._grace = grace
+        self._dir = workdir / assignment.session_action_id
+        self._child: ChildProcess | None = None
+        self._stoppers: list[asyncio.Task[None]] = []
+        self._ended = False
+        self.reason: StopReason | None = None
+
+    @property
+    def session_action_id(self) -> str:
+        """The session action being run."""
+        return self.assignment.session_action_id
+
+    def stop(self, reason: StopReason, *, grace: float | None = None) -> None:
+        """Stop the task: cancel its child (SIGTERM, SIGKILL after `grace`), or kill it.
+
+        The first reason is the one reported, except `LOST`, which overrides
+        any other (the work is killed at once and nothing more is reported).
+        A `grace` of 0 kills at once.
+        """
+        if reason is StopReason.LOST:
+            self._reports.discard(self.session_action_id)
+        if self.reason is None or reason is StopReason.LOST:
+            if self.reason is None and reason is not StopReason.LOST and not self._ended:
+                self._system(_stop_line(reason, self._grace if grace is None else grace))
+            self.reason = reason
+        if self._child is None or self._ended:
+            return
+        grace = self._grace if grace is None else grace
+        if reason is StopReason.LOST or grace <= 0:
+            self._stoppers.append(asyncio.create_task(self._child.kill()))
+        elif not self._stoppers:
+            self._stoppers.append(asyncio.create_task(self._child.cancel(grace)))
+
+    async def run(self, child: ChildProcess) -> bool:
+        """Run the task on `child` until it ends; returns whether `child` may be reused."""
+        a = self.assignment
+        if self.reason is not None:
+            self._end_stopped(None)
+            return child.alive
+        if a.action.entrypoint is None:
+            self._fail("NO_ENTRYPOINT", f"action {a.action.name!r} has no python entrypoint")
+            return child.alive
+        self._child = child
+        spec = TaskSpec(
+            seq=self._seq,
+            entrypoint=a.action.entrypoint,
+            parameters=a.parameters,
+            path_parameters=tuple(p.name for p in a.action.parameters if p.type == "path"),
+            operation_id=a.operation_id,
+            task_id=a.task_id,
+            session_action_id=a.session_action_id,
+            attempt=a.attempt,
+            input_dir=str(self._dir / "input"),
+            output_dir=str(self._dir / "output"),
+        )
+        try:
+            await child.run(spec)
+            await self._follow(child)
+            for stopper in self._stoppers:
+                await stopper
+        finally:
+            self._ended = True
+            await self._clean_up()
+        return self.reason is None and child.alive
+
+    async def _follow(self, child: ChildProcess) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = (
+            None if self.assignment.timeout is None else loop.time() + self.assignment.timeout
+        )
+        while True:
+            if deadline is None or self.reason is not None:
+                item = await child.next_item()
+            else:
+                try:
+                    item = await asyncio.wait_for(child.next_item(), deadline - loop.time())
+                except TimeoutError:
+                    self.stop(StopReason.TIMEOUT)
+                    continue
+            if isinstance(item, OutputLine):
+                self._log([item.line], "stdout")
+            elif isinstance(item, Exited):
+                self._end_stopped(item.returncode)
+                return
+            elif item.terminal:
+                self._end_with(item)
+                return
+            else:
+                self._on_event(item)
+
+    def _on_event(self, event: ChildEvent) -> None:
+        data = event.data
+        if self.reason is StopReason.LOST:
+            return
+        sa, epoch = self.session_action_id, self.assignment.lease_epoch
+        if event.kind == "running":
+            self._reports.add(sa, epoch, "running")
+        elif event.kind == "progress":
+            percent = data.get("percent")
+            message = data.get("message")
+            self._reports.progress(
+                sa,
+                epoch,
+                percent=float(percent) if isinstance(percent, int | float) else None,
+                message=str(message)[:MAX_MESSAGE_CHARS] if message is not None else None,
+            )
+        elif event.kind == "step":
+            self._reports.progress(sa, epoch, step_code=str(data.get("code"))[:MAX_STEP_CODE_CHARS])
+        elif event.kind == "log":
+            self._log([str(data.get("line", ""))], "stdout")
+        else:
+            log.debug("child_event_unknown event=%s", event.kind)
+
+    def _end_with(self, event: ChildEvent) -> None:
+        """The child gave the task's outcome."""
+        data = event.data
+        if self.reason is StopReason.LOST:
+            return
+        if event.kind == "succeeded":
+            self._reports.add(
+                self.session_action_id,
+                self.assignment.lease_epoch,
+                "succeeded",
+                result=data.get("result"),
+            )
+        elif event.kind == "failed":
+            trace = data.get("traceback")
+            if trace:
+                self._log(str(trace).splitlines(), "stderr")
+            self._fail(
+                str(data.get("error_code") or "EXCEPTION")[:64],
+                str(data.get("error_message") or "the action failed"),
+            )
+        elif self.reason is None:  # canceled, though no one here asked: SIGTERM from outside
+            self._fail("TERMINATED", "the action's process received SIGTERM from outside oprun")
+        else:
+            self._end_stopped(None)
+
+    def _end_stopped(self, returncode: int | None) -> None:
+        """The task ended without an outcome of its own: report why."""
+        reason = self.reason
+        sa, epoch = self.session_action_id, self.assignment.lease_epoch
+        if reason is StopReason.LOST:
+            return
+        if reason is StopReason.CANCELED:
+            self._reports.add(sa, epoch, "canceled", exit_code=returncode)
+        elif reason is StopReason.RELEASED:
+            self._reports.add(sa, epoch, "released")
+        elif reason is StopReason.TIMEOUT:
+            self._fail(
+                "TIMEOUT",
+                f"timed out after {self.assignment.timeout:g} s",
+                exit_code=returncode,
+            )
+        else:
+            code = returncode if returncode is not None else -1
+            self._fail("CRASHED", _crash_message(code), exit_code=code)
+
+    def _fail(self, code: str, message: str, *, exit_code: int | None = None) -> None:
+        self._reports.add(
+            self.session_action_id,
+            self.assignment.lease_epoch,
+            "failed",
+            error_code=code,
+            error_message=message[:MAX_ERROR_MESSAGE_CHARS],
+            exit_code=exit_code,
+        )
+
+    def _log(self, lines: list[str], stream: Any) -> None:
+        if self.reason is StopReason.LOST:
+            return
+        cut = [_cut(line) for line in lines]
+        self._reports.log(self.session_action_id, self.assignment.lease_epoch, cut, stream)
+
+    def _system(self, line: str) -> None:
+        self._log([line], "system")
+
+    async def _clean_up(self) -> None:
+        if not self._dir.exists():
+            return
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(shutil.rmtree, self._dir, True)
+
+
+def _cut(line: str) -> str:
+    if len(line) * 4 <= MAX_LOG_LINE_BYTES:
+        return line
+    return cut_bytes(line.encode("utf-8", "replace"), MAX_LOG_LINE_BYTES).decode("utf-8", "replace")
+
+
+def _stop_line(reason: StopReason, grace: float) -> str:
+    how = (
+        "killing its process group now"
+        if grace <= 0
+        else f"SIGTERM to its process group, SIGKILL after {grace:g} s"
+    )
+    what = {
+        StopReason.CANCELED: "cancel requested",
+        StopReason.TIMEOUT: "timed out",
+        StopReason.RELEASED: "worker stopping; giving the task back",
+        StopReason.LOST: "lease lost",
+    }[reason]
+    return f"oprun: {what}: {how}"
+
+
+def _crash_message(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the action's process was killed by {name} ({-returncode})"
+    return f"the action's process exited with code {returncode} before the action returned"

@@ -1,0 +1,255 @@
+"""`ReportBatcher`: collects a worker's reports and sends them in batches, in order.
+
+Reports wait ~20 ms (or until 500 are queued), then go in one request; an
+outcome (`succeeded`, `failed`, ...) goes at once. One request is in flight at a
+time, so the order of each session action's reports is kept. Log lines of one
+session action merge into one `log` report, a burst of progress into its latest
+state, and a `running` still unsent when the outcome comes is dropped (the
+server starts the attempt on its outcome), so a chatty or short action costs few
+reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from oprun.domain.errors import OprunError
+from oprun.domain.protocol import Report, ReportBatchResponse, ReportOutcome
+
+log = logging.getLogger("oprun.worker.reports")
+
+Stream = Literal["stdout", "stderr", "system"]
+Send = Callable[[str], Awaitable[ReportBatchResponse]]
+Settled = Callable[[Report, ReportOutcome], None]
+
+LINGER_SECONDS = 0.02
+MAX_BATCH_REPORTS = 500
+MAX_BATCH_BYTES = 768 * 1024
+"""Well under the API's 1 MiB request limit."""
+MAX_LOG_REPORT_LINES = 10_000
+MAX_LOG_REPORT_BYTES = 128 * 1024
+"""A log report's raw text; JSON escaping may grow it, still under `MAX_BATCH_BYTES`."""
+TERMINAL_KINDS = frozenset({"succeeded", "failed", "canceled", "released"})
+
+
+@dataclass(eq=False)
+class _Entry:
+    """A report not sent yet; log and progress entries still absorb later ones."""
+
+    session_action_id: str
+    lease_epoch: int
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    size: int = 0
+
+    def report(self) -> Report:
+        if self.kind == "log":
+            return Report(
+                session_action_id=self.session_action_id,
+                lease_epoch=self.lease_epoch,
+                kind="log",
+                lines=self.lines,
+                **self.fields,
+            )
+        return Report(
+            session_action_id=self.session_action_id,
+            lease_epoch=self.lease_epoch,
+            kind=self.kind,
+            **self.fields,
+        )
+
+
+class ReportBatcher:
+    """Queues reports and sends them with `send`, one batch at a time.
+
+    `on_settled(report, outcome)` is called for every report the server answered;
+    a refused report (`outcome.accepted` false) means the worker no longer owns
+    that session action. When a batch cannot be delivered at all (`send` raised
+    an error), its reports are settled as refused with that error.
+    """
+
+    def __init__(
+        self,
+        send: Send,
+        on_settled: Settled,
+        *,
+        linger: float = LINGER_SECONDS,
+        max_reports: int = MAX_BATCH_REPORTS,
+        max_bytes: int = MAX_BATCH_BYTES,
+    ) -> None:
+        """Batch reports for `send`; tell `on_settled` what became of each."""
+        self._send = send
+        self._on_settled = on_settled
+        self._linger = linger
+        self._max_reports = max_reports
+        self._max_bytes = max_bytes
+        self._queue: deque[_Entry] = deque()
+        self._last: dict[str, _Entry] = {}  # the newest unsent entry of each session action
+        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.sent_batches = 0
+
+    # -- queueing -------------------------------------------------------------------------
+    def add(self, session_action_id: str, lease_epoch: int, kind: str, **fields: Any) -> None:
+        """Queue one report (`kind` and the `Report` fields it carries)."""
+        last = self._last.get(session_action_id)
+        if (
+            kind in ("succeeded", "failed")
+            and last is not None
+            and last.kind == "running"
+            and last.lease_epoch == lease_epoch
+        ):
+            self._queue.remove(last)  # the outcome starts the attempt on the server
+        self._push(_Entry(session_action_id, lease_epoch, kind, fields))
+        if kind in TERMINAL_KINDS:
+            self._urgent.set()
+
+    def progress(
+        self,
+        session_action_id: str,
+        lease_epoch: int,
+        *,
+        percent: float | None = None,
+        message: str | None = None,
+        step_code: str | None = None,
+    ) -> None:
+        """Queue progress; merges into the session action's unsent progress if it is the newest."""
+        update = {"percent": percent, "message": message, "step_code": step_code}
+        update = {k: v for k, v in update.items() if v is not None}
+        last = self._last.get(session_action_id)
+        if last is not None and last.kind == "progress" and last.lease_epoch == lease_epoch:
+            last.fields.update(update)
+            return
+        self._push(_Entry(session_action_id, lease_epoch, "progress", update))
+
+    def log(
+        self, session_action_id: str, lease_epoch: int, lines: list[str], stream: Stream
+    ) -> None:
+        """Queue log lines; they join the session action's newest unsent log report if they can."""
+        for line in lines:
+            size = len(line.encode("utf-8", "replace")) + 4
+            last = self._last.get(session_action_id)
+            if (
+                last is None
+                or last.kind != "log"
+                or last.lease_epoch != lease_epoch
+                or last.fields.get("stream") != stream
+                or len(last.lines) >= MAX_LOG_REPORT_LINES
+                or last.size + size > MAX_LOG_REPORT_BYTES
+            ):
+                last = _Entry(session_action_id, lease_epoch, "log", {"stream": stream})
+                self._push(last)
+            last.lines.append(line)
+            last.size += size
+
+    def discard(self, session_action_id: str) -> None:
+        """Drop every unsent report of a session action (the worker lost it)."""
+        self._queue = deque(e for e in self._queue if e.session_action_id != session_action_id)
+        self._last.pop(session_action_id, None)
+
+    def discard_all(self) -> None:
+        """Drop every unsent report."""
+        self._queue.clear()
+        self._last.clear()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def _push(self, entry: _Entry) -> None:
+        self._queue.append(entry)
+        self._last[entry.session_action_id] = entry
+        self._idle.clear()
+        self._wake.set()
+
+    # -- sending --------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Send batches until cancelled."""
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if len(self._queue) < self._max_reports and not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self._linger)
+            self._urgent.clear()
+            await self._send_one_batch()
+
+    async def flush(self) -> None:
+        """Return once every report queued so far has been answered (or given up on)."""
+        self._wake.set()
+        self._urgent.set()
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+
+    def _take(self) -> tuple[list[Report], list[str]]:
+        reports: list[Report] = []
+        parts: list[str] = []
+        size = 0
+        while self._queue and len(reports) < self._max_reports:
+            entry = self._queue[0]
+            try:
+                report = entry.report()
+            except ValueError as exc:  # a field out of range: say so, never block the queue
+                self._queue.popleft()
+                self._forget(entry)
+                log.warning(
+                    "report_invalid session_action_id=%s kind=%s error=%s",
+                    entry.session_action_id,
+                    entry.kind,
+                    str(exc).replace("\n", " "),
+                )
+                continue
+            encoded = report.model_dump_json(exclude_defaults=True)
+            if reports and size + len(encoded) > self._max_bytes:
+                break
+            self._queue.popleft()
+            self._forget(entry)
+            reports.append(report)
+            parts.append(encoded)
+            size += len(encoded) + 1
+        return reports, parts
+
+    def _forget(self, entry: _Entry) -> None:
+        if self._last.get(entry.session_action_id) is entry:
+            del self._last[entry.session_action_id]
+
+    async def _send_one_batch(self) -> None:
+        reports, parts = self._take()
+        if not reports:
+            return
+        body = '{"reports":[' + ",".join(parts) + "]}"
+        try:
+            response = await self._send(body)
+            outcomes = response.outcomes
+        except Exception as exc:
+            code = exc.code if isinstance(exc, OprunError) else type(exc).__name__
+            log.error("report_batch_failed reports=%s code=%s error=%s", len(reports), code, exc)
+            outcomes = [
+                ReportOutcome(
+                    session_action_id=r.session_action_id, accepted=False, reason=str(exc)
+                )
+                for r in reports
+            ]
+        self.sent_batches += 1
+        if len(outcomes) != len(reports):
+            log.error("report_outcomes_mismatch sent=%s answered=%s", len(reports), len(outcomes))
+        for i, report in enumerate(reports):
+            outcome = outcomes[i] if i < len(outcomes) else None
+            if outcome is None or outcome.session_action_id != report.session_action_id:
+                outcome = ReportOutcome(
+                    session_action_id=report.session_action_id,
+                    accepted=False,
+                    reason="the server gave no outcome for this report",
+                )
+            self._on_settled(report, outcome)

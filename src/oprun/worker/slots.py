@@ -1,0 +1,191 @@
+"""`Slots`: the work a worker holds and the child processes that run it.
+
+A lease is held from the claim until the server has answered the work's last
+report (or the lease is lost); a slot is busy only while the work runs. Idle
+children wait in a pool and are reused; a child that was canceled, killed or
+died is discarded and a fresh one started on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from oprun.domain.models import ActionKind
+from oprun.domain.protocol import Assignment, Held, Report, ReportOutcome
+from oprun.worker.execution import Execution, StopReason
+from oprun.worker.process import ChildProcess
+from oprun.worker.reports import TERMINAL_KINDS, ReportBatcher
+
+log = logging.getLogger("oprun.worker")
+
+
+class Slots:
+    """Up to `concurrency` executions at once, over a pool of reusable children."""
+
+    def __init__(
+        self, concurrency: int, reports: ReportBatcher, *, grace: float, workdir: Path
+    ) -> None:
+        """Run at most `concurrency` tasks; `grace` is the SIGTERM-to-SIGKILL delay of a cancel."""
+        self.concurrency = concurrency
+        self.stopping = False
+        self.slot_freed = asyncio.Event()
+        """Set when a task ends (a slot is free)."""
+        self.held_added = asyncio.Event()
+        """Set when new work is held (a heartbeat should carry it soon)."""
+        self._reports = reports
+        self._grace = grace
+        self._workdir = workdir
+        self._held: dict[str, Assignment] = {}
+        self._executions: dict[str, Execution] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle: list[ChildProcess] = []
+        self._seq = 0
+
+    @property
+    def free(self) -> int:
+        """How many more tasks may start now."""
+        return self.concurrency - len(self._executions)
+
+    @property
+    def running(self) -> int:
+        """How many tasks run now."""
+        return len(self._executions)
+
+    def held(self) -> list[Held]:
+        """Every lease held, for a heartbeat."""
+        return [
+            Held(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch)
+            for a in self._held.values()
+        ]
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The tasks of the work running now."""
+        return list(self._tasks)
+
+    # -- starting -------------------------------------------------------------------------
+    def start(self, assignment: Assignment) -> None:
+        """Hold `assignment` and run it (or give it back at once when stopping)."""
+        sa = assignment.session_action_id
+        self._held[sa] = assignment
+        self.held_added.set()
+        self._seq += 1
+        execution = Execution(
+            assignment, self._reports, seq=self._seq, grace=self._grace, workdir=self._workdir
+        )
+        self._executions[sa] = execution
+        log.debug(
+            "task_claimed session_action_id=%s operation_id=%s action=%s attempt=%s",
+            sa,
+            assignment.operation_id,
+            assignment.action.name,
+            assignment.attempt,
+        )
+        if self.stopping:
+            execution.stop(StopReason.RELEASED)
+        task = asyncio.create_task(self._execute(execution))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, execution: Execution) -> None:
+        sa = execution.session_action_id
+        epoch = execution.assignment.lease_epoch
+        kind = execution.assignment.action.kind
+        child: ChildProcess | None = None
+        reusable = False
+        try:
+            if kind is not ActionKind.PYTHON:
+                message = f"this worker runs python actions, not {kind.value!r}"
+                self._reports.add(
+                    sa, epoch, "failed", error_code="UNSUPPORTED", error_message=message
+                )
+                return
+            child = await self._child()
+            reusable = await execution.run(child)
+        except Exception as exc:
+            log.exception("task_error session_action_id=%s", sa)
+            if execution.reason is not StopReason.LOST:
+                message = f"the worker could not run the task: {type(exc).__name__}: {exc}"
+                self._reports.add(
+                    sa, epoch, "failed", error_code="WORKER_ERROR", error_message=message
+                )
+        finally:
+            self._executions.pop(sa, None)
+            self.slot_freed.set()
+            if child is not None:
+                if reusable and not self.stopping:
+                    self._idle.append(child)
+                else:
+                    await child.close()
+
+    async def _child(self) -> ChildProcess:
+        while self._idle:
+            child = self._idle.pop()
+            if child.alive:
+                return child
+            await child.close()
+        child = ChildProcess()
+        await child.start()
+        log.debug("child_started pid=%s", child.pid)
+        return child
+
+    # -- stopping work --------------------------------------------------------------------
+    def cancel(self, sa: str) -> bool:
+        """The operation was canceled: stop its work; True if that is news."""
+        execution = self._executions.get(sa)
+        if execution is None or execution.reason is not None:
+            return False
+        log.info("task_cancel session_action_id=%s", sa)
+        execution.stop(StopReason.CANCELED)
+        return True
+
+    def lose(self, sa: str, why: str) -> bool:
+        """The lease is gone: kill the work, report nothing more; True if it was running."""
+        if self._held.pop(sa, None) is None:
+            return False
+        self._reports.discard(sa)
+        execution = self._executions.get(sa)
+        if execution is None:  # usually its outcome was applied while a heartbeat was under way
+            log.debug("task_lost_after_outcome session_action_id=%s why=%s", sa, why)
+            return False
+        log.warning("task_lost session_action_id=%s why=%s action=kill", sa, why)
+        execution.stop(StopReason.LOST)
+        return True
+
+    def lose_all(self) -> None:
+        """Every lease is gone (the server forgot this worker)."""
+        for execution in list(self._executions.values()):
+            execution.stop(StopReason.LOST)
+        self._held.clear()
+        self._reports.discard_all()
+
+    def release_all(self, grace: float) -> None:
+        """Give back all running work (cancel it, SIGKILL after `grace`; 0 kills at once)."""
+        for execution in list(self._executions.values()):
+            execution.stop(StopReason.RELEASED, grace=grace)
+
+    def on_settled(self, report: Report, outcome: ReportOutcome) -> None:
+        """The server answered a report: a refusal means the work is lost."""
+        sa = report.session_action_id
+        if not outcome.accepted:
+            self.lose(sa, f"{report.kind} report refused: {outcome.reason}")
+        elif report.kind in TERMINAL_KINDS:
+            self._held.pop(sa, None)
+            log.debug("task_reported session_action_id=%s outcome=%s", sa, report.kind)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Wait until no work runs (or `timeout` passes)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    async def close(self) -> None:
+        """Close the idle children."""
+        children, self._idle = self._idle, []
+        results: list[Any] = await asyncio.gather(
+            *(c.close() for c in children), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("child_close_failed error=%s", result)
