@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -26,3 +29,30 @@ def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> 
 
 Svc = Annotated[Services, Depends(services)]
 Caller = Annotated[Principal, Depends(principal)]
+
+
+async def hangup(request: Request) -> AsyncIterator[asyncio.Event]:
+    """An event set when the client hangs up, for long polls (a FastAPI yield dependency).
+
+    Reading the request's ASGI channel keeps the server reading the socket, so a
+    client that dies (even by SIGKILL) is noticed while the poll waits.
+    """
+    event = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                event.set()
+                return
+
+    task = asyncio.create_task(watch())
+    try:
+        yield event
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+Hangup = Annotated[asyncio.Event, Depends(hangup)]

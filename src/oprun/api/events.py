@@ -40,7 +40,7 @@ async def stream_events(
         position = cursor
         yield "retry: 1000\n\n"
         async with store.notifier.listen(events_key(project)) as signal:
-            while not await request.is_disconnected():
+            while not store.notifier.closing and not await request.is_disconnected():
                 signal.clear()
                 events = await run_sync(store.list_events, project, position, 500)
                 for event in events:

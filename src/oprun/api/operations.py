@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from oprun.api.deps import Caller, Svc
+from oprun.api.deps import Caller, Hangup, Svc
 from oprun.domain.limits import MAX_WAIT_SECONDS
 from oprun.domain.models import (
     BulkInvocation,
@@ -80,10 +80,11 @@ async def wait_operation(
     operation_id: str,
     caller: Caller,
     svc: Svc,
+    gone: Hangup,
     timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 30.0,
 ) -> Response:
     """Long poll: the operation once done, or as it is after `timeout` seconds."""
-    op = await svc.operations.wait(caller, operation_id, timeout)
+    op = await svc.operations.wait(caller, operation_id, timeout, gone)
     return Response(op.model_dump_json(), media_type="application/json")
 
 
@@ -129,13 +130,16 @@ async def get_logs(
     operation_id: str,
     caller: Caller,
     svc: Svc,
+    gone: Hangup,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=500)] = None,
     follow: bool = False,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 20.0,
 ) -> Response:
     """Log records after sequence `after`; `follow=true` long-polls up to `wait` seconds."""
-    page = await svc.operations.logs(caller, operation_id, after, limit, wait if follow else 0)
+    page = await svc.operations.logs(
+        caller, operation_id, after, limit, wait if follow else 0, gone
+    )
     return Response(page.model_dump_json(), media_type="application/json")
 
 

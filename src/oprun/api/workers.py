@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from oprun.api.deps import Caller, Svc
+from oprun.api.deps import Caller, Hangup, Svc
 from oprun.domain.limits import MAX_WAIT_SECONDS
 from oprun.domain.models import Page, Worker
 from oprun.domain.protocol import (
@@ -41,10 +41,10 @@ def list_workers(
 
 @router.post("/workers/{worker_id}:claim", response_model=ClaimResponse, operation_id="claimWork")
 async def claim(
-    worker_id: str, body: ClaimRequest, request: Request, caller: Caller, svc: Svc
+    worker_id: str, body: ClaimRequest, caller: Caller, svc: Svc, gone: Hangup
 ) -> ClaimResponse:
     """Long poll for up to `max` tasks."""
-    return await svc.workers.claim(caller, worker_id, body, request.is_disconnected)
+    return await svc.workers.claim(caller, worker_id, body, gone)
 
 
 @router.post(
@@ -55,10 +55,11 @@ async def heartbeat(
     beat: Heartbeat,
     caller: Caller,
     svc: Svc,
+    gone: Hangup,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0.0,
 ) -> HeartbeatResponse:
     """Renew leases; answers early when held work is canceled."""
-    return await svc.workers.heartbeat(caller, worker_id, beat, wait)
+    return await svc.workers.heartbeat(caller, worker_id, beat, wait, gone)
 
 
 @router.post(

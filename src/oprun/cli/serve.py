@@ -49,12 +49,16 @@ def _logging(verbose: bool) -> None:
 
 
 async def _run_until_signalled(
-    server: Any, agent: Any | None, on_started: Callable[[], None] | None = None
+    server: Any,
+    agent: Any | None,
+    on_started: Callable[[], None] | None = None,
+    on_stopping: Callable[[], None] | None = None,
 ) -> None:
     """Serve (and work) until SIGINT/SIGTERM; then drain the worker and stop the server.
 
     `on_started` runs once the server accepts connections and the worker, if any, has
     registered its actions (or stopped trying): from then on they can be invoked.
+    `on_stopping` runs before the server stops: it answers the long polls in flight.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -84,6 +88,8 @@ async def _run_until_signalled(
         agent.request_stop()
         with contextlib.suppress(asyncio.CancelledError):
             await working
+    if on_stopping is not None:
+        on_stopping()
     server.should_exit = True
     await serving
     waiting.cancel()
@@ -153,7 +159,9 @@ def register(app: typer.Typer) -> None:
                 base, secret, actions, name=f"{socket.gethostname()}-up", concurrency=concurrency
             )
         try:
-            asyncio.run(_run_until_signalled(server, agent, banner))
+            asyncio.run(
+                _run_until_signalled(server, agent, banner, services.store.notifier.shutdown)
+            )
         finally:
             services.store.close()
 
@@ -184,6 +192,7 @@ def register(app: typer.Typer) -> None:
                     uvicorn_server(services, host, port),
                     None,
                     lambda: typer.echo(f"oprun server at http://{host}:{port}"),
+                    services.store.notifier.shutdown,
                 )
             )
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -164,8 +165,17 @@ class OperationService:
         principal.require(Permission.READ)
         return self._store.get_session_action(principal.project_id, session_action_id)
 
-    async def wait(self, principal: Principal, operation_id: str, timeout: float) -> Operation:
-        """The operation once done, or as it is after `timeout` seconds (long poll)."""
+    async def wait(
+        self,
+        principal: Principal,
+        operation_id: str,
+        timeout: float,
+        hangup: asyncio.Event | None = None,
+    ) -> Operation:
+        """The operation once done, or as it is after `timeout` seconds (long poll).
+
+        Answers early when `hangup` is set (the caller left) or the server is stopping.
+        """
         principal.require(Permission.READ)
         if not 0 <= timeout <= MAX_WAIT_SECONDS:
             raise ValidationError(
@@ -180,9 +190,9 @@ class OperationService:
                     self._store.get_operation, principal.project_id, operation_id
                 )
                 left = deadline - time.monotonic()
-                if op.status.is_terminal() or left <= 0:
+                if op.status.is_terminal() or left <= 0 or notifier.should_answer(hangup):
                     return op
-                await signal.wait(left)
+                await signal.wait(left, hangup)
 
     # -- change --------------------------------------------------------------------------
     def cancel(self, principal: Principal, operation_id: str) -> Operation:
@@ -206,6 +216,7 @@ class OperationService:
         after: int,
         limit: int | None,
         wait: float,
+        hangup: asyncio.Event | None = None,
     ) -> Page[LogRecord]:
         """Log records after `after`; with `wait`, long-polls until lines arrive or it ends."""
         principal.require(Permission.READ)
@@ -224,7 +235,7 @@ class OperationService:
                     self._store.list_logs, project, operation_id, after, size
                 )
                 left = deadline - time.monotonic()
-                if records or left <= 0:
+                if records or left <= 0 or notifier.should_answer(hangup):
                     break
                 op = await run_in_threadpool(self._store.get_operation, project, operation_id)
                 if op.status.is_terminal():
@@ -233,6 +244,6 @@ class OperationService:
                         self._store.list_logs, project, operation_id, after, size
                     )
                     break
-                await signal.wait(left)
+                await signal.wait(left, hangup)
         nxt = str(records[-1].seq) if records else str(after)
         return Page[LogRecord](items=records, next_cursor=nxt)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 
 from anyio.to_thread import run_sync
 
@@ -101,11 +101,11 @@ class WorkerService:
         principal: Principal,
         worker_id: str,
         request: ClaimRequest,
-        gone: Callable[[], Awaitable[bool]] | None = None,
+        hangup: asyncio.Event | None = None,
     ) -> ClaimResponse:
         """Up to `request.max` tasks; waits up to `request.wait` seconds for the first.
 
-        `gone` says whether the caller has hung up: a claim that waited for work must
+        `hangup` is set when the caller hangs up: a claim that waited for work must
         not take it for a worker that died while it waited.
         """
         worker = await run_sync(self._own_worker, principal, worker_id)
@@ -114,7 +114,7 @@ class WorkerService:
         async with self._store.notifier.listen(work_key(principal.project_id)) as signal:
             while True:
                 signal.clear()
-                if gone is not None and await gone():
+                if self._store.notifier.should_answer(hangup):
                     return ClaimResponse(assignments=[])
                 assignments = await run_sync(
                     self._store.claim,
@@ -127,10 +127,15 @@ class WorkerService:
                 left = deadline - time.monotonic()
                 if assignments or left <= 0:
                     return ClaimResponse(assignments=assignments)
-                await signal.wait(left)
+                await signal.wait(left, hangup)
 
     async def heartbeat(
-        self, principal: Principal, worker_id: str, beat: Heartbeat, wait: float
+        self,
+        principal: Principal,
+        worker_id: str,
+        beat: Heartbeat,
+        wait: float,
+        hangup: asyncio.Event | None = None,
     ) -> HeartbeatResponse:
         """Renew leases; with `wait`, answers early when held work is canceled."""
         if not 0 <= wait <= MAX_WAIT_SECONDS:
@@ -154,9 +159,10 @@ class WorkerService:
                     self._store.heartbeat, worker.id, beat.held, status, lease
                 )
                 left = deadline - time.monotonic()
-                if cancel or lost or left <= 0 or not beat.held:
+                over = left <= 0 or self._store.notifier.should_answer(hangup)
+                if cancel or lost or over or not beat.held:
                     return HeartbeatResponse(cancel=cancel, lost=lost, lease_seconds=lease)
-                await signal.wait(left)
+                await signal.wait(left, hangup)
 
     def report(
         self, principal: Principal, worker_id: str, batch: ReportBatch

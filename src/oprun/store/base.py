@@ -32,6 +32,8 @@ class Tx:
     conn: Connection
     now: float
     keys: set[str] = field(default_factory=set)
+    started: set[str] = field(default_factory=set)
+    """Operations whose work started in this transaction (their history shows RUNNING)."""
     _history: list[dict[str, Any]] = field(default_factory=list)
     _events: list[dict[str, Any]] = field(default_factory=list)
 

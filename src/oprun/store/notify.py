@@ -24,13 +24,17 @@ class Signal:
         """Wake the waiter (thread-safe)."""
         self._loop.call_soon_threadsafe(self._event.set)
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds; True when fired."""
+    async def wait(self, timeout: float, hangup: asyncio.Event | None = None) -> bool:
+        """Wait up to `timeout` seconds, or until `hangup` is set; True when fired."""
+        waiters = [asyncio.ensure_future(self._event.wait())]
+        if hangup is not None:
+            waiters.append(asyncio.ensure_future(hangup.wait()))
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return self._event.is_set()
 
     def clear(self) -> None:
         """Re-arm the flag (call from the waiter's loop)."""
@@ -43,6 +47,20 @@ class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: dict[str, set[Signal]] = {}
+        self.closing = False
+        """Set at shutdown: long polls answer at once instead of waiting."""
+
+    def should_answer(self, hangup: asyncio.Event | None) -> bool:
+        """Whether a long poll should answer now: the server is stopping or the caller left."""
+        return self.closing or (hangup is not None and hangup.is_set())
+
+    def shutdown(self) -> None:
+        """Wake every waiter and make new waits return at once (the server is stopping)."""
+        self.closing = True
+        with self._lock:
+            everyone = {s for listeners in self._listeners.values() for s in listeners}
+        for signal in everyone:
+            signal.fire()
 
     def publish(self, keys: Iterable[str]) -> None:
         """Wake every listener of each key."""

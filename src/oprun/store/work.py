@@ -516,6 +516,7 @@ class WorkQueries(TenancyQueries):
             return
         self._move_sa(tx, sa, SAS.RUNNING, "started", started_at=tx.now)
         self._move_task(tx, sa["task_id"], sa["operation_id"], OS.RUNNING, "started")
+        tx.started.add(sa["operation_id"])
 
     def _progress(self, tx: Tx, sa: dict[str, Any], report: Report) -> None:
         values: dict[str, Any] = {"worker_updated_at": tx.now}
@@ -890,6 +891,12 @@ class WorkQueries(TenancyQueries):
             if target is current:
                 continue
             path = current.path_to(target) or [target]
+            if op.id in tx.started and OS.RUNNING not in path and current is not OS.RUNNING:
+                # Work that started and ended in one batch still ran: record RUNNING.
+                to_running = current.path_to(OS.RUNNING)
+                onwards = OS.RUNNING.path_to(target)
+                if to_running is not None and onwards is not None:
+                    path = to_running + onwards
             values: dict[str, Any] = {"status": target.value, "updated_at": tx.now}
             if OS.RUNNING in path and op.started_at is None:
                 values["started_at"] = tx.now
