@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 
 from oprun.domain.errors import Conflict, NotFound
 from oprun.domain.ids import new_id
-from oprun.domain.limits import MAX_LOG_LINE_BYTES, MAX_OPERATION_LOG_BYTES
 from oprun.domain.models import Action, ActionDefinition, InvocationSource, Operation
 from oprun.domain.params import tagged
 from oprun.domain.protocol import Assignment, Held, Report, ReportOutcome
@@ -28,20 +27,38 @@ from oprun.domain.status import WorkerStatus
 from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import Tx
-from oprun.store.notify import logs_key, operation_key, work_key, worker_key
+from oprun.store.counters import COUNTER_OF, bump
+from oprun.store.notify import operation_key, work_key, worker_key
+from oprun.store.reporting import FAST_KINDS, OP_COLUMNS, SA_COLUMNS, ReportEffects
 from oprun.store.tenancy import TenancyQueries
 
-_COUNTER = {
-    OS.QUEUED: "n_queued",
-    OS.SCHEDULED: "n_running",
-    OS.RUNNING: "n_running",
-    OS.CANCELING: "n_running",
-    OS.SUCCEEDED: "n_succeeded",
-    OS.FAILED: "n_failed",
-    OS.CANCELED: "n_canceled",
-}
-_COUNTERS = ("n_queued", "n_running", "n_succeeded", "n_failed", "n_canceled")
 _LIVE_SA = (SAS.ASSIGNED.value, SAS.RUNNING.value, SAS.CANCELING.value)
+_SETTLE = (
+    update(t.operations)
+    .where(t.operations.c.id == bindparam("b_id"))
+    .where(t.operations.c.status == bindparam("b_from"))
+    .values(
+        {
+            c: bindparam(f"v_{c}")
+            for c in ("status", "updated_at", "started_at", "ended_at", "exit_reason")
+        }
+    )
+)
+_REPORT_SA_COLUMNS = (
+    t.session_actions.c.id,
+    t.session_actions.c.lease_epoch,
+    t.session_actions.c.worker_id,
+    t.session_actions.c.operation_id,
+    t.session_actions.c.task_id,
+    t.session_actions.c.project_id,
+    *(getattr(t.session_actions.c, c) for c in SA_COLUMNS),
+    t.tasks.c.status.label("task_status"),
+)
+_REPORT_OP_COLUMNS = (
+    t.operations.c.id,
+    t.operations.c.project_id,
+    *(getattr(t.operations.c, c) for c in OP_COLUMNS),
+)
 
 
 @dataclass(frozen=True)
@@ -345,7 +362,7 @@ class WorkQueries(TenancyQueries):
                 ),
                 [{"oid": oid} for oid in op_ids],
             )
-            self._bump(tx, deltas)
+            bump(tx, deltas)
             conn.execute(
                 update(t.workers)
                 .where(t.workers.c.id == worker_id)
@@ -447,37 +464,36 @@ class WorkQueries(TenancyQueries):
         with self.write() as tx:
             conn = tx.conn
             ids = sorted({r.session_action_id for r in reports})
-            self._lock_operations(
-                tx,
-                conn.execute(
-                    select(t.session_actions.c.operation_id).where(t.session_actions.c.id.in_(ids))
-                ).scalars(),
-            )
-            state = {
+            op_ids = conn.execute(
+                select(t.session_actions.c.operation_id).where(t.session_actions.c.id.in_(ids))
+            ).scalars()
+            ops = self._locked_operations(tx, op_ids)
+            sas = {
                 r.id: dict(r._mapping)
                 for r in conn.execute(
-                    select(
-                        t.session_actions.c.id,
-                        t.session_actions.c.status,
-                        t.session_actions.c.lease_epoch,
-                        t.session_actions.c.worker_id,
-                        t.session_actions.c.operation_id,
-                        t.session_actions.c.task_id,
-                        t.session_actions.c.project_id,
+                    select(*_REPORT_SA_COLUMNS)
+                    .select_from(
+                        t.session_actions.join(t.tasks, t.tasks.c.id == t.session_actions.c.task_id)
                     )
                     .where(t.session_actions.c.id.in_(ids))
                     .order_by(t.session_actions.c.id)
-                    .with_for_update()
+                    .with_for_update(of=t.session_actions)
                 )
             }
+            effects = ReportEffects(tx, sas, ops)
             touched: set[str] = set()
             outcomes = []
             for report in reports:
-                sa = state.get(report.session_action_id)
+                sa = sas.get(report.session_action_id)
                 reason = self._refusal(sa, worker_id, report)
                 if reason is None and sa is not None:
-                    self._apply_report(tx, sa, report)
                     touched.add(sa["operation_id"])
+                    if report.kind in FAST_KINDS:
+                        effects.apply(sa, report)
+                    else:
+                        effects.flush()
+                        self._apply_rare_report(tx, sa, report)
+                        self._reload(tx, sa, ops)
                 outcomes.append(
                     ReportOutcome(
                         session_action_id=report.session_action_id,
@@ -485,8 +501,44 @@ class WorkQueries(TenancyQueries):
                         reason=reason,
                     )
                 )
+            effects.flush()
             self._settle(tx, sorted(touched))
             return outcomes
+
+    def _locked_operations(self, tx: Tx, operation_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Lock operations in id order and return what reports may change of them."""
+        ids = sorted(set(operation_ids))
+        if not ids:
+            return {}
+        found = tx.conn.execute(
+            select(*_REPORT_OP_COLUMNS)
+            .where(t.operations.c.id.in_(ids))
+            .order_by(t.operations.c.id)
+            .with_for_update()
+        )
+        return {r.id: dict(r._mapping) for r in found}
+
+    @staticmethod
+    def _reload(tx: Tx, sa: dict[str, Any], ops: dict[str, dict[str, Any]]) -> None:
+        """Re-read a session action, its task and its operation after a rare report."""
+        sa.update(
+            tx.conn.execute(
+                select(*_REPORT_SA_COLUMNS)
+                .select_from(
+                    t.session_actions.join(t.tasks, t.tasks.c.id == t.session_actions.c.task_id)
+                )
+                .where(t.session_actions.c.id == sa["id"])
+            )
+            .one()
+            ._mapping
+        )
+        ops[sa["operation_id"]].update(
+            tx.conn.execute(
+                select(*_REPORT_OP_COLUMNS).where(t.operations.c.id == sa["operation_id"])
+            )
+            .one()
+            ._mapping
+        )
 
     @staticmethod
     def _refusal(sa: dict[str, Any] | None, worker_id: str, report: Report) -> str | None:
@@ -498,83 +550,29 @@ class WorkQueries(TenancyQueries):
             return f"session action is {sa['status']}"
         return None
 
-    def _apply_report(self, tx: Tx, sa: dict[str, Any], report: Report) -> None:
-        kind = report.kind
-        if kind == "log":
-            self._append_logs(tx, sa["operation_id"], sa["id"], report.lines, report.stream)
-        elif kind == "progress":
-            self._progress(tx, sa, report)
-        elif kind == "running":
-            self._start(tx, sa)
-        elif kind == "released":
+    def _apply_rare_report(self, tx: Tx, sa: dict[str, Any], report: Report) -> None:
+        """`released` and `canceled`: rare, so applied statement by statement."""
+        if report.kind == "released":
             self._end_attempt(tx, sa, SAS.INTERRUPTED, "released by worker", requeue_free=True)
-        else:
-            self._finish(tx, sa, report)
-
-    def _start(self, tx: Tx, sa: dict[str, Any]) -> None:
-        if sa["status"] != SAS.ASSIGNED.value:
             return
-        self._move_sa(tx, sa, SAS.RUNNING, "started", started_at=tx.now)
-        self._move_task(tx, sa["task_id"], sa["operation_id"], OS.RUNNING, "started")
-        tx.started.add(sa["operation_id"])
-
-    def _progress(self, tx: Tx, sa: dict[str, Any], report: Report) -> None:
-        values: dict[str, Any] = {"worker_updated_at": tx.now}
-        op_values: dict[str, Any] = {"updated_at": tx.now}
-        if report.percent is not None:
-            values["progress_percent"] = op_values["progress_percent"] = report.percent
-        if report.message is not None:
-            values["progress_message"] = op_values["progress_message"] = report.message
-        if report.step_code is not None:
-            op_values["step_code"] = report.step_code
-        tx.conn.execute(
-            update(t.session_actions).where(t.session_actions.c.id == sa["id"]).values(**values)
-        )
-        tx.conn.execute(
-            update(t.operations).where(t.operations.c.id == sa["operation_id"]).values(**op_values)
-        )
-        data = {k: v for k, v in op_values.items() if k != "updated_at"}
-        tx.event(sa["project_id"], "operation.progress", sa["operation_id"], data)
-        tx.keys.add(operation_key(sa["operation_id"]))
-
-    def _finish(self, tx: Tx, sa: dict[str, Any], report: Report) -> None:
-        target = {"succeeded": SAS.SUCCEEDED, "failed": SAS.FAILED, "canceled": SAS.CANCELED}[
-            report.kind
-        ]
-        if sa["status"] == SAS.ASSIGNED.value and target is not SAS.CANCELED:
-            self._start(tx, sa)
-        detail = report.error_message if target is SAS.FAILED else None
         self._move_sa(
             tx,
             sa,
-            target,
-            detail,
+            SAS.CANCELED,
+            None,
             ended_at=tx.now,
             lease_expires_at=None,
             process_exit_code=report.exit_code,
             worker_updated_at=tx.now,
         )
-        task_target = OS(target.value)
         task_id, op_id = sa["task_id"], sa["operation_id"]
-        if task_target is OS.CANCELED:
-            self._move_task(tx, task_id, op_id, OS.CANCELING, "cancel reached the worker")
-        if not self._move_task(tx, task_id, op_id, task_target, detail):
-            return
-        op_values: dict[str, Any] = {"updated_at": tx.now}
-        if target is SAS.SUCCEEDED:
-            op_values.update(result=report.result, progress_percent=100.0)
-        elif target is SAS.FAILED:
-            op_values.update(
-                error={
-                    "code": report.error_code or "FAILED",
-                    "message": report.error_message or "the action failed",
-                    "details": {} if report.exit_code is None else {"exit_code": report.exit_code},
-                },
-                exit_reason=report.error_code or "FAILED",
+        self._move_task(tx, task_id, op_id, OS.CANCELING, "cancel reached the worker")
+        if self._move_task(tx, task_id, op_id, OS.CANCELED, None):
+            tx.conn.execute(
+                update(t.operations)
+                .where(t.operations.c.id == op_id)
+                .values(exit_reason="CANCELED")
             )
-        else:
-            op_values.update(exit_reason="CANCELED")
-        tx.conn.execute(update(t.operations).where(t.operations.c.id == op_id).values(**op_values))
 
     def _end_attempt(
         self, tx: Tx, sa: dict[str, Any], status: SAS, detail: str, *, requeue_free: bool = False
@@ -616,37 +614,6 @@ class WorkQueries(TenancyQueries):
                     exit_reason="LEASE_EXPIRED",
                 )
             )
-
-    # -- logs ----------------------------------------------------------------------------
-    def _append_logs(
-        self, tx: Tx, operation_id: str, sa_id: str | None, lines: Iterable[str], stream: str
-    ) -> None:
-        used = tx.conn.execute(
-            select(t.operations.c.log_bytes).where(t.operations.c.id == operation_id)
-        ).scalar_one()
-        records, size = [], 0
-        for line in lines:
-            line = line[:MAX_LOG_LINE_BYTES]
-            if used + size + len(line) > MAX_OPERATION_LOG_BYTES:
-                break
-            size += len(line)
-            records.append(
-                {
-                    "operation_id": operation_id,
-                    "session_action_id": sa_id,
-                    "stream": stream,
-                    "line": line,
-                    "at": tx.now,
-                }
-            )
-        if records:
-            tx.conn.execute(insert(t.logs), records)
-            tx.conn.execute(
-                update(t.operations)
-                .where(t.operations.c.id == operation_id)
-                .values(log_bytes=t.operations.c.log_bytes + size)
-            )
-            tx.keys.add(logs_key(operation_id))
 
     # -- cancel, delete ------------------------------------------------------------------
     def cancel_operation(self, project_id: str, operation_id: str, detail: str) -> None:
@@ -843,25 +810,10 @@ class WorkQueries(TenancyQueries):
             .values(status=target.value, updated_at=tx.now, **values)
         )
         tx.history(task_id, target.value, detail)
-        before, after = _COUNTER[OS(current)], _COUNTER[target]
+        before, after = COUNTER_OF[OS(current)], COUNTER_OF[target]
         if before != after:
-            self._bump(tx, {operation_id: {before: -1, after: 1}})
+            bump(tx, {operation_id: {before: -1, after: 1}})
         return True
-
-    @staticmethod
-    def _bump(tx: Tx, deltas: dict[str, dict[str, int]]) -> None:
-        if not deltas:
-            return
-        col = t.operations.c
-        tx.conn.execute(
-            update(t.operations)
-            .where(col.id == bindparam("oid"))
-            .values({name: getattr(col, name) + bindparam(f"d_{name}") for name in _COUNTERS}),
-            [
-                {"oid": oid, **{f"d_{name}": d.get(name, 0) for name in _COUNTERS}}
-                for oid, d in deltas.items()
-            ],
-        )
 
     def _settle(self, tx: Tx, operation_ids: Sequence[str]) -> None:
         """Bring each operation's status in line with its tasks."""
@@ -884,6 +836,7 @@ class WorkQueries(TenancyQueries):
                 .distinct()
             ).scalars()
         )
+        changes: list[dict[str, Any]] = []
         for op in ops:
             tx.keys.add(operation_key(op.id))
             current = OS(op.status)
@@ -897,18 +850,22 @@ class WorkQueries(TenancyQueries):
                 onwards = OS.RUNNING.path_to(target)
                 if to_running is not None and onwards is not None:
                     path = to_running + onwards
-            values: dict[str, Any] = {"status": target.value, "updated_at": tx.now}
-            if OS.RUNNING in path and op.started_at is None:
-                values["started_at"] = tx.now
-            if target.is_terminal():
-                values["ended_at"] = tx.now
-                if target is OS.SUCCEEDED:
-                    values["exit_reason"] = "SUCCEEDED"
-            conn.execute(
-                update(t.operations)
-                .where(t.operations.c.id == op.id, t.operations.c.status == current.value)
-                .values(**values)
+            started_at = op.started_at
+            if OS.RUNNING in path and started_at is None:
+                started_at = tx.now
+            changes.append(
+                {
+                    "b_id": op.id,
+                    "b_from": current.value,
+                    "v_status": target.value,
+                    "v_updated_at": tx.now,
+                    "v_started_at": started_at,
+                    "v_ended_at": tx.now if target.is_terminal() else op.ended_at,
+                    "v_exit_reason": "SUCCEEDED" if target is OS.SUCCEEDED else op.exit_reason,
+                }
             )
             for step in path:
                 tx.history(op.id, step.value, None)
             tx.event(op.project_id, "operation.status", op.id, {"status": target.value})
+        if changes:
+            conn.execute(_SETTLE, changes)

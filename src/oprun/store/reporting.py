@@ -1,0 +1,242 @@
+"""The hot path of reports: a batch's effects gathered in memory, written set-based.
+
+`running`, `progress`, `log`, `succeeded` and `failed` reports (nearly all of them)
+are applied here: each changes the in-memory state read under lock, checked
+against the domain's transition tables, and `flush` writes every changed session
+action, task and operation with one executemany statement per table. The rows
+were read under lock (operations first), so the compare-and-set in each UPDATE
+cannot lose.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import bindparam, insert, update
+
+from oprun.domain.limits import MAX_LOG_LINE_BYTES, MAX_OPERATION_LOG_BYTES
+from oprun.domain.protocol import Report
+from oprun.domain.status import OperationStatus as OS
+from oprun.domain.status import SessionActionStatus as SAS
+from oprun.store import schema as t
+from oprun.store.base import Tx
+from oprun.store.counters import COUNTER_OF, bump
+from oprun.store.notify import logs_key, operation_key
+
+FAST_KINDS = frozenset({"running", "progress", "log", "succeeded", "failed"})
+
+SA_COLUMNS = (
+    "status",
+    "started_at",
+    "ended_at",
+    "lease_expires_at",
+    "progress_percent",
+    "progress_message",
+    "process_exit_code",
+    "worker_updated_at",
+)
+OP_COLUMNS = (
+    "step_code",
+    "progress_percent",
+    "progress_message",
+    "result",
+    "error",
+    "exit_reason",
+    "log_bytes",
+)
+
+_UPDATE_SA = (
+    update(t.session_actions)
+    .where(t.session_actions.c.id == bindparam("b_id"))
+    .where(t.session_actions.c.status == bindparam("b_from"))
+    .values({c: bindparam(f"v_{c}") for c in SA_COLUMNS})
+)
+_UPDATE_TASK = (
+    update(t.tasks)
+    .where(t.tasks.c.id == bindparam("b_id"))
+    .where(t.tasks.c.status == bindparam("b_from"))
+    .values(status=bindparam("v_status"), updated_at=bindparam("v_updated_at"))
+)
+_UPDATE_OP = (
+    update(t.operations)
+    .where(t.operations.c.id == bindparam("b_id"))
+    .values({c: bindparam(f"v_{c}") for c in (*OP_COLUMNS, "updated_at")})
+)
+
+
+class ReportEffects:
+    """The effects of the fast reports of one batch, until `flush` writes them."""
+
+    def __init__(self, tx: Tx, sas: dict[str, dict[str, Any]], ops: dict[str, dict[str, Any]]):
+        self._tx = tx
+        self._sas = sas
+        self._ops = ops
+        self._sa_from: dict[str, str] = {}
+        self._task_from: dict[str, tuple[str, str]] = {}  # task id -> (from, session action)
+        self._dirty_ops: set[str] = set()
+        self._deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._logs: list[dict[str, Any]] = []
+
+    # -- applying --------------------------------------------------------------------
+    def apply(self, sa: dict[str, Any], report: Report) -> None:
+        """Apply one accepted fast report."""
+        kind = report.kind
+        if kind == "log":
+            self._log(sa, report)
+        elif kind == "progress":
+            self._progress(sa, report)
+        elif kind == "running":
+            self._start(sa)
+        else:
+            self._finish(sa, report)
+
+    def _sa_to(self, sa: dict[str, Any], target: SAS, detail: str | None, **values: Any) -> bool:
+        if not SAS(sa["status"]).can_transition_to(target):
+            return False
+        self._sa_from.setdefault(sa["id"], sa["status"])
+        sa["status"] = target.value
+        sa.update(values)
+        self._tx.history(sa["id"], target.value, detail)
+        return True
+
+    def _task_to(self, sa: dict[str, Any], target: OS, detail: str | None) -> bool:
+        current = OS(sa["task_status"])
+        if not current.can_transition_to(target):
+            return False
+        self._task_from.setdefault(sa["task_id"], (current.value, sa["id"]))
+        sa["task_status"] = target.value
+        before, after = COUNTER_OF[current], COUNTER_OF[target]
+        if before != after:
+            self._deltas[sa["operation_id"]][before] -= 1
+            self._deltas[sa["operation_id"]][after] += 1
+        self._tx.history(sa["task_id"], target.value, detail)
+        return True
+
+    def _op(self, sa: dict[str, Any]) -> dict[str, Any]:
+        self._dirty_ops.add(sa["operation_id"])
+        self._tx.keys.add(operation_key(sa["operation_id"]))
+        return self._ops[sa["operation_id"]]
+
+    def _start(self, sa: dict[str, Any]) -> None:
+        if sa["status"] != SAS.ASSIGNED.value:
+            return
+        self._sa_to(sa, SAS.RUNNING, "started", started_at=self._tx.now)
+        if self._task_to(sa, OS.RUNNING, "started"):
+            self._tx.started.add(sa["operation_id"])
+
+    def _progress(self, sa: dict[str, Any], report: Report) -> None:
+        now = self._tx.now
+        sa["worker_updated_at"] = now
+        self._sa_from.setdefault(sa["id"], sa["status"])
+        op = self._op(sa)
+        data: dict[str, Any] = {}
+        if report.percent is not None:
+            sa["progress_percent"] = op["progress_percent"] = data["progress_percent"] = (
+                report.percent
+            )
+        if report.message is not None:
+            sa["progress_message"] = op["progress_message"] = data["progress_message"] = (
+                report.message
+            )
+        if report.step_code is not None:
+            op["step_code"] = data["step_code"] = report.step_code
+        self._tx.event(op["project_id"], "operation.progress", sa["operation_id"], data)
+
+    def _log(self, sa: dict[str, Any], report: Report) -> None:
+        op = self._ops[sa["operation_id"]]
+        for line in report.lines:
+            line = line[:MAX_LOG_LINE_BYTES]
+            if op["log_bytes"] + len(line) > MAX_OPERATION_LOG_BYTES:
+                break
+            op["log_bytes"] += len(line)
+            self._logs.append(
+                {
+                    "operation_id": sa["operation_id"],
+                    "session_action_id": sa["id"],
+                    "stream": report.stream,
+                    "line": line,
+                    "at": self._tx.now,
+                }
+            )
+        self._op(sa)
+        self._tx.keys.add(logs_key(sa["operation_id"]))
+
+    def _finish(self, sa: dict[str, Any], report: Report) -> None:
+        target = SAS.SUCCEEDED if report.kind == "succeeded" else SAS.FAILED
+        self._start(sa)
+        detail = report.error_message if target is SAS.FAILED else None
+        now = self._tx.now
+        self._sa_to(
+            sa,
+            target,
+            detail,
+            ended_at=now,
+            lease_expires_at=None,
+            process_exit_code=report.exit_code,
+            worker_updated_at=now,
+        )
+        if not self._task_to(sa, OS(target.value), detail):
+            return
+        op = self._op(sa)
+        if target is SAS.SUCCEEDED:
+            op.update(result=report.result, progress_percent=100.0)
+        else:
+            op.update(
+                error={
+                    "code": report.error_code or "FAILED",
+                    "message": report.error_message or "the action failed",
+                    "details": {} if report.exit_code is None else {"exit_code": report.exit_code},
+                },
+                exit_reason=report.error_code or "FAILED",
+            )
+
+    # -- writing ---------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write what the applied reports changed, one statement per table."""
+        conn, now = self._tx.conn, self._tx.now
+        if self._sa_from:
+            conn.execute(
+                _UPDATE_SA,
+                [
+                    {
+                        "b_id": sa_id,
+                        "b_from": original,
+                        **{f"v_{c}": self._sas[sa_id][c] for c in SA_COLUMNS},
+                    }
+                    for sa_id, original in self._sa_from.items()
+                ],
+            )
+        if self._task_from:
+            conn.execute(
+                _UPDATE_TASK,
+                [
+                    {
+                        "b_id": task_id,
+                        "b_from": original,
+                        "v_status": self._sas[sa_id]["task_status"],
+                        "v_updated_at": now,
+                    }
+                    for task_id, (original, sa_id) in self._task_from.items()
+                ],
+            )
+        if self._dirty_ops:
+            conn.execute(
+                _UPDATE_OP,
+                [
+                    {
+                        "b_id": op_id,
+                        "v_updated_at": now,
+                        **{f"v_{c}": self._ops[op_id][c] for c in OP_COLUMNS},
+                    }
+                    for op_id in sorted(self._dirty_ops)
+                ],
+            )
+        bump(self._tx, self._deltas)
+        if self._logs:
+            conn.execute(insert(t.logs), self._logs)
+        self._sa_from.clear()
+        self._task_from.clear()
+        self._dirty_ops.clear()
+        self._deltas.clear()
+        self._logs.clear()
