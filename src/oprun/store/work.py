@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from oprun.domain.errors import Conflict, NotFound
@@ -431,31 +431,14 @@ class WorkQueries(TenancyQueries):
         Returns how many attempts were released.
         """
         with self.write() as tx:
-            conn = tx.conn
-            live = (
+            held = self._lock_attempts(
+                tx,
                 t.session_actions.c.worker_id == worker_id,
                 t.session_actions.c.status.in_(_LIVE_SA),
             )
-            self._lock_operations(
-                tx, conn.execute(select(t.session_actions.c.operation_id).where(*live)).scalars()
-            )
-            held = conn.execute(
-                select(
-                    t.session_actions.c.id,
-                    t.session_actions.c.status,
-                    t.session_actions.c.operation_id,
-                    t.session_actions.c.task_id,
-                    t.session_actions.c.project_id,
-                )
-                .where(*live)
-                .order_by(t.session_actions.c.id)
-                .with_for_update()
-            ).all()
             for sa in held:
-                self._end_attempt(
-                    tx, dict(sa._mapping), SAS.INTERRUPTED, "worker stopped", requeue_free=True
-                )
-            self._settle(tx, sorted({sa.operation_id for sa in held}))
+                self._end_attempt(tx, sa, SAS.INTERRUPTED, "worker stopped", requeue_free=True)
+            self._settle(tx, sorted({sa["operation_id"] for sa in held}))
             return len(held)
 
     # -- reports -------------------------------------------------------------------------
@@ -723,29 +706,14 @@ class WorkQueries(TenancyQueries):
         """
         with self.write() as tx:
             conn = tx.conn
-            expired = (
+            lapsed = self._lock_attempts(
+                tx,
                 t.session_actions.c.lease_expires_at < tx.now,
                 t.session_actions.c.status.in_(_LIVE_SA),
+                limit=batch,
             )
-            candidates = conn.execute(
-                select(t.session_actions.c.operation_id).where(*expired).limit(batch)
-            ).scalars()
-            self._lock_operations(tx, candidates)
-            lapsed = conn.execute(
-                select(
-                    t.session_actions.c.id,
-                    t.session_actions.c.status,
-                    t.session_actions.c.operation_id,
-                    t.session_actions.c.task_id,
-                    t.session_actions.c.project_id,
-                )
-                .where(*expired)
-                .order_by(t.session_actions.c.id)
-                .limit(batch)
-                .with_for_update(skip_locked=True)
-            ).all()
             for sa in lapsed:
-                self._end_attempt(tx, dict(sa._mapping), SAS.INTERRUPTED, "lease expired")
+                self._end_attempt(tx, sa, SAS.INTERRUPTED, "lease expired")
             conn.execute(
                 update(t.workers)
                 .where(
@@ -760,10 +728,39 @@ class WorkQueries(TenancyQueries):
                 )
                 .values(status=WorkerStatus.NOT_RESPONDING.value)
             )
-            self._settle(tx, sorted({sa.operation_id for sa in lapsed}))
+            self._settle(tx, sorted({sa["operation_id"] for sa in lapsed}))
             return len(lapsed)
 
     # -- status machinery ----------------------------------------------------------------
+    def _lock_attempts(
+        self, tx: Tx, *where: ColumnElement[bool], limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Lock the session actions matching `where`, their operations first (lock order).
+
+        Rows another transaction holds are skipped; they are that transaction's to end.
+        """
+        conn = tx.conn
+        self._lock_operations(
+            tx,
+            conn.execute(
+                select(t.session_actions.c.operation_id).where(*where).limit(limit)
+            ).scalars(),
+        )
+        found = conn.execute(
+            select(
+                t.session_actions.c.id,
+                t.session_actions.c.status,
+                t.session_actions.c.operation_id,
+                t.session_actions.c.task_id,
+                t.session_actions.c.project_id,
+            )
+            .where(*where)
+            .order_by(t.session_actions.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [dict(r._mapping) for r in found]
+
     @staticmethod
     def _lock_operations(tx: Tx, operation_ids: Iterable[str]) -> None:
         """Lock operations in id order: every writer takes them first, so none deadlock."""
