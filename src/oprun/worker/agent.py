@@ -61,6 +61,8 @@ RELEASE_GRACE = 2.0
 FLUSH_TIMEOUT = 10.0
 """How long a stopping worker tries to deliver its last reports."""
 CLAIM_SETTLE = 0.5
+CLAIM_GATHER = 0.005
+"""While work runs, how long a freed slot waits for others before claiming for them all."""
 """How long a stopping worker that gave work back waits for its last claim to answer."""
 
 WorkerState = Literal["RUNNING", "IDLE", "STOPPING", "STOPPED"]
@@ -230,6 +232,10 @@ class WorkerAgent:
                 slots.slot_freed.clear()
                 await slots.slot_freed.wait()
                 continue
+            if slots.running and slots.free < self.concurrency:
+                # Busy: let a few more slots free up so one claim fetches several tasks
+                # instead of one request per finished task.
+                await asyncio.sleep(CLAIM_GATHER)
             worker_id = self.worker_id
             assert worker_id is not None
             request = ClaimRequest(max=min(slots.free, MAX_CLAIM), wait=self.claim_wait)
