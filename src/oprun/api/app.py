@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error shape, body limit, reaper, web root."""
+"""The FastAPI application: routers, error shape, body limit, reaper, web UI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse
 
+from oprun import web
 from oprun._version import __version__
 from oprun.api import actions, errors, events, operations, tokens, workers
 from oprun.api.errors import error_response
@@ -17,14 +17,6 @@ from oprun.domain.errors import TooLarge
 from oprun.domain.limits import MAX_REQUEST_BYTES
 from oprun.service import Services
 from oprun.service.reaper import reap_forever
-
-_WEB_ROOT = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>oprun</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main><h1>oprun</h1>
-<p>The server is running. The Jobs page arrives with the web UI; until then use the
-<a href="/docs">API explorer</a>, the <code>oprun</code> CLI or the Python SDK.</p>
-</main></body></html>"""
 
 
 def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
@@ -73,8 +65,5 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
         """Liveness."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def web_root() -> str:
-        return _WEB_ROOT
-
+    web.install(app)
     return app

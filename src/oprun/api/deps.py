@@ -6,10 +6,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
+from oprun.domain.errors import AccessDenied
 from oprun.service import Principal, Services
+
+SESSION_COOKIE = "oprun_session"
+"""The web UI's session cookie: it holds the API token (HttpOnly, SameSite=Strict)."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def services(request: Request) -> Services:
@@ -18,13 +24,39 @@ def services(request: Request) -> Services:
     return svc
 
 
+def same_origin(request: Request) -> bool:
+    """Whether the request says it comes from a page of this server (`Origin`, else `Referer`).
+
+    Compares the source's host and port with the `Host` the request was sent to, so it
+    holds behind a TLS-terminating proxy that keeps `Host`.
+    """
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        return False
+    parts = urlsplit(source)
+    host = request.headers.get("host", "")
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
+
+
 def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
-    """The caller, from `Authorization: Bearer <token>` or the web session cookie."""
+    """The caller, from `Authorization: Bearer <token>` or the web session cookie.
+
+    A cookie-authenticated request that changes state (any method but GET, HEAD,
+    OPTIONS) must come from this server's own pages: the cookie is SameSite=Strict,
+    and its `Origin` (or `Referer`) must name this server, else 403 (CSRF defence).
+    """
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer":
-        secret = request.cookies.get("oprun_session", "")
-    return svc.auth.authenticate(secret.strip() or None)
+    if scheme.lower() == "bearer":
+        return svc.auth.authenticate(secret.strip() or None)
+    caller = svc.auth.authenticate(request.cookies.get(SESSION_COOKIE, "").strip() or None)
+    if request.method not in SAFE_METHODS and not same_origin(request):
+        raise AccessDenied(
+            "cross-site request refused: a request signed in with the session cookie "
+            "must come from this server's own pages (check the Origin header)",
+            reason="origin",
+        )
+    return caller
 
 
 Svc = Annotated[Services, Depends(services)]
