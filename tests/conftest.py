@@ -64,3 +64,10 @@ def database_url(request) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(autouse=True)
+def _no_user_profiles(tmp_path_factory, monkeypatch) -> None:
+    """No test (nor a CLI it runs) reads the developer's ~/.config/oprun/config.toml."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg-config"))
+    monkeypatch.delenv("OPRUN_PROFILE", raising=False)

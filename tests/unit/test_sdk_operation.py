@@ -8,7 +8,7 @@ import itertools
 import httpx
 import pytest
 
-from oprun import OperationFailed, OperationStatus
+from oprun import OperationFailed, OperationStatus, ValidationError
 from oprun.domain import models
 from oprun.sdk import AsyncNoOp, AsyncOperation, NoOp, Operation
 
@@ -198,8 +198,10 @@ def test_wait_until_done_honours_raise_on():
     assert client.operations.wait_until_done("op_1").state == "CANCELED"
     with pytest.raises(OperationFailed):
         client.operations.wait_until_done("op_1", raise_on=("FAILED", "CANCELED"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError, match="CANCELLED"):
         client.operations.wait_until_done("op_1", raise_on=("CANCELLED",))
+    with pytest.raises(ValidationError, match="Cancelld"):
+        client.operations.wait_until_done("op_1", raise_exception_if="Cancelld")
 
 
 def test_watch_yields_each_snapshot_until_done():

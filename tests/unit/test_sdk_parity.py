@@ -8,7 +8,15 @@ import pytest
 
 from oprun.sdk import AsyncClient, AsyncNoOp, AsyncOperation, Client, NoOp, Operation
 
-RESOURCES = ("actions", "operations", "session_actions", "workers", "tokens", "projects")
+RESOURCES = (
+    "actions",
+    "operations",
+    "session_actions",
+    "workers",
+    "tokens",
+    "projects",
+    "events",
+)
 
 
 def _public(obj) -> set[str]:

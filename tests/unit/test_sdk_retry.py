@@ -131,3 +131,31 @@ def test_policy_is_pure():
     assert policy.delay(get, 0, ValueError("not a transport error")) is None
     assert policy.delay(get, 0, httpx.Response(429, headers={"Retry-After": "1.5"})) == 1.5
     assert policy.delay(E.cancel_operation("op_1"), 0, httpx.Response(503)) is None
+
+
+def test_with_a_deadline_retries_are_unbounded_and_never_pass_it():
+    policy = RetryPolicy(retries=1)
+    get = E.get_operation("op_1")
+    refused = httpx.ConnectError("refused")
+    assert policy.delay(get, 1, refused) is None  # the count is spent
+    assert policy.delay(get, 50, refused, left=60) <= policy.max_outage_backoff
+    assert policy.delay(get, 50, refused, left=0.1) <= 0.1  # cut to end at the deadline
+    assert policy.delay(get, 0, refused, left=0) is None
+    late = httpx.Response(429, headers={"Retry-After": "5"})
+    assert policy.delay(get, 0, late, left=10) == 5
+    assert policy.delay(get, 0, late, left=4) is None  # a Retry-After is never cut short
+    assert policy.delay(E.cancel_operation("op_1"), 0, refused, left=60) is None
+    assert policy.delay(get, 0, httpx.Response(500), left=60) is None
+    assert policy.backoff_for(10_000) <= policy.max_backoff  # no overflow
+
+
+def test_wait_retries_connection_failures_until_its_timeout():
+    stub = Stub().on(
+        "GET",
+        "/v1/operations/op_1:wait",
+        *[httpx.ConnectError("refused")] * 6,
+        ok(op_json(status="SUCCEEDED")),
+    )
+    op = stub.client(retries=1).operations.wait("op_1", timeout=120)
+    assert op.state == "SUCCEEDED"
+    assert len(stub.sleeps) == 6 and max(stub.sleeps) <= RetryPolicy().max_outage_backoff

@@ -41,10 +41,6 @@ class Output(enum.StrEnum):
 ClientFactory = Callable[[str | None, str | None], Client]
 
 
-def _default_client(url: str | None, token: str | None) -> Client:
-    return Client(url, token)
-
-
 @dataclass
 class State:
     """The global options, shared by every command through ``ctx.obj``.
@@ -55,15 +51,23 @@ class State:
 
     url: str | None = None
     token: str | None = field(default=None, repr=False)
+    profile: str | None = None
     output: Output = Output.TABLE
     debug: bool = False
-    client_factory: ClientFactory = _default_client
+    client_factory: ClientFactory | None = None
     _client: Client | None = field(default=None, repr=False)
 
     def client(self) -> Client:
-        """The client for this invocation of the CLI, made on first use."""
+        """The client for this invocation of the CLI, made on first use.
+
+        Its url and token come from ``--url`` / ``--token``, ``--profile``, the
+        environment or the profile file, in the order `oprun.Client` documents.
+        """
         if self._client is None:
-            self._client = self.client_factory(self.url, self.token)
+            if self.client_factory is not None:
+                self._client = self.client_factory(self.url, self.token)
+            else:
+                self._client = Client(self.url, self.token, profile=self.profile)
         return self._client
 
     def close(self) -> None:

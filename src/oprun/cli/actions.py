@@ -14,7 +14,10 @@ from oprun.cli._render import action_detail, actions_table
 from oprun.domain import models
 from oprun.domain.errors import ValidationError
 
-app = typer.Typer(help="List, show and register actions.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, show and register actions.\n\nExample: oprun actions list",
+    no_args_is_help=True,
+)
 
 
 @app.command("list")
@@ -24,7 +27,10 @@ def list_actions(
         int | None, typer.Option("--limit", min=1, help="Show at most this many.")
     ] = None,
 ) -> None:
-    """List actions (the latest version of each)."""
+    """List actions (the latest version of each).
+
+    Example: oprun actions list -o json
+    """
     st = state(ctx)
     actions = list(st.client().actions.list(limit=limit))
     if st.json:
@@ -43,7 +49,10 @@ def get_action(
         int | None, typer.Option("--version", min=1, help="This version (default: latest).")
     ] = None,
 ) -> None:
-    """Show an action version and its parameters."""
+    """Show an action version and its parameters.
+
+    Example: oprun actions get resize --version 2
+    """
     st = state(ctx)
     action = st.client().actions.get(name, version)
     if st.json:
@@ -89,7 +98,10 @@ def register(
         ),
     ],
 ) -> None:
-    """Register the actions of an app: each becomes a new version unless unchanged."""
+    """Register the actions of an app: each becomes a new version unless unchanged.
+
+    Example: oprun actions register myproject.jobs:app
+    """
     st = state(ctx)
     obj = load(target)
     client = st.client()

@@ -20,7 +20,7 @@ from typer._click.core import Context as ClickContext
 from typer.core import TyperGroup
 
 from oprun._version import __version__
-from oprun.cli import actions, ops, tokens, workers
+from oprun.cli import actions, events, login, ops, tokens, workers
 from oprun.cli._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -30,7 +30,7 @@ from oprun.cli._common import (
     error_line,
 )
 from oprun.domain.errors import OprunError, ValidationError
-from oprun.sdk._requests import DEFAULT_URL, TOKEN_ENV, URL_ENV
+from oprun.sdk._config import DEFAULT_URL, PROFILE_ENV, TOKEN_ENV, URL_ENV
 
 
 class OprunGroup(TyperGroup):
@@ -65,7 +65,8 @@ class OprunGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         """Parse and run; a usage error is one line too (``error: USAGE: ...``), exit 2."""
-        args = hoist_global_options(sys.argv[1:] if args is None else args)
+        args = list(sys.argv[1:] if args is None else args)
+        args = hoist_global_options(args, keep=self.own_options(args))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
@@ -84,16 +85,39 @@ class OprunGroup(TyperGroup):
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(rv if isinstance(rv, int) else 0)
 
+    def own_options(self, args: Sequence[str]) -> frozenset[str]:
+        """The option names the command in `args` declares itself (``worker --url``).
 
-GLOBAL_OPTIONS_WITH_VALUE = ("--url", "--token", "--output", "-o")
+        Those are left where they are instead of being taken as global options.
+        """
+        i = 0
+        while i < len(args):
+            item = args[i]
+            if item == "--":
+                return frozenset()
+            if item in GLOBAL_OPTIONS_WITH_VALUE:
+                i += 2
+                continue
+            if not item.startswith("-"):
+                command = self.commands.get(item)
+                if command is None:
+                    return frozenset()
+                return frozenset(
+                    opt for param in command.params for opt in getattr(param, "opts", ())
+                )
+            i += 1
+        return frozenset()
+
+
+GLOBAL_OPTIONS_WITH_VALUE = ("--url", "--token", "--profile", "--output", "-o")
 GLOBAL_FLAGS = ("--debug",)
 
 
-def hoist_global_options(args: Sequence[str]) -> list[str]:
+def hoist_global_options(args: Sequence[str], keep: frozenset[str] = frozenset()) -> list[str]:
     """Move global options given after the command to the front.
 
     ``oprun ops list -o json`` then means ``oprun -o json ops list``. Nothing after
-    ``--`` is moved.
+    ``--`` is moved, nor any option named in `keep` (the command's own options).
     """
     front: list[str] = []
     rest: list[str] = []
@@ -105,12 +129,14 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
             rest.extend(items[i:])
             break
         name = item.split("=", 1)[0]
-        if item in GLOBAL_FLAGS:
+        if name in keep:
+            rest.append(item)
+        elif item in GLOBAL_FLAGS:
             front.append(item)
         elif item in GLOBAL_OPTIONS_WITH_VALUE and i + 1 < len(items):
             front.extend(items[i : i + 2])
             i += 1
-        elif (name in GLOBAL_OPTIONS_WITH_VALUE[:3] and "=" in item) or (
+        elif (name.startswith("--") and name in GLOBAL_OPTIONS_WITH_VALUE and "=" in item) or (
             item.startswith("-o") and not item.startswith("--") and len(item) > 2
         ):
             front.append(item)  # --url=X, -oX
@@ -134,7 +160,8 @@ def _print_version(value: bool) -> None:
 app = typer.Typer(
     name="oprun",
     cls=OprunGroup,
-    help="oprun: define actions, run them on workers, follow every run as an operation.",
+    help="oprun: define actions, run them on workers, follow every run as an operation."
+    "\n\nExample: oprun invoke sleep -p seconds=5 --wait",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold a token
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -148,14 +175,28 @@ def main(
         str | None,
         typer.Option(
             "--url",
-            envvar=URL_ENV,
-            help=f"The oprun server (default {DEFAULT_URL}).",
+            help=f"The oprun server; else {URL_ENV}, else the profile's, else {DEFAULT_URL}.",
             show_default=False,
         ),
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option("--token", envvar=TOKEN_ENV, help="An API token.", show_default=False),
+        typer.Option(
+            "--token",
+            help=f"An API token; else {TOKEN_ENV}, else the profile's.",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help=(
+                "A profile of ~/.config/oprun/config.toml (see 'oprun login'); it ranks "
+                f"above {URL_ENV}/{TOKEN_ENV}. Default: {PROFILE_ENV}, else the default profile."
+            ),
+            show_default=False,
+        ),
     ] = None,
     output: Annotated[
         Output, typer.Option("-o", "--output", case_sensitive=False, help="Output format.")
@@ -175,11 +216,14 @@ def main(
     ctx.call_on_close(st.close)
     st.url = url
     st.token = token
+    st.profile = profile
     st.output = output
     st.debug = debug
 
 
 app.command("invoke", no_args_is_help=True)(ops.invoke)
+app.command("login")(login.login)
+app.command("events")(events.events)
 app.add_typer(ops.app, name="ops")
 app.add_typer(actions.app, name="actions")
 app.add_typer(tokens.app, name="tokens")

@@ -13,7 +13,10 @@ from oprun.cli._wait import follow
 from oprun.domain.status import OperationStatus
 from oprun.sdk import NoOp
 
-app = typer.Typer(help="Follow and manage operations.", no_args_is_help=True)
+app = typer.Typer(
+    help="Follow and manage operations.\n\nExample: oprun ops list --status RUNNING",
+    no_args_is_help=True,
+)
 
 OperationId = Annotated[
     str, typer.Argument(metavar="ID", help="The operation's id (op_...).", show_default=False)
@@ -60,6 +63,8 @@ def invoke(
     """Invoke an action.
 
     With --wait, the exit code says how it ended: 0 succeeded, 1 failed, 3 canceled, 4 still running after --timeout.
+
+    Example: oprun invoke sleep -p seconds=5 --wait --timeout 60
     """
     st = state(ctx)
     op = st.client().operations.invoke(
@@ -97,7 +102,10 @@ def list_operations(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 50,
 ) -> None:
-    """List operations, newest first."""
+    """List operations, newest first.
+
+    Example: oprun ops list --status FAILED --action resize --limit 20
+    """
     st = state(ctx)
     ops = list(
         st.client().operations.list(
@@ -112,7 +120,10 @@ def list_operations(
 
 @app.command("get")
 def get_operation(ctx: typer.Context, operation_id: OperationId) -> None:
-    """Show an operation, with its status history."""
+    """Show an operation, with its status history.
+
+    Example: oprun ops get op_0192f3c1... -o json
+    """
     st = state(ctx)
     op = st.client().operations.get(operation_id)
     if st.json:
@@ -128,6 +139,8 @@ def wait_operation(
     """Wait for an operation to end, with a progress bar.
 
     Exit code: 0 succeeded, 1 failed, 3 canceled, 4 still running after --timeout.
+
+    Example: oprun ops wait op_0192f3c1... --timeout 600
     """
     st = state(ctx)
     op = st.client().operations.get(operation_id)
@@ -142,7 +155,10 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep printing new lines until it ends.")
     ] = False,
 ) -> None:
-    """Print an operation's log."""
+    """Print an operation's log.
+
+    Example: oprun ops logs op_0192f3c1... --follow
+    """
     st = state(ctx)
     for record in st.client().operations.logs(operation_id, follow=follow_):
         if st.json:
@@ -153,7 +169,10 @@ def logs(
 
 @app.command("cancel")
 def cancel(ctx: typer.Context, operation_id: OperationId) -> None:
-    """Cancel an operation (queued work never starts; running work is stopped)."""
+    """Cancel an operation (queued work never starts; running work is stopped).
+
+    Example: oprun ops cancel op_0192f3c1...
+    """
     st = state(ctx)
     op = st.client().operations.cancel(operation_id)
     if st.json:
@@ -164,7 +183,10 @@ def cancel(ctx: typer.Context, operation_id: OperationId) -> None:
 
 @app.command("retry")
 def retry(ctx: typer.Context, operation_id: OperationId) -> None:
-    """Start a new operation with the same action version and parameters."""
+    """Start a new operation with the same action version and parameters.
+
+    Example: oprun ops retry op_0192f3c1...
+    """
     st = state(ctx)
     op = st.client().operations.retry(operation_id)
     if st.json:
@@ -175,7 +197,10 @@ def retry(ctx: typer.Context, operation_id: OperationId) -> None:
 
 @app.command("delete")
 def delete(ctx: typer.Context, operation_id: OperationId) -> None:
-    """Delete a finished operation and its records."""
+    """Delete a finished operation and its records.
+
+    Example: oprun ops delete op_0192f3c1...
+    """
     st = state(ctx)
     st.client().operations.delete(operation_id)
     if st.json:

@@ -10,7 +10,11 @@ from oprun.cli._common import print_json, state, stdout
 from oprun.cli._render import tokens_table
 from oprun.domain.roles import Role
 
-app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app = typer.Typer(
+    help="Create, list and revoke API tokens (needs an admin token).\n\n"
+    "Example: oprun tokens create ci --role operator",
+    no_args_is_help=True,
+)
 
 
 @app.command("create")
@@ -26,7 +30,10 @@ def create(
         ),
     ],
 ) -> None:
-    """Create a token; its secret is printed once and never again."""
+    """Create a token; its secret is printed once and never again.
+
+    Example: oprun tokens create ci-deploy --role operator
+    """
     st = state(ctx)
     created = st.client().tokens.create(name, role)
     if st.json:
@@ -41,7 +48,10 @@ def create(
 
 @app.command("list")
 def list_tokens(ctx: typer.Context) -> None:
-    """List the project's tokens (never their secrets)."""
+    """List the project's tokens (never their secrets).
+
+    Example: oprun tokens list
+    """
     st = state(ctx)
     tokens = st.client().tokens.list()
     if st.json:
@@ -57,7 +67,10 @@ def revoke(
         str, typer.Argument(metavar="ID", help="The token's id (tok_...).", show_default=False)
     ],
 ) -> None:
-    """Revoke a token: it stops working at once."""
+    """Revoke a token: it stops working at once.
+
+    Example: oprun tokens revoke tok_0192f3c1...
+    """
     st = state(ctx)
     token = st.client().tokens.revoke(token_id)
     if st.json:

@@ -9,7 +9,7 @@ import typer
 from oprun.cli._common import print_json, state, stdout
 from oprun.cli._render import workers_table
 
-app = typer.Typer(help="Show worker agents.", no_args_is_help=True)
+app = typer.Typer(help="Show worker agents.\n\nExample: oprun workers list", no_args_is_help=True)
 
 
 @app.command("list")
@@ -19,7 +19,10 @@ def list_workers(
         int | None, typer.Option("--limit", min=1, help="Show at most this many.")
     ] = None,
 ) -> None:
-    """List workers, newest first."""
+    """List workers, newest first.
+
+    Example: oprun workers list -o json
+    """
     st = state(ctx)
     workers = list(st.client().workers.list(limit=limit))
     if st.json:

@@ -9,14 +9,17 @@ from oprun.sdk._retry import RetryPolicy
 from oprun.sdk.async_client import AsyncClient
 from oprun.sdk.client import Client, DefinesActions
 from oprun.sdk.errors import OperationFailed
+from oprun.sdk.events import AsyncEvents, Events
 from oprun.sdk.operation import AsyncNoOp, AsyncOperation, NoOp, Operation
 
 __all__ = [
     "AsyncClient",
+    "AsyncEvents",
     "AsyncNoOp",
     "AsyncOperation",
     "Client",
     "DefinesActions",
+    "Events",
     "NoOp",
     "Operation",
     "OperationFailed",

@@ -363,3 +363,12 @@ def create_project(name: str) -> Call[ProjectCreated]:
 def health() -> Call[dict[str, Any]]:
     """``GET /v1/healthz``: liveness (no token needed)."""
     return Call("GET", "/v1/healthz", _typed(dict[str, Any]), retry_safe=True)
+
+
+# -- events ----------------------------------------------------------------------------
+def stream_events(after: int | None) -> Call[None]:
+    """``GET /v1/events``: Server-Sent Events after event `after` (from now on when None).
+
+    The answer is read as a stream by `oprun.sdk.events`, never parsed whole.
+    """
+    return Call("GET", "/v1/events", _nothing, params={"after": after}, retry_safe=True)

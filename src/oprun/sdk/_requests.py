@@ -7,7 +7,6 @@ what is sent and what an answer means lives here (and in `_endpoints.py`), once.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -25,15 +24,16 @@ from oprun.domain.errors import (
     ValidationError,
     error_from_body,
 )
+from oprun.sdk import _config
 
 T = TypeVar("T")
 
-DEFAULT_URL = "http://127.0.0.1:8710"
-"""Where the SDK looks for a server when neither `url` nor ``OPRUN_URL`` is given."""
+DEFAULT_URL = _config.DEFAULT_URL
 DEFAULT_TIMEOUT = 30.0
 """Seconds to connect, send or read before a request fails (long polls add their wait)."""
-URL_ENV = "OPRUN_URL"
-TOKEN_ENV = "OPRUN_TOKEN"
+URL_ENV = _config.URL_ENV
+TOKEN_ENV = _config.TOKEN_ENV
+PROFILE_ENV = _config.PROFILE_ENV
 USER_AGENT = f"oprun-python/{__version__}"
 
 Params = Mapping[str, str | int | float | bool | None]
@@ -70,17 +70,30 @@ class Settings:
     timeout: float
 
     @classmethod
-    def resolve(cls, url: str | None, token: str | None, timeout: float | None) -> Settings:
-        """Arguments first, then ``OPRUN_URL`` / ``OPRUN_TOKEN``, then defaults."""
-        resolved = (url or os.environ.get(URL_ENV) or DEFAULT_URL).strip().rstrip("/")
+    def resolve(
+        cls,
+        url: str | None,
+        token: str | None,
+        timeout: float | None,
+        profile: str | None = None,
+    ) -> Settings:
+        """Arguments, then ``OPRUN_URL`` / ``OPRUN_TOKEN``, then the profile file, then defaults.
+
+        A profile named by `profile` ranks with the arguments; ``OPRUN_PROFILE`` picks
+        the profile used after the environment (``[default]`` when unset). A profile's
+        token is only ever sent to that profile's URL. See `oprun.sdk._config`.
+        """
+        connection = _config.resolve(url, token, profile)
+        resolved = connection.url
         if not resolved.startswith(("http://", "https://")):
             raise ValidationError(
-                f"server url must start with http:// or https://, got {resolved!r}", field="url"
+                f"server url must start with http:// or https://, got {resolved!r} "
+                f"(from {connection.url_source})",
+                field="url",
             )
-        secret = token if token is not None else os.environ.get(TOKEN_ENV)
         return cls(
             url=resolved,
-            token=secret or None,
+            token=connection.token,
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
         )
 
@@ -110,6 +123,11 @@ def handle(call: Call[T], response: httpx.Response) -> T:
         return call.parse(response)
     except (pydantic.ValidationError, ValueError) as exc:
         raise unexpected(response, exc) from exc
+
+
+def succeeded(outcome: httpx.Response | Exception) -> bool:
+    """Whether a call's outcome is an answer that is not an error (2xx or 3xx)."""
+    return isinstance(outcome, httpx.Response) and outcome.status_code < 400
 
 
 def raise_for_error(response: httpx.Response) -> None:

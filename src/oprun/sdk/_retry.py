@@ -3,7 +3,9 @@
 A call is retried only when repeating it cannot do anything twice: reads (GET),
 deletes, and invocations, which always carry an idempotency key. It is retried on a
 connection failure, on 429 (after the server's ``Retry-After``) and on 503, with
-exponential backoff and jitter in between.
+exponential backoff and jitter in between: `RetryPolicy.retries` times, or, for a
+call sent with a deadline (the requests of ``wait()``), for as long as the deadline
+allows, so that waiting rides out a server restart.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import httpx
 from oprun.sdk._requests import Call, retry_after_seconds
 
 RETRY_STATUSES = frozenset({429, 503})
+OUTAGE_PATIENCE = 300.0
+"""How long `wait()` without a timeout, and an event stream, keep trying to reach a
+server that is down or answers 429/503 before they raise the error."""
 
 
 @dataclass(frozen=True)
@@ -29,34 +34,53 @@ class RetryPolicy:
         max_backoff: the longest delay between two attempts.
         max_retry_after: a ``Retry-After`` longer than this is not waited for: the
             error is raised instead.
+        max_outage_backoff: the longest delay between two attempts of a call that
+            waits out an outage until a deadline (`wait()`, event streams), so that
+            a server that is back is noticed within seconds.
     """
 
     retries: int = 3
     backoff: float = 0.25
     max_backoff: float = 8.0
     max_retry_after: float = 60.0
+    max_outage_backoff: float = 2.0
 
     def delay(
-        self, call: Call[Any], attempt: int, outcome: httpx.Response | Exception
+        self,
+        call: Call[Any],
+        attempt: int,
+        outcome: httpx.Response | Exception,
+        *,
+        left: float | None = None,
     ) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None to stop and fail.
 
         `attempt` counts from 0 for the first try; `outcome` is the response that
         answered it or the transport error that kept it from being answered.
+        `left`, when given, is the time left before the caller's deadline: the number
+        of retries is then unbounded, and a backoff is cut so that the last retry is
+        made at the deadline (a server's ``Retry-After`` is never cut: a retry it
+        would push past the deadline is not made).
         """
-        if not call.retry_safe or attempt >= self.retries:
+        if not call.retry_safe:
+            return None
+        if left is None and attempt >= self.retries:
             return None
         if isinstance(outcome, httpx.Response):
             if outcome.status_code not in RETRY_STATUSES:
                 return None
             after = retry_after_seconds(outcome)
             if after is not None:
-                return after if after <= self.max_retry_after else None
+                fits = after <= self.max_retry_after and (left is None or after < left)
+                return after if fits else None
         elif not isinstance(outcome, httpx.TransportError):
             return None
-        return self.backoff_for(attempt)
+        if left is None:
+            return self.backoff_for(attempt)
+        delay = min(self.backoff_for(attempt), self.max_outage_backoff)
+        return min(delay, left) if left > 0 else None
 
     def backoff_for(self, attempt: int) -> float:
         """Exponential backoff with jitter: half the step fixed, half random."""
-        step = min(self.max_backoff, self.backoff * (2.0**attempt))
+        step = min(self.max_backoff, self.backoff * (2.0 ** min(attempt, 32)))
         return step / 2 + random.uniform(0, step / 2)

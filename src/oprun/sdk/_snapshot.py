@@ -11,24 +11,64 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from oprun.domain import models
+from oprun.domain.errors import ValidationError
 from oprun.domain.status import OperationStatus
 
 IMMUTABLE_HINT = "is an immutable snapshot; use the one poll() returns: op = op.poll()"
 
 
-def statuses(raise_on: Iterable[OperationStatus | str]) -> frozenset[OperationStatus]:
-    """`raise_on` as a set of statuses (names are checked, so a typo fails loudly)."""
+STATUS_ALIASES: dict[str, OperationStatus] = {
+    # Datature's operation statuses
+    "QUEUED": OperationStatus.QUEUED,
+    "RUNNING": OperationStatus.RUNNING,
+    "FINISHED": OperationStatus.SUCCEEDED,
+    "ERRORED": OperationStatus.FAILED,
+    "CANCELLED": OperationStatus.CANCELED,
+    # Tamr's and Roboto's
+    "PENDING": OperationStatus.QUEUED,
+    "COMPLETED": OperationStatus.SUCCEEDED,
+    "DEADLY": OperationStatus.FAILED,
+}
+"""Other platforms' status names (any case) and the oprun status each stands for."""
+
+
+def status_of(name: OperationStatus | str, *, aliases: bool = False) -> OperationStatus:
+    """The status `name` stands for; with `aliases`, Datature's, Tamr's and Roboto's names too.
+
+    Raises:
+        ValidationError: `name` is no status (a typo fails loudly).
+    """
+    if isinstance(name, OperationStatus):
+        return name
+    if name in OperationStatus.__members__:
+        return OperationStatus(name)
+    key = str(name).strip().upper()
+    if aliases and key in OperationStatus.__members__:
+        return OperationStatus(key)
+    if aliases and key in STATUS_ALIASES:
+        return STATUS_ALIASES[key]
+    known = ", ".join(OperationStatus)
+    raise ValidationError(f"status must be one of {known}, got {name!r}", field="status")
+
+
+def statuses(
+    raise_on: Iterable[OperationStatus | str], *, aliases: bool = False
+) -> frozenset[OperationStatus]:
+    """`raise_on` as a set of statuses (names are checked, so a typo fails loudly).
+
+    With `aliases`, other platforms' names are understood too (`STATUS_ALIASES`).
+    """
     if isinstance(raise_on, str):
         raise_on = (raise_on,)
-    return frozenset(OperationStatus(s) for s in raise_on)
+    return frozenset(status_of(s, aliases=aliases) for s in raise_on)
 
 
 class OperationSnapshot:
     """The fields of one operation at one moment, read-only.
 
-    Named as the seed SDKs name them: Tamr's `state`, matrice's `project_id`,
-    `step_code` and `service`, Datature's `kind` and `progress` counts, Roboto's
-    `provenance` and status `history`.
+    Named as the seed SDKs name them: Tamr's `state`, matrice's `action_type`,
+    `project_id`, `user_id`, `step_code` and `service_name`, Datature's `kind` and
+    `progress` counts, Roboto's `provenance` and status `history`.
     """
 
     __slots__ = ("_model",)
@@ -99,8 +139,13 @@ class OperationSnapshot:
         return self._model.kind
 
     @property
+    def action_type(self) -> str:
+        """Alias of `kind` (matrice's name for it)."""
+        return self._model.kind
+
+    @property
     def action_id(self) -> str:
-        """The id of the action it runs."""
+        """The id of the action it runs (matrice's `action_id` is this snapshot's `id`)."""
         return self._model.action_id
 
     @property
@@ -126,6 +171,11 @@ class OperationSnapshot:
     @property
     def created_by(self) -> str:
         """Who invoked it (the token's name)."""
+        return self._model.created_by
+
+    @property
+    def user_id(self) -> str:
+        """Alias of `created_by` (matrice's name for it)."""
         return self._model.created_by
 
     @property
@@ -185,7 +235,12 @@ class OperationSnapshot:
 
     @property
     def service(self) -> str | None:
-        """Alias of `worker_id` (matrice's `service_name`)."""
+        """Alias of `worker_id`: the worker that serves it."""
+        return self._model.worker_id
+
+    @property
+    def service_name(self) -> str | None:
+        """Alias of `worker_id` (matrice's name for it)."""
         return self._model.worker_id
 
     @property
@@ -299,3 +354,12 @@ class NoOpSnapshot:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description of the no-op."""
         return {"id": None, "kind": self._kind, "status": self.state, "noop": True}
+
+
+def pick(name: str, value: float | None, alias: str, alias_value: float | None) -> float | None:
+    """One of two spellings of an argument (``timeout`` / ``timeout_seconds``), not both."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise TypeError(f"give {name} or {alias}, not both")
+    return alias_value

@@ -29,11 +29,16 @@ from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus
 from oprun.sdk import _endpoints as E
 from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
-from oprun.sdk._requests import Call, Settings, connection_error, handle
-from oprun.sdk._retry import RetryPolicy
+from oprun.sdk._requests import Call, Settings, connection_error, handle, succeeded
+from oprun.sdk._retry import OUTAGE_PATIENCE, RetryPolicy
 from oprun.sdk._snapshot import statuses
-from oprun.sdk.client import LOG_FOLLOW_SECONDS, LONG_POLL_SECONDS, DefinesActions
+from oprun.sdk.client import (
+    LOG_FOLLOW_SECONDS,
+    LONG_POLL_SECONDS,
+    DefinesActions,
+)
 from oprun.sdk.errors import OperationFailed
+from oprun.sdk.events import AsyncEvents
 from oprun.sdk.operation import DEFAULT_RAISE_ON, AsyncNoOp, AsyncOperation
 
 T = TypeVar("T")
@@ -43,7 +48,7 @@ class AsyncClient:
     """A connection to an oprun server for asyncio code; see `Client` for the arguments.
 
     Every method is a coroutine, except the listing ones (`list`, `versions`,
-    `logs`, `watch`), which return async iterators for ``async for``.
+    `logs`, `watch`, `events.stream`), which return async iterators for ``async for``.
     """
 
     def __init__(
@@ -53,9 +58,10 @@ class AsyncClient:
         *,
         timeout: float | None = None,
         retries: int = 3,
+        profile: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._settings = Settings.resolve(url, token, timeout)
+        self._settings = Settings.resolve(url, token, timeout, profile)
         self._retry = RetryPolicy(retries=retries)
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._http = httpx.AsyncClient(
@@ -69,6 +75,7 @@ class AsyncClient:
         self.session_actions = AsyncSessionActions(self)
         self.workers = AsyncWorkers(self)
         self.tokens = AsyncTokens(self)
+        self.events = AsyncEvents(self)
         self.projects = AsyncProjects(self)
 
     @property
@@ -99,8 +106,12 @@ class AsyncClient:
         await self.close()
 
     # -- plumbing ---------------------------------------------------------------------
-    async def _send(self, call: Call[T]) -> T:
-        """Send a call, retrying it when that is safe, and return its parsed answer."""
+    async def _send(self, call: Call[T], *, until: float | None = None) -> T:
+        """Send a call, retrying it when that is safe, and return its parsed answer.
+
+        With `until` (a `time.monotonic()` deadline), a failed call that is safe to
+        repeat is retried for as long as the deadline allows, not `retries` times.
+        """
         attempt = 0
         while True:
             outcome: httpx.Response | Exception
@@ -114,7 +125,8 @@ class AsyncClient:
                 )
             except httpx.RequestError as exc:
                 outcome = exc
-            delay = self._retry.delay(call, attempt, outcome)
+            left = None if until is None or succeeded(outcome) else until - time.monotonic()
+            delay = self._retry.delay(call, attempt, outcome, left=left)
             if delay is None:
                 if isinstance(outcome, httpx.RequestError):
                     raise connection_error(self.url, outcome) from outcome
@@ -272,17 +284,24 @@ class AsyncOperations:
     ) -> AsyncIterator[AsyncOperation]:
         """Snapshots of an operation until it ends (the last one yielded is done).
 
+        A server that cannot be reached or answers 429 or 503 meanwhile is asked
+        again, with backoff, until `timeout` (without one, for up to
+        `OUTAGE_PATIENCE` seconds of outage): a wait rides out a server restart.
+
         Raises:
             TimeoutError: still not done after `timeout` seconds.
+            Unavailable: the server could not be reached until the deadline.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else deadline - time.monotonic()
+            until = deadline if deadline is not None else time.monotonic() + OUTAGE_PATIENCE
             if poll_interval is None:
                 wait = every if left is None else max(0.0, min(every, left))
-                model = await self._client._send(E.wait_operation(operation_id, wait))
+                call = E.wait_operation(operation_id, wait)
             else:
-                model = await self._client._send(E.get_operation(operation_id))
+                call = E.get_operation(operation_id)
+            model = await self._client._send(call, until=until)
             yield self._snapshot(model)
             if model.status.is_terminal():
                 return
@@ -318,14 +337,26 @@ class AsyncOperations:
         operation_id: str,
         timeout: float | None = None,
         raise_on: Iterable[OperationStatus | str] = DEFAULT_RAISE_ON,
+        *,
+        raise_exception_if: str | Iterable[str] | None = None,
     ) -> AsyncOperation:
-        """Wait; raise `OperationFailed` if it ends in a `raise_on` status.
+        """Wait as `wait()` does; raise `OperationFailed` if it ends in a `raise_on` status.
+
+        Args:
+            operation_id: the operation to wait for.
+            timeout: seconds to wait at most.
+            raise_on: statuses that raise (FAILED by default).
+            raise_exception_if: Datature's name for `raise_on`; Datature's status
+                names (``"Errored"``, ``"Cancelled"``, ``"Finished"``) are understood.
 
         Raises:
             OperationFailed: the resolved status is in `raise_on` (FAILED by default).
             TimeoutError: still not done after `timeout` seconds.
         """
-        bad = statuses(raise_on)
+        if raise_exception_if is None:
+            bad = statuses(raise_on)
+        else:
+            bad = statuses(raise_exception_if, aliases=True)
         op = await self.wait(operation_id, timeout)
         if op.status in bad:
             raise OperationFailed(op)

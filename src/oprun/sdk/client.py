@@ -24,10 +24,11 @@ from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus
 from oprun.sdk import _endpoints as E
 from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
-from oprun.sdk._requests import Call, Settings, connection_error, handle
-from oprun.sdk._retry import RetryPolicy
+from oprun.sdk._requests import Call, Settings, connection_error, handle, succeeded
+from oprun.sdk._retry import OUTAGE_PATIENCE, RetryPolicy
 from oprun.sdk._snapshot import statuses
 from oprun.sdk.errors import OperationFailed
+from oprun.sdk.events import Events
 from oprun.sdk.operation import DEFAULT_RAISE_ON, NoOp, Operation
 
 T = TypeVar("T")
@@ -51,19 +52,27 @@ class Client:
 
     Args:
         url: the server, e.g. ``https://oprun.example.com``; default ``OPRUN_URL``,
-            else ``http://127.0.0.1:8710``.
-        token: an API token; default ``OPRUN_TOKEN``.
+            else the profile's, else ``http://127.0.0.1:8710``.
+        token: an API token; default ``OPRUN_TOKEN``, else the profile's.
         timeout: seconds to connect, send or read (long polls add their wait).
         retries: how often a call that is safe to repeat is retried after a connection
             failure, a 429 or a 503 (exponential backoff with jitter; `Retry-After` is
             honoured). Reads, deletes and invocations (which always carry an idempotency
-            key) are safe to repeat; other writes are never retried.
+            key) are safe to repeat; other writes are never retried. `wait()` and
+            `events` keep retrying until their deadline instead.
+        profile: a profile of ``~/.config/oprun/config.toml`` (written by
+            ``oprun login``) to take the url and token from; it ranks above the
+            environment. Without it, ``OPRUN_PROFILE`` (else ``[default]``) is used
+            after ``OPRUN_URL`` / ``OPRUN_TOKEN``.
         transport: an httpx transport to send requests through (tests, proxies).
 
     Every method raises the `oprun.OprunError` subclass of the server's answer
     (`NotFound`, `ValidationError`, ...), and `Unavailable` when the server cannot be
     reached. Resources: `actions`, `operations`, `session_actions`, `workers`,
-    `tokens`, `projects`.
+    `tokens`, `projects`, `events`.
+
+    Raises:
+        ValidationError: the URL is not http(s), or a named profile does not exist.
     """
 
     def __init__(
@@ -73,9 +82,10 @@ class Client:
         *,
         timeout: float | None = None,
         retries: int = 3,
+        profile: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._settings = Settings.resolve(url, token, timeout)
+        self._settings = Settings.resolve(url, token, timeout, profile)
         self._retry = RetryPolicy(retries=retries)
         self._sleep: Callable[[float], None] = time.sleep
         self._http = httpx.Client(
@@ -89,6 +99,7 @@ class Client:
         self.session_actions = SessionActions(self)
         self.workers = Workers(self)
         self.tokens = Tokens(self)
+        self.events = Events(self)
         self.projects = Projects(self)
 
     @property
@@ -119,8 +130,12 @@ class Client:
         self.close()
 
     # -- plumbing ---------------------------------------------------------------------
-    def _send(self, call: Call[T]) -> T:
-        """Send a call, retrying it when that is safe, and return its parsed answer."""
+    def _send(self, call: Call[T], *, until: float | None = None) -> T:
+        """Send a call, retrying it when that is safe, and return its parsed answer.
+
+        With `until` (a `time.monotonic()` deadline), a failed call that is safe to
+        repeat is retried for as long as the deadline allows, not `retries` times.
+        """
         attempt = 0
         while True:
             outcome: httpx.Response | Exception
@@ -134,7 +149,8 @@ class Client:
                 )
             except httpx.RequestError as exc:
                 outcome = exc
-            delay = self._retry.delay(call, attempt, outcome)
+            left = None if until is None or succeeded(outcome) else until - time.monotonic()
+            delay = self._retry.delay(call, attempt, outcome, left=left)
             if delay is None:
                 if isinstance(outcome, httpx.RequestError):
                     raise connection_error(self.url, outcome) from outcome
@@ -310,17 +326,24 @@ class Operations:
         once when the operation ends; with `poll_interval`, plain GETs that many
         seconds apart are used instead.
 
+        A server that cannot be reached or answers 429 or 503 meanwhile is asked
+        again, with backoff, until `timeout` (without one, for up to
+        `OUTAGE_PATIENCE` seconds of outage): a wait rides out a server restart.
+
         Raises:
             TimeoutError: still not done after `timeout` seconds.
+            Unavailable: the server could not be reached until the deadline.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else deadline - time.monotonic()
+            until = deadline if deadline is not None else time.monotonic() + OUTAGE_PATIENCE
             if poll_interval is None:
                 wait = every if left is None else max(0.0, min(every, left))
-                model = self._client._send(E.wait_operation(operation_id, wait))
+                call = E.wait_operation(operation_id, wait)
             else:
-                model = self._client._send(E.get_operation(operation_id))
+                call = E.get_operation(operation_id)
+            model = self._client._send(call, until=until)
             yield self._snapshot(model)
             if model.status.is_terminal():
                 return
@@ -357,14 +380,26 @@ class Operations:
         operation_id: str,
         timeout: float | None = None,
         raise_on: Iterable[OperationStatus | str] = DEFAULT_RAISE_ON,
+        *,
+        raise_exception_if: str | Iterable[str] | None = None,
     ) -> Operation:
         """Wait as `wait()` does; raise `OperationFailed` if it ends in a `raise_on` status.
+
+        Args:
+            operation_id: the operation to wait for.
+            timeout: seconds to wait at most.
+            raise_on: statuses that raise (FAILED by default).
+            raise_exception_if: Datature's name for `raise_on`; Datature's status
+                names (``"Errored"``, ``"Cancelled"``, ``"Finished"``) are understood.
 
         Raises:
             OperationFailed: the resolved status is in `raise_on` (FAILED by default).
             TimeoutError: still not done after `timeout` seconds.
         """
-        bad = statuses(raise_on)
+        if raise_exception_if is None:
+            bad = statuses(raise_on)
+        else:
+            bad = statuses(raise_exception_if, aliases=True)
         op = self.wait(operation_id, timeout)
         if op.status in bad:
             raise OperationFailed(op)

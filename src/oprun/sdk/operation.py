@@ -24,7 +24,7 @@ import httpx
 from oprun.domain import models
 from oprun.domain.status import OperationStatus
 from oprun.sdk import _endpoints
-from oprun.sdk._snapshot import NoOpSnapshot, OperationSnapshot
+from oprun.sdk._snapshot import NoOpSnapshot, OperationSnapshot, pick
 
 if TYPE_CHECKING:
     from oprun.sdk.async_client import AsyncClient
@@ -71,15 +71,33 @@ class Operation(OperationSnapshot):
         """
         return self.poll()
 
-    def wait(self, poll_interval: float | None = None, timeout: float | None = None) -> Operation:
+    def wait(
+        self,
+        poll_interval: float | None = None,
+        timeout: float | None = None,
+        *,
+        poll_interval_seconds: float | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Operation:
         """Wait for the operation to end and return the resolved snapshot.
 
         Rides the server's long poll (``GET /v1/operations/{id}:wait``); with
         `poll_interval`, polls with plain GETs that many seconds apart instead.
+        Rides out a server restart: see `Operations.watch`.
+
+        Args:
+            poll_interval: seconds between plain GETs; None uses the long poll.
+            timeout: seconds to wait at most; None waits as long as it takes.
+            poll_interval_seconds: Tamr's name for `poll_interval`.
+            timeout_seconds: Tamr's name for `timeout`.
 
         Raises:
             TimeoutError: still not done after `timeout` seconds.
         """
+        poll_interval = pick(
+            "poll_interval", poll_interval, "poll_interval_seconds", poll_interval_seconds
+        )
+        timeout = pick("timeout", timeout, "timeout_seconds", timeout_seconds)
         if self.done:
             return self
         return self._client.operations.wait(self.id, timeout=timeout, poll_interval=poll_interval)
@@ -88,14 +106,20 @@ class Operation(OperationSnapshot):
         self,
         timeout: float | None = None,
         raise_on: Iterable[OperationStatus | str] = DEFAULT_RAISE_ON,
+        *,
+        raise_exception_if: str | Iterable[str] | None = None,
     ) -> Operation:
         """Wait as `wait()` does; raise `OperationFailed` if it ends in a `raise_on` status.
+
+        `raise_exception_if` is Datature's name for `raise_on`.
 
         Raises:
             OperationFailed: the resolved status is in `raise_on` (FAILED by default).
             TimeoutError: still not done after `timeout` seconds.
         """
-        return self._client.operations.wait_until_done(self.id, timeout=timeout, raise_on=raise_on)
+        return self._client.operations.wait_until_done(
+            self.id, timeout=timeout, raise_on=raise_on, raise_exception_if=raise_exception_if
+        )
 
     def cancel(self) -> Operation:
         """Ask the server to cancel; returns the snapshot it answers with."""
@@ -151,13 +175,24 @@ class AsyncOperation(OperationSnapshot):
         return await self.poll()
 
     async def wait(
-        self, poll_interval: float | None = None, timeout: float | None = None
+        self,
+        poll_interval: float | None = None,
+        timeout: float | None = None,
+        *,
+        poll_interval_seconds: float | None = None,
+        timeout_seconds: float | None = None,
     ) -> AsyncOperation:
         """Wait for the operation to end and return the resolved snapshot.
+
+        See `Operation.wait` for the arguments.
 
         Raises:
             TimeoutError: still not done after `timeout` seconds.
         """
+        poll_interval = pick(
+            "poll_interval", poll_interval, "poll_interval_seconds", poll_interval_seconds
+        )
+        timeout = pick("timeout", timeout, "timeout_seconds", timeout_seconds)
         if self.done:
             return self
         return await self._client.operations.wait(
@@ -168,10 +203,12 @@ class AsyncOperation(OperationSnapshot):
         self,
         timeout: float | None = None,
         raise_on: Iterable[OperationStatus | str] = DEFAULT_RAISE_ON,
+        *,
+        raise_exception_if: str | Iterable[str] | None = None,
     ) -> AsyncOperation:
         """Wait; raise `OperationFailed` if it ends in a `raise_on` status."""
         return await self._client.operations.wait_until_done(
-            self.id, timeout=timeout, raise_on=raise_on
+            self.id, timeout=timeout, raise_on=raise_on, raise_exception_if=raise_exception_if
         )
 
     async def cancel(self) -> AsyncOperation:
@@ -215,7 +252,14 @@ class NoOp(NoOpSnapshot):
         """The no-op itself."""
         return self
 
-    def wait(self, poll_interval: float | None = None, timeout: float | None = None) -> NoOp:
+    def wait(
+        self,
+        poll_interval: float | None = None,
+        timeout: float | None = None,
+        *,
+        poll_interval_seconds: float | None = None,
+        timeout_seconds: float | None = None,
+    ) -> NoOp:
         """The no-op itself: it is already done."""
         return self
 
@@ -223,6 +267,8 @@ class NoOp(NoOpSnapshot):
         self,
         timeout: float | None = None,
         raise_on: Iterable[OperationStatus | str] = DEFAULT_RAISE_ON,
+        *,
+        raise_exception_if: str | Iterable[str] | None = None,
     ) -> NoOp:
         """The no-op itself: it succeeded."""
         return self
@@ -242,7 +288,12 @@ class AsyncNoOp(NoOpSnapshot):
         return self
 
     async def wait(
-        self, poll_interval: float | None = None, timeout: float | None = None
+        self,
+        poll_interval: float | None = None,
+        timeout: float | None = None,
+        *,
+        poll_interval_seconds: float | None = None,
+        timeout_seconds: float | None = None,
     ) -> AsyncNoOp:
         """The no-op itself: it is already done."""
         return self
@@ -251,6 +302,8 @@ class AsyncNoOp(NoOpSnapshot):
         self,
         timeout: float | None = None,
         raise_on: Iterable[OperationStatus | str] = DEFAULT_RAISE_ON,
+        *,
+        raise_exception_if: str | Iterable[str] | None = None,
     ) -> AsyncNoOp:
         """The no-op itself: it succeeded."""
         return self
