@@ -38,7 +38,9 @@ async def stream_events(
 
     async def stream() -> AsyncIterator[str]:
         position = cursor
-        yield "retry: 1000\n\n"
+        # Name the position at once: a client that reconnects before the first event
+        # arrives resumes from here instead of from "now" (which would skip events).
+        yield f"retry: 1000\nid: {position}\n\n"
         async with store.notifier.listen(events_key(project)) as signal:
             while not store.notifier.closing and not await request.is_disconnected():
                 signal.clear()

@@ -15,8 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from oprun.service.settings import Settings, default_data_dir
-
 DEFAULT_PORT = 8710
 TOKEN_FILE = "admin-token"
 REGISTER_WAIT_SECONDS = 10.0
@@ -121,6 +119,7 @@ def register(app: typer.Typer) -> None:
         """
         _logging(verbose)
         from oprun.api.server import open_services, uvicorn_server
+        from oprun.service.settings import Settings, default_data_dir
         from oprun.worker import WorkerAgent
 
         folder = (data_dir or default_data_dir()).expanduser()
@@ -181,6 +180,7 @@ def register(app: typer.Typer) -> None:
         """
         _logging(verbose)
         from oprun.api.server import open_services, uvicorn_server
+        from oprun.service.settings import Settings
 
         settings = Settings(database_url=database_url) if database_url else Settings()
         services, made = open_services(settings)
@@ -241,7 +241,11 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="sqlite:///path or postgresql://... (env OPRUN_DATABASE_URL)."),
         ] = None,
     ) -> None:
-        """Apply every schema migration (the server also does this at start)."""
+        """Apply every schema migration (the server also does this at start).
+
+        Example: OPRUN_DATABASE_URL=postgresql://db/oprun oprun db upgrade
+        """
+        from oprun.service.settings import Settings
         from oprun.store.migrate import upgrade
 
         url = database_url or Settings().database_url
