@@ -10,6 +10,7 @@ tests/artifacts/screenshots/.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import uuid
@@ -408,6 +409,45 @@ def test_another_projects_operation_id_gives_the_not_found_page(
     expect()(page.get_by_role("status")).to_contain_text("No operation with id")
 
 
+# -- queues ---------------------------------------------------------------------------------
+def test_queues_page_shows_each_queues_depth_running_and_last_hours_throughput(
+    open_page: Open, api: httpx.Client
+) -> None:
+    # A queue no worker serves, so its work waits where the page can count it.
+    parked = {"name": "parked", "entrypoint": "nowhere:run", "queue": "backlog"}
+    assert api.post("/v1/actions", json=parked).status_code in (200, 201)
+    waiting = [invoke(api, "parked") for _ in range(3)]
+    done = invoke(api, "progress", steps=2, delay=0.01)
+    deadline = time.monotonic() + 20
+    while status_of(api, done) != "SUCCEEDED":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        listed = {q["name"]: q for q in api.get("/v1/queues").json()["items"]}
+        assert listed["backlog"]["depth"] == 3 and listed["backlog"]["running"] == 0
+        assert listed["default"]["succeeded"] >= 1 and len(listed["default"]["throughput"]) == 60
+
+        page = open_page("viewer")
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Queues").click()
+        page.wait_for_url("**/queues")
+        expect()(page.get_by_role("heading", level=1)).to_have_text("Queues")
+        backlog = page.locator("tr[data-queue=backlog]")
+        expect()(backlog.locator("td[data-label=Depth]")).to_have_text("3")
+        expect()(backlog.locator("td[data-label=Running]")).to_have_text("0")
+        chart = page.locator("tr[data-queue=default]").get_by_role("img")
+        expect()(chart).to_have_attribute(
+            "aria-label", re.compile(r"\d+ tasks? ended in the last hour")
+        )
+    finally:
+        for op_id in waiting:
+            finish(api, op_id)
+    page.reload()
+    expect()(backlog.locator("td[data-label=Depth]")).to_have_text("0")
+    expect()(backlog.get_by_role("img")).to_have_attribute(
+        "aria-label", re.compile("3 tasks ended in the last hour")
+    )
+
+
 # -- every page, desktop and phone, light and dark ------------------------------------------
 PAGES_WITHOUT_SESSION = {"sign-in": "/sign-in"}
 
@@ -444,6 +484,7 @@ def test_screenshots_of_every_page_on_desktop_and_phone_in_light_and_dark(
             "actions": "/actions",
             "action": "/actions/progress",
             "workers": "/workers",
+            "queues": "/queues",
             "not-found": "/operations/op_0000000000000000000000000000dead",
         }
         for scheme in ("light", "dark"):

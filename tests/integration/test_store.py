@@ -292,3 +292,49 @@ def test_another_projects_operation_is_not_found(store, project):
         store.get_operation(other.id, op.id)
     with pytest.raises(NotFound):
         store.cancel_operation(other.id, op.id, "x")
+
+
+def test_queue_stats_count_depth_running_and_the_last_hours_throughput(store, project):
+    _invoke(store, project.id, n=5)
+    worker = _worker(store, project.id)
+    claimed = store.claim(worker.id, project.id, ["default"], 3, 30)
+    assert len(claimed) == 3
+    _run(store, worker, claimed[0], result=1)
+    _run(store, worker, claimed[1], kind="failed", error_code="E", error_message="boom")
+    waiting = [op for op in store.list_operations(project.id, status=OperationStatus.QUEUED)]
+    store.cancel_operation(project.id, waiting[0].id, "test")
+    other = store.create_project("other")
+    _invoke(store, other.id, n=2)  # another project's work is not counted
+
+    (default,) = store.queue_stats(project.id)
+    assert default.name == "default" and default.priority == 0
+    assert default.depth == 1  # 5 invoked, 3 claimed, 1 canceled while queued
+    assert default.running == 1  # claimed[2] is SCHEDULED
+    assert default.succeeded == 1 and default.failed == 1
+    assert len(default.throughput) == 60
+    assert sum(default.throughput) == 3  # succeeded, failed, canceled
+    assert default.throughput[-1] == 3  # all ended within the current minute
+    assert abs(default.at.timestamp() - store.now()) < 60
+    (theirs,) = store.queue_stats(other.id)
+    assert theirs.depth == 2 and theirs.running == 0 and sum(theirs.throughput) == 0
+
+
+def test_queue_throughput_puts_each_end_in_its_minute_and_forgets_older_ones(store, project):
+    from sqlalchemy import update
+
+    from oprun.store import schema as t
+
+    ops = _invoke(store, project.id, n=3)
+    for op in ops:
+        store.cancel_operation(project.id, op.id, "test")
+    now = store.now()
+    backdate = {ops[0].id: now - 90 * 60, ops[1].id: now - 30 * 60 - 30}
+    with store.engine.begin() as conn:
+        for op_id, when in backdate.items():
+            conn.execute(
+                update(t.tasks).where(t.tasks.c.operation_id == op_id).values(updated_at=when)
+            )
+    (default,) = store.queue_stats(project.id)
+    assert sum(default.throughput) == 2  # the one 90 minutes ago is out of the window
+    assert default.throughput[29] == 1 and default.throughput[-1] == 1
+    assert default.depth == 0 and default.succeeded == default.failed == 0

@@ -160,7 +160,7 @@ def test_bearer_requests_are_not_subject_to_the_origin_check(client: Client) -> 
 def test_a_viewer_gets_pages_but_no_cancel_or_retry_buttons(client: Client) -> None:
     viewer = make_token(client, "viewer")
     client.cookies.set("oprun_session", viewer)
-    for path in ("/jobs", "/actions", "/workers"):
+    for path in ("/jobs", "/actions", "/workers", "/queues"):
         page = client.get(path)
         assert page.status_code == 200, path
         assert "data-op-action" not in page.text
@@ -292,3 +292,18 @@ def test_text_and_status_colours_have_enough_contrast_in_light_and_dark() -> Non
         for tone in ("neutral", "info", "ok", "bad", "warn", "muted"):
             assert _contrast(scheme[f"{tone}-bar"], scheme["surface"]) >= 3.0, tone
         assert _contrast("#ffffff", scheme["danger"]) >= 4.5
+
+
+def test_throughput_chart_scales_to_the_peak_and_draws_the_current_minute_on_the_right() -> None:
+    from datetime import UTC, datetime
+
+    counts = [0] * 60
+    counts[0], counts[30], counts[59] = 1, 100, 5
+    chart = views.throughput_chart(counts, datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
+    assert [b.x for b in chart.bars] == [0, 30 * views.THROUGHPUT_BAR, 59 * views.THROUGHPUT_BAR]
+    assert chart.bars[1].height == views.THROUGHPUT_HEIGHT - 1  # the peak fills the height
+    assert chart.bars[0].height == 2  # a single task stays visible
+    assert chart.bars[2].label == "11:59:00 UTC: 5 ended"
+    assert chart.total == 106 and "at most 100 in one minute, 5 in the last minute" in chart.summary
+    empty = views.throughput_chart([0] * 60, datetime(2026, 1, 1, tzinfo=UTC))
+    assert empty.bars == [] and empty.summary == "no tasks ended in the last hour"

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 
 from oprun import web
 from oprun._version import __version__
-from oprun.api import actions, errors, events, operations, tokens, workers
+from oprun.api import actions, errors, events, operations, queues, tokens, workers
 from oprun.api.errors import error_response
 from oprun.domain.errors import TooLarge
 from oprun.domain.limits import MAX_REQUEST_BYTES
@@ -57,7 +57,7 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
             )
         return await call_next(request)
 
-    for module in (operations, actions, workers, tokens, events):
+    for module in (operations, actions, queues, workers, tokens, events):
         app.include_router(module.router)
 
     @app.get("/v1/healthz", tags=["health"], operation_id="health")

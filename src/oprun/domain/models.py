@@ -60,6 +60,23 @@ class Queue(Model):
     created_at: datetime
 
 
+class QueueStats(Model):
+    """A queue as it is now: work waiting and running, and what ended in the last hour."""
+
+    name: str
+    priority: int = 0
+    max_concurrency: int | None = None
+    depth: int = Field(description="tasks waiting (QUEUED)")
+    running: int = Field(description="tasks SCHEDULED, RUNNING or CANCELING")
+    succeeded: int = Field(description="tasks that succeeded in the last hour")
+    failed: int = Field(description="tasks that failed in the last hour")
+    throughput: list[int] = Field(
+        description="tasks that ended (succeeded, failed or canceled) in each of the last "
+        "60 minutes, oldest first; the last entry is the current minute"
+    )
+    at: datetime = Field(description="the store's clock when these were counted")
+
+
 class ActionKind(StrEnum):
     """How an action's work is executed."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from oprun.service.actions import ActionService
 from oprun.service.auth import Authenticator, Principal, TokenService
 from oprun.service.operations import OperationService
+from oprun.service.queues import QueueService
 from oprun.service.settings import Settings
 from oprun.service.workers import WorkerService
 from oprun.store import Store
@@ -25,6 +26,7 @@ class Services:
     actions: ActionService
     operations: OperationService
     workers: WorkerService
+    queues: QueueService
 
     @classmethod
     def build(cls, store: Store, settings: Settings) -> Services:
@@ -38,4 +40,5 @@ class Services:
             actions=ActionService(store),
             operations=OperationService(store),
             workers=WorkerService(store, settings),
+            queues=QueueService(store),
         )

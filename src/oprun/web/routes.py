@@ -1,4 +1,4 @@
-"""The web UI's pages: Jobs, Operation, Actions, Workers, and the fragments that keep them live.
+"""The web UI's pages (Jobs, Operation, Actions, Workers, Queues) and their live fragments.
 
 Every page reads through the services under the signed-in token, so it sees exactly
 what the API would let that token see: another project's id is the not-found page,
@@ -241,6 +241,15 @@ def workers(
             page, "workers", workers=found.items, next_cursor=found.next_cursor, paged=bool(cursor)
         ),
     )
+
+
+# -- Queues -------------------------------------------------------------------------------
+@router.get("/queues")
+def queues(request: Request, page: Page, svc: Svc) -> Response:
+    """Queues: work waiting and running, and the last hour's throughput per minute."""
+    found = svc.queues.stats(page.caller)
+    rows = [(q, views.throughput_chart(q.throughput, q.at)) for q in found]
+    return render(request, "queues.html", _context(page, "queues", rows=rows))
 
 
 def static_files() -> StaticFiles:

@@ -322,3 +322,72 @@ def sparkline(runs_newest_first: Sequence[Operation], slots: int = 20) -> Sparkl
         rate=rate,
         summary=summary,
     )
+
+
+# -- the per-minute throughput chart of a queue -----------------------------------------
+@dataclass(frozen=True)
+class ThroughputBar:
+    """One minute of a queue's last hour: how many of its tasks ended then."""
+
+    x: int
+    y: int
+    height: int
+    count: int
+    label: str
+
+
+@dataclass(frozen=True)
+class ThroughputChart:
+    """A queue's last hour as one bar per minute (oldest on the left), scaled to the peak."""
+
+    bars: list[ThroughputBar]
+    width: int
+    height: int
+    total: int
+    peak: int
+    summary: str
+
+
+THROUGHPUT_BAR = 3
+THROUGHPUT_HEIGHT = 28
+
+
+def throughput_chart(per_minute: Sequence[int], now: datetime) -> ThroughputChart:
+    """Bars of tasks ended per minute, the current minute at the right edge.
+
+    Minutes with nothing ended draw no bar (the baseline shows through); any minute
+    with something draws at least 2 px, so a single task stays visible next to a peak.
+    """
+    minutes = len(per_minute)
+    peak = max(per_minute, default=0)
+    total = sum(per_minute)
+    bars: list[ThroughputBar] = []
+    for index, count in enumerate(per_minute):
+        if count <= 0:
+            continue
+        height = max(2, round((THROUGHPUT_HEIGHT - 1) * count / peak))
+        start = now.timestamp() - 60 * (minutes - index)
+        bars.append(
+            ThroughputBar(
+                x=index * THROUGHPUT_BAR,
+                y=THROUGHPUT_HEIGHT - 1 - height,
+                height=height,
+                count=count,
+                label=f"{clock(datetime.fromtimestamp(start, UTC))} UTC: {count} ended",
+            )
+        )
+    if total:
+        summary = (
+            f"{total} {'task' if total == 1 else 'tasks'} ended in the last hour, "
+            f"at most {peak} in one minute, {per_minute[-1] if minutes else 0} in the last minute"
+        )
+    else:
+        summary = "no tasks ended in the last hour"
+    return ThroughputChart(
+        bars=bars,
+        width=max(minutes, 1) * THROUGHPUT_BAR,
+        height=THROUGHPUT_HEIGHT,
+        total=total,
+        peak=peak,
+        summary=summary,
+    )

@@ -1,0 +1,22 @@
+"""/v1/queues: depth, running work and recent throughput of each queue."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from oprun.api.deps import Caller, Svc
+from oprun.domain.models import Page, QueueStats
+
+router = APIRouter(prefix="/v1", tags=["queues"])
+
+
+@router.get("/queues", response_model=Page[QueueStats], operation_id="listQueues")
+def list_queues(caller: Caller, svc: Svc) -> Page[QueueStats]:
+    """Every queue of the project, highest priority first, then by name.
+
+    Each carries the tasks waiting (`depth`) and running (`running`), and the tasks that
+    ended in each of the last 60 minutes (`throughput`, oldest first) with the hour's
+    `succeeded` and `failed`. A project has few queues: one page holds them all
+    (`next_cursor` is always null for now).
+    """
+    return Page(items=svc.queues.stats(caller))
