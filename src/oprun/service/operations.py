@@ -13,6 +13,7 @@ from anyio.to_thread import run_sync as run_in_threadpool
 from oprun.domain.errors import ValidationError
 from oprun.domain.limits import MAX_WAIT_SECONDS
 from oprun.domain.models import (
+    Action,
     Invocation,
     InvocationSource,
     LogRecord,
@@ -49,8 +50,17 @@ class OperationService:
         invocation: Invocation,
         source: InvocationSource = InvocationSource.MANUAL,
         source_id: str | None = None,
+        actions: dict[tuple[str, int | None], Action] | None = None,
     ) -> NewOperation:
-        action = self._store.get_action(principal.project_id, invocation.action, invocation.version)
+        """Resolve and validate one invocation; `actions` memoizes lookups within a request."""
+        key = (invocation.action, invocation.version)
+        action = actions.get(key) if actions is not None else None
+        if action is None:
+            action = self._store.get_action(
+                principal.project_id, invocation.action, invocation.version
+            )
+            if actions is not None:
+                actions[key] = action
         parameters = validate_parameters(action.definition.parameters, invocation.parameters)
         return NewOperation(
             project_id=principal.project_id,
@@ -85,9 +95,10 @@ class OperationService:
         self, principal: Principal, invocations: Sequence[Invocation]
     ) -> list[tuple[Operation | None, bool]]:
         prepared: list[NewOperation | None] = []
+        actions: dict[tuple[str, int | None], Action] = {}  # a bulk request names few actions
         for index, invocation in enumerate(invocations):
             try:
-                item = self._prepare(principal, invocation)
+                item = self._prepare(principal, invocation, actions=actions)
             except ValidationError as exc:
                 if len(invocations) > 1:
                     exc.details["index"] = index
