@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oprun.store.invocations import NewOperation
 from oprun.store.migrate import upgrade
 from oprun.store.postgres import PostgresStore
 from oprun.store.reads import ReadQueries as Store
 from oprun.store.sqlite import SqliteStore
-from oprun.store.work import NewOperation
 
 __all__ = ["NewOperation", "PostgresStore", "SqliteStore", "Store", "open_store", "sqlite_url"]
 

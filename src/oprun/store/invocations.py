@@ -1,0 +1,273 @@
+"""Queries that create and end operations: invoke, cancel, delete."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from oprun.domain.errors import Conflict, NotFound
+from oprun.domain.ids import new_id
+from oprun.domain.models import Action, ActionDefinition, InvocationSource, Operation
+from oprun.domain.status import OperationStatus as OS
+from oprun.domain.status import SessionActionStatus as SAS
+from oprun.store import rows
+from oprun.store import schema as t
+from oprun.store.base import Tx
+from oprun.store.notify import operation_key, work_key, worker_key
+from oprun.store.transitions import LIVE_SA, TransitionQueries
+
+
+@dataclass(frozen=True)
+class NewOperation:
+    """A validated invocation, ready to be written."""
+
+    project_id: str
+    action: Action
+    queue: str
+    parameters: dict[str, Any]
+    params_digest: str
+    created_by: str
+    source_type: InvocationSource
+    source_id: str
+    idempotency_key: str | None
+    timeout: float | None
+
+
+class InvocationQueries(TransitionQueries):
+    """Operations from invocation to deletion."""
+
+    # -- invoke --------------------------------------------------------------------------
+    def create_operations(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
+        """Write operations (one task each), all in one transaction.
+
+        An item whose idempotency key is already used in its project yields the
+        existing operation; the flag says whether each operation was created.
+        """
+        try:
+            return self._create_operations(items)
+        except IntegrityError:
+            # A concurrent request took one of the keys between our check and insert;
+            # the retry finds its operation.
+            return self._create_operations(items)
+
+    def _create_operations(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
+        with self.write() as tx:
+            conn = tx.conn
+            keys_by_project: dict[str, set[str]] = defaultdict(set)
+            for item in items:
+                if item.idempotency_key:
+                    keys_by_project[item.project_id].add(item.idempotency_key)
+            existing: dict[tuple[str, str], Any] = {}
+            for project_id, keys in keys_by_project.items():
+                for row in conn.execute(
+                    select(t.operations).where(
+                        t.operations.c.project_id == project_id,
+                        t.operations.c.idempotency_key.in_(keys),
+                    )
+                ):
+                    existing[(project_id, row.idempotency_key)] = row
+            queue_ids: dict[tuple[str, str], str] = {}
+            op_rows: list[dict[str, Any]] = []
+            task_rows: list[dict[str, Any]] = []
+            results: list[tuple[Operation, bool]] = []
+            for item in items:
+                key = (item.project_id, item.idempotency_key or "")
+                if item.idempotency_key and key in existing:
+                    results.append((rows.operation(existing[key]), False))
+                    continue
+                qkey = (item.project_id, item.queue)
+                if qkey not in queue_ids:
+                    queue_ids[qkey] = self._ensure_queue(tx, item.project_id, item.queue)
+                new = self._operation_row(tx, item, queue_ids[qkey])
+                op_rows.append(new)
+                task_rows.append(self._task_row(tx, new, item.action.definition))
+                if item.idempotency_key:
+                    existing[key] = SimpleNamespace(**new)
+                results.append((rows.operation(SimpleNamespace(**new)), True))
+                tx.history(new["id"], OS.QUEUED.value, "created")
+                tx.event(item.project_id, "operation.created", new["id"], {"status": "QUEUED"})
+                tx.keys.add(work_key(item.project_id))
+            if op_rows:
+                conn.execute(insert(t.operations), op_rows)
+                conn.execute(insert(t.tasks), task_rows)
+            return results
+
+    @staticmethod
+    def _operation_row(tx: Tx, item: NewOperation, queue_id: str) -> dict[str, Any]:
+        action = item.action
+        return {
+            "id": new_id("operation"),
+            "project_id": item.project_id,
+            "action_id": action.id,
+            "action_version_id": action.version_id,
+            "action_name": action.name,
+            "action_version": action.version,
+            "action_digest": action.digest,
+            "queue_id": queue_id,
+            "queue_name": item.queue,
+            "status": OS.QUEUED.value,
+            "step_code": None,
+            "progress_percent": None,
+            "progress_message": None,
+            "n_queued": 1,
+            "n_running": 0,
+            "n_succeeded": 0,
+            "n_failed": 0,
+            "n_canceled": 0,
+            "parameters": item.parameters,
+            "params_digest": item.params_digest,
+            "result": None,
+            "error": None,
+            "exit_reason": None,
+            "created_by": item.created_by,
+            "source_type": item.source_type.value,
+            "source_id": item.source_id,
+            "idempotency_key": item.idempotency_key,
+            "timeout": item.timeout,
+            "deadline_at": tx.now + item.timeout if item.timeout else None,
+            "attempts": 0,
+            "max_attempts": action.definition.max_attempts,
+            "worker_id": None,
+            "log_bytes": 0,
+            "created_at": tx.now,
+            "updated_at": tx.now,
+            "started_at": None,
+            "ended_at": None,
+        }
+
+    @staticmethod
+    def _task_row(tx: Tx, op: dict[str, Any], definition: ActionDefinition) -> dict[str, Any]:
+        return {
+            "id": new_id("task"),
+            "operation_id": op["id"],
+            "project_id": op["project_id"],
+            "queue_id": op["queue_id"],
+            "step_id": "main",
+            "status": OS.QUEUED.value,
+            "priority": 0,
+            "parameters": op["parameters"],
+            "attempts": 0,
+            "max_attempts": definition.max_attempts,
+            "available_at": tx.now,
+            "created_at": tx.now,
+            "updated_at": tx.now,
+        }
+
+    def find_cached_success(self, action_version_id: str, params_digest: str) -> str | None:
+        """The id of a SUCCEEDED operation of this version with these parameters."""
+        with self.read() as conn:
+            return conn.execute(
+                select(t.operations.c.id)
+                .where(
+                    t.operations.c.action_version_id == action_version_id,
+                    t.operations.c.params_digest == params_digest,
+                    t.operations.c.status == OS.SUCCEEDED.value,
+                )
+                .limit(1)
+            ).scalar()
+
+    # -- cancel, delete ------------------------------------------------------------------
+    def cancel_operation(self, project_id: str, operation_id: str, detail: str) -> None:
+        """Cancel an operation: waiting tasks at once, running ones via their workers."""
+        with self.write() as tx:
+            conn = tx.conn
+            op = conn.execute(
+                select(t.operations.c.status)
+                .where(t.operations.c.id == operation_id, t.operations.c.project_id == project_id)
+                .with_for_update()
+            ).first()
+            if op is None:
+                raise NotFound(f"no operation {operation_id}", id=operation_id)
+            status = OS(op.status)
+            if status is OS.CANCELING:
+                return
+            if status.is_terminal():
+                raise Conflict(
+                    f"operation {operation_id} is already {status.value}", status=status.value
+                )
+            conn.execute(
+                update(t.operations)
+                .where(t.operations.c.id == operation_id, t.operations.c.status == status.value)
+                .values(status=OS.CANCELING.value, updated_at=tx.now)
+            )
+            tx.history(operation_id, OS.CANCELING.value, detail)
+            tx.event(project_id, "operation.status", operation_id, {"status": "CANCELING"})
+            tasks = conn.execute(
+                select(t.tasks.c.id, t.tasks.c.status).where(t.tasks.c.operation_id == operation_id)
+            ).all()
+            for task in tasks:
+                if task.status == OS.QUEUED.value:
+                    self._move_task(tx, task.id, operation_id, OS.CANCELED, detail)
+                elif not OS(task.status).is_terminal():
+                    self._move_task(tx, task.id, operation_id, OS.CANCELING, detail)
+            for sa in conn.execute(
+                select(
+                    t.session_actions.c.id,
+                    t.session_actions.c.status,
+                    t.session_actions.c.worker_id,
+                )
+                .where(
+                    t.session_actions.c.operation_id == operation_id,
+                    t.session_actions.c.status.in_(LIVE_SA),
+                )
+                .order_by(t.session_actions.c.id)
+            ).all():
+                if sa.status == SAS.RUNNING.value:
+                    self._move_sa(tx, dict(sa._mapping), SAS.CANCELING, detail)
+                tx.keys.add(worker_key(sa.worker_id))
+            conn.execute(
+                update(t.operations)
+                .where(t.operations.c.id == operation_id, t.operations.c.exit_reason.is_(None))
+                .values(exit_reason="CANCELED")
+            )
+            self._settle(tx, [operation_id])
+
+    def delete_operation(self, project_id: str, operation_id: str) -> None:
+        """Delete a finished operation and everything recorded about it."""
+        with self.write() as tx:
+            conn = tx.conn
+            status = conn.execute(
+                select(t.operations.c.status).where(
+                    t.operations.c.id == operation_id, t.operations.c.project_id == project_id
+                )
+            ).scalar()
+            if status is None:
+                raise NotFound(f"no operation {operation_id}", id=operation_id)
+            if not OS(status).is_terminal():
+                raise Conflict(
+                    f"operation {operation_id} is {status}; cancel it before deleting it",
+                    status=status,
+                )
+            entity_ids = [operation_id]
+            entity_ids += (
+                conn.execute(select(t.tasks.c.id).where(t.tasks.c.operation_id == operation_id))
+                .scalars()
+                .all()
+            )
+            entity_ids += (
+                conn.execute(
+                    select(t.session_actions.c.id).where(
+                        t.session_actions.c.operation_id == operation_id
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            conn.execute(
+                delete(t.status_history).where(t.status_history.c.entity_id.in_(entity_ids))
+            )
+            conn.execute(delete(t.logs).where(t.logs.c.operation_id == operation_id))
+            conn.execute(
+                delete(t.session_actions).where(t.session_actions.c.operation_id == operation_id)
+            )
+            conn.execute(delete(t.sessions).where(t.sessions.c.operation_id == operation_id))
+            conn.execute(delete(t.tasks).where(t.tasks.c.operation_id == operation_id))
+            conn.execute(delete(t.operations).where(t.operations.c.id == operation_id))
+            tx.event(project_id, "operation.deleted", operation_id, {})
+            tx.keys.add(operation_key(operation_id))
