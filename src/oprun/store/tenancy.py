@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from oprun.domain.errors import Conflict, NotFound
 from oprun.domain.ids import new_id
-from oprun.domain.models import Action, ActionDefinition, Project, Queue, Token, Worker
+from oprun.domain.models import Action, ActionDefinition, Project, Token, Worker
 from oprun.domain.roles import Role
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
@@ -29,17 +29,6 @@ def _token(row: Any) -> Token:
         role=Role(row.role),
         created_at=at(row.created_at),
         revoked_at=to_datetime(row.revoked_at),
-    )
-
-
-def _queue(row: Any) -> Queue:
-    return Queue(
-        id=row.id,
-        project_id=row.project_id,
-        name=row.name,
-        priority=row.priority,
-        max_concurrency=row.max_concurrency,
-        created_at=at(row.created_at),
     )
 
 
@@ -195,16 +184,6 @@ class TenancyQueries(StoreBase):
             )
         )
         return qid
-
-    def list_queues(self, project_id: str) -> list[Queue]:
-        """Every queue of a project."""
-        with self.read() as conn:
-            rows = conn.execute(
-                select(t.queues)
-                .where(t.queues.c.project_id == project_id)
-                .order_by(t.queues.c.name)
-            ).all()
-        return [_queue(r) for r in rows]
 
     # -- actions -----------------------------------------------------------------------
     def save_action(self, project_id: str, definition: ActionDefinition) -> tuple[Action, bool]:
