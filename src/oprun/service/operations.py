@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from collections.abc import Sequence
 
 from anyio.to_thread import run_sync as run_in_threadpool
@@ -192,18 +191,18 @@ class OperationService:
             raise ValidationError(
                 f"timeout must be between 0 and {MAX_WAIT_SECONDS:g} seconds", field="timeout"
             )
-        deadline = time.monotonic() + timeout
-        notifier = self._store.notifier
-        async with notifier.listen(operation_key(operation_id)) as signal:
-            while True:
-                signal.clear()
-                op = await run_in_threadpool(
-                    self._store.get_operation, principal.project_id, operation_id
-                )
-                left = deadline - time.monotonic()
-                if op.status.is_terminal() or left <= 0 or notifier.should_answer(hangup):
-                    return op
-                await signal.wait(left, hangup)
+        project = principal.project_id
+
+        async def fetch() -> Operation:
+            return await run_in_threadpool(self._store.get_operation, project, operation_id)
+
+        return await self._store.notifier.long_poll(
+            [operation_key(operation_id)],
+            timeout,
+            hangup,
+            fetch,
+            lambda op: op.status.is_terminal(),
+        )
 
     # -- change --------------------------------------------------------------------------
     def cancel(self, principal: Principal, operation_id: str) -> Operation:
@@ -236,25 +235,29 @@ class OperationService:
             raise ValidationError(
                 f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds", field="wait"
             )
-        deadline = time.monotonic() + wait
-        notifier = self._store.notifier
         project = principal.project_id
-        async with notifier.listen(logs_key(operation_id), operation_key(operation_id)) as signal:
-            while True:
-                signal.clear()
-                records = await run_in_threadpool(
-                    self._store.list_logs, project, operation_id, after, size
-                )
-                left = deadline - time.monotonic()
-                if records or left <= 0 or notifier.should_answer(hangup):
-                    break
-                op = await run_in_threadpool(self._store.get_operation, project, operation_id)
-                if op.status.is_terminal():
-                    # Lines written with the final report are already visible: recheck once.
-                    records = await run_in_threadpool(
-                        self._store.list_logs, project, operation_id, after, size
-                    )
-                    break
-                await signal.wait(left, hangup)
+
+        async def fetch() -> tuple[list[LogRecord], bool]:
+            records = await run_in_threadpool(
+                self._store.list_logs, project, operation_id, after, size
+            )
+            if records:
+                return records, False
+            op = await run_in_threadpool(self._store.get_operation, project, operation_id)
+            if not op.status.is_terminal():
+                return records, False
+            # Lines written with the final report are already visible: look once more.
+            records = await run_in_threadpool(
+                self._store.list_logs, project, operation_id, after, size
+            )
+            return records, True
+
+        records, _ = await self._store.notifier.long_poll(
+            [logs_key(operation_id), operation_key(operation_id)],
+            wait,
+            hangup,
+            fetch,
+            lambda got: bool(got[0]) or got[1],
+        )
         nxt = str(records[-1].seq) if records else str(after)
         return Page[LogRecord](items=records, next_cursor=nxt)

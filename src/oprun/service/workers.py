@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from anyio.to_thread import run_sync
 
@@ -12,6 +11,7 @@ from oprun.domain.errors import NotFound, ValidationError
 from oprun.domain.limits import MAX_RESULT_BYTES, MAX_WAIT_SECONDS
 from oprun.domain.models import Page, Worker
 from oprun.domain.protocol import (
+    Assignment,
     ClaimRequest,
     ClaimResponse,
     Heartbeat,
@@ -109,25 +109,25 @@ class WorkerService:
         not take it for a worker that died while it waited.
         """
         worker = await run_sync(self._own_worker, principal, worker_id)
-        deadline = time.monotonic() + request.wait
         lease = self._settings.lease_seconds
-        async with self._store.notifier.listen(work_key(principal.project_id)) as signal:
-            while True:
-                signal.clear()
-                if self._store.notifier.should_answer(hangup):
-                    return ClaimResponse(assignments=[])
-                assignments = await run_sync(
-                    self._store.claim,
-                    worker.id,
-                    principal.project_id,
-                    worker.queues,
-                    request.max,
-                    lease,
-                )
-                left = deadline - time.monotonic()
-                if assignments or left <= 0:
-                    return ClaimResponse(assignments=assignments)
-                await signal.wait(left, hangup)
+        notifier = self._store.notifier
+
+        async def fetch() -> list[Assignment]:
+            if notifier.should_answer(hangup):
+                return []  # never take work for a caller that hung up
+            return await run_sync(
+                self._store.claim,
+                worker.id,
+                principal.project_id,
+                worker.queues,
+                request.max,
+                lease,
+            )
+
+        assignments = await notifier.long_poll(
+            [work_key(principal.project_id)], request.wait, hangup, fetch, bool
+        )
+        return ClaimResponse(assignments=assignments)
 
     async def heartbeat(
         self,
@@ -151,18 +151,18 @@ class WorkerService:
             )
             await run_sync(self._store.release_worker, worker.id)
             return HeartbeatResponse(cancel=cancel, lost=lost, lease_seconds=lease, stop=True)
-        deadline = time.monotonic() + wait
-        async with self._store.notifier.listen(worker_key(worker.id)) as signal:
-            while True:
-                signal.clear()
-                cancel, lost = await run_sync(
-                    self._store.heartbeat, worker.id, beat.held, status, lease
-                )
-                left = deadline - time.monotonic()
-                over = left <= 0 or self._store.notifier.should_answer(hangup)
-                if cancel or lost or over or not beat.held:
-                    return HeartbeatResponse(cancel=cancel, lost=lost, lease_seconds=lease)
-                await signal.wait(left, hangup)
+
+        async def fetch() -> tuple[list[str], list[str]]:
+            return await run_sync(self._store.heartbeat, worker.id, beat.held, status, lease)
+
+        cancel, lost = await self._store.notifier.long_poll(
+            [worker_key(worker.id)],
+            wait,
+            hangup,
+            fetch,
+            lambda found: bool(found[0] or found[1]) or not beat.held,
+        )
+        return HeartbeatResponse(cancel=cancel, lost=lost, lease_seconds=lease)
 
     def report(
         self, principal: Principal, worker_id: str, batch: ReportBatch

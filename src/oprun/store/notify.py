@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Signal:
@@ -49,6 +53,28 @@ class Notifier:
         self._listeners: dict[str, set[Signal]] = {}
         self.closing = False
         """Set at shutdown: long polls answer at once instead of waiting."""
+
+    async def long_poll(
+        self,
+        keys: Sequence[str],
+        seconds: float,
+        hangup: asyncio.Event | None,
+        fetch: Callable[[], Awaitable[T]],
+        ready: Callable[[T], bool],
+    ) -> T:
+        """Fetch until `ready` says so, `seconds` pass, the caller hangs up or the server stops.
+
+        Fetches again each time one of `keys` is published; answers the last fetch.
+        """
+        deadline = time.monotonic() + seconds
+        async with self.listen(*keys) as signal:
+            while True:
+                signal.clear()
+                value = await fetch()
+                left = deadline - time.monotonic()
+                if ready(value) or left <= 0 or self.should_answer(hangup):
+                    return value
+                await signal.wait(left, hangup)
 
     def should_answer(self, hangup: asyncio.Event | None) -> bool:
         """Whether a long poll should answer now: the server is stopping or the caller left."""
