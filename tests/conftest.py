@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
+from typing import Any
 
 import psycopg
 import pytest
@@ -71,3 +72,34 @@ def _no_user_profiles(tmp_path_factory, monkeypatch) -> None:
     """No test (nor a CLI it runs) reads the developer's ~/.config/oprun/config.toml."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg-config"))
     monkeypatch.delenv("OPRUN_PROFILE", raising=False)
+
+
+# -- figures ------------------------------------------------------------------------------
+@pytest.fixture
+def figure(request) -> Callable[[str], None]:
+    """Record a measured figure; every test's figures are printed at the end of the run.
+
+    They travel in the test report (`user_properties`), so they reach the terminal
+    from pytest-xdist's workers too, where a test's own output does not.
+    """
+
+    def say(line: str) -> None:
+        request.node.user_properties.append(("figure", f"{request.node.name}: {line}"))
+
+    return say
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures the tests measured, in test order."""
+    lines = [
+        value
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "figure"
+    ]
+    if lines:
+        terminalreporter.section("figures")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)
