@@ -60,6 +60,17 @@ class Queue(Model):
     created_at: datetime
 
 
+class QueueSettings(Input):
+    """What a client sends to configure a queue."""
+
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, description="higher-priority queues are served first"
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="most of its tasks running at once"
+    )
+
+
 class QueueStats(Model):
     """A queue as it is now: work waiting and running, and what ended in the last hour."""
 
@@ -84,6 +95,66 @@ class ActionKind(StrEnum):
     OPENJD = "openjd"
 
 
+class RetryPolicy(Input):
+    """When a failed attempt runs again, and after how long.
+
+    Interrupted attempts (the worker died, stopped answering or was drained) always
+    run again while attempts remain. A failure the action reports runs again only
+    when its error code is in `retry_on` (`"*"` for every code).
+    """
+
+    retry_on: list[str] = Field(
+        default_factory=lambda: ["CRASHED"],
+        max_length=64,
+        description="error codes that are retried; `*` retries every failure",
+    )
+    backoff_seconds: float = Field(
+        default=1.0, ge=0, le=3600, description="delay before the second attempt"
+    )
+    backoff_max_seconds: float = Field(
+        default=300.0, ge=0, le=86_400, description="the delay doubles per attempt up to this"
+    )
+
+    def retries(self, error_code: str | None) -> bool:
+        """Whether a failure with this error code is retried."""
+        return "*" in self.retry_on or (error_code or "FAILED") in self.retry_on
+
+    def delay(self, attempt: int, jitter: float) -> float:
+        """Seconds to wait before the attempt after `attempt` (1-based).
+
+        Exponential (`backoff_seconds` doubling per attempt, at most
+        `backoff_max_seconds`) with "equal jitter": `jitter` in [0, 1) keeps between
+        half and all of it, so retries of many tasks failed together spread out.
+        """
+        growth: float = 2.0 ** max(attempt - 1, 0)
+        base = min(self.backoff_max_seconds, self.backoff_seconds * growth)
+        return base * (0.5 + jitter / 2)
+
+
+class Requirements(Input):
+    """What a worker must have to run an action (matched against its capabilities)."""
+
+    cpus: float = Field(default=0, ge=0)
+    memory_mb: float = Field(default=0, ge=0)
+    gpus: float = Field(default=0, ge=0)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+
+    def is_empty(self) -> bool:
+        """Whether any worker qualifies."""
+        return not (self.cpus or self.memory_mb or self.gpus or self.tags)
+
+    def satisfied_by(self, capabilities: dict[str, Any]) -> bool:
+        """Whether a worker with these capabilities (`cpus`, `memory_mb`, `gpus`, `tags`) fits."""
+        for amount in ("cpus", "memory_mb", "gpus"):
+            needed = getattr(self, amount)
+            if needed:
+                have = capabilities.get(amount, 0)
+                if not isinstance(have, int | float) or have < needed:
+                    return False
+        tags = capabilities.get("tags", [])
+        return all(tag in tags for tag in self.tags) if isinstance(tags, list) else not self.tags
+
+
 class ActionDefinition(Input):
     """What a client sends to define (a new version of) an action."""
 
@@ -92,10 +163,29 @@ class ActionDefinition(Input):
     entrypoint: str | None = Field(
         default=None, description="`package.module:function` for python actions"
     )
+    template: dict[str, Any] | str | None = Field(
+        default=None,
+        description="openjd actions: an Open Job Description job template (2023-09), as an "
+        "object or as YAML or JSON text; saved as an object",
+    )
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="openjd actions: shorthand for a one-step template running this argv",
+    )
     parameters: list[ParameterSpec] = Field(default_factory=list)
     timeout: float | None = Field(default=None, gt=0, description="seconds per attempt")
     queue: str = Field(default="default", max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    requirements: Requirements = Field(default_factory=Requirements)
+    quarantine_after: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="failures in a row of one operation's tasks on one worker before that "
+        "worker takes no more of them (0: never)",
+    )
     cacheable: bool = False
     description: str = Field(default="", max_length=4096)
 

@@ -27,10 +27,18 @@ class WorkerRegistration(Input):
 
 
 class ClaimRequest(Input):
-    """Ask for up to `max` tasks, waiting up to `wait` seconds for one to arrive."""
+    """Ask for up to `max` tasks, waiting up to `wait` seconds for one to arrive.
+
+    With `operation_id` only that operation's tasks are taken (a session asking for
+    more of its operation's work), tasks of `step_id` first; with `session_id` their
+    session actions join that open session of this worker.
+    """
 
     max: int = Field(default=1, ge=1, le=MAX_CLAIM)
     wait: float = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS)
+    operation_id: str | None = Field(default=None, max_length=64)
+    session_id: str | None = Field(default=None, max_length=64)
+    step_id: str | None = Field(default=None, max_length=128)
 
 
 class Assignment(Model):
@@ -42,9 +50,16 @@ class Assignment(Model):
     operation_id: str
     task_id: str
     action: ActionDefinition
-    parameters: dict[str, Any]
+    parameters: dict[str, Any] = Field(
+        description="the task's parameters (for openjd actions, Deadline's tagged union)"
+    )
     attempt: int
     timeout: float | None
+    session_id: str = ""
+    step_id: str = "main"
+    operation_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="the operation's (job's) parameters"
+    )
 
 
 class ClaimResponse(Model):
@@ -97,10 +112,39 @@ class Report(Input):
     exit_code: int | None = None
 
 
+SESSION_ACTION_ID = r"^sa_[0-9a-f]{32}$"
+
+
+class SessionReport(Input):
+    """A session action the worker ran for a session as a whole, not for one task.
+
+    Environment enter and exit (`envEnter` / `envExit`) and input sync
+    (`syncInputJobAttachments`). The worker names the session action (a new id the
+    first time) and reports each status it reaches; no lease: the session's tasks
+    hold the leases, and once the session is ended nothing more is accepted for it.
+    """
+
+    session_id: str = Field(max_length=64)
+    session_action_id: str = Field(pattern=SESSION_ACTION_ID)
+    definition: dict[str, dict[str, Any]] = Field(
+        description='`{"envEnter": {"environmentId": name}}`, `{"envExit": ...}` or '
+        '`{"syncInputJobAttachments": {}}`'
+    )
+    status: Literal["RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "INTERRUPTED"]
+    exit_code: int | None = None
+    message: str | None = Field(default=None, max_length=4096)
+    lines: list[str] = Field(default_factory=list, max_length=10_000)
+    stream: Literal["stdout", "stderr", "system"] = "stdout"
+
+
 class ReportBatch(Input):
     """Reports from one worker, applied in order."""
 
-    reports: list[Report] = Field(max_length=5_000)
+    reports: list[Report] = Field(default_factory=list, max_length=5_000)
+    sessions: list[SessionReport] = Field(default_factory=list, max_length=1_000)
+    ended_sessions: list[str] = Field(
+        default_factory=list, max_length=1_000, description="sessions the worker has closed"
+    )
 
 
 class ReportOutcome(Model):
@@ -115,3 +159,4 @@ class ReportBatchResponse(Model):
     """The outcome of each report, in order."""
 
     outcomes: list[ReportOutcome]
+    session_outcomes: list[ReportOutcome] = Field(default_factory=list)

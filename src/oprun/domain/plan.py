@@ -1,0 +1,55 @@
+"""The work of an operation, step by step: which tasks exist and in what order they may run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MAIN_STEP = "main"
+"""The one step of an action that has no steps of its own (every python action)."""
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step: its name, the steps it waits for, and the parameters of each of its tasks."""
+
+    name: str
+    depends_on: tuple[str, ...] = ()
+    tasks: tuple[dict[str, Any], ...] = field(default_factory=lambda: ({},))
+
+
+def single_step(parameters: dict[str, Any]) -> list[StepPlan]:
+    """The plan of an action without steps: one task carrying the operation's parameters."""
+    return [StepPlan(MAIN_STEP, (), (parameters,))]
+
+
+def dependencies(plan: Sequence[StepPlan]) -> dict[str, list[str]] | None:
+    """What the store keeps of a plan's order: step -> steps it waits for (None: no order)."""
+    if not any(step.depends_on for step in plan):
+        return None
+    return {step.name: list(step.depends_on) for step in plan}
+
+
+def steps_to_release(
+    depends_on: Mapping[str, Sequence[str]], succeeded: set[str], released: set[str]
+) -> list[str]:
+    """Steps not yet released whose every dependency has all its tasks succeeded."""
+    return sorted(
+        name
+        for name, deps in depends_on.items()
+        if name not in released and all(dep in succeeded for dep in deps)
+    )
+
+
+def steps_blocked_by_failure(depends_on: Mapping[str, Sequence[str]], failed: set[str]) -> set[str]:
+    """Steps that can never run because a step they (transitively) wait for failed."""
+    blocked: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, deps in depends_on.items():
+            if name not in blocked and any(d in failed or d in blocked for d in deps):
+                blocked.add(name)
+                changed = True
+    return blocked
