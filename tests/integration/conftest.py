@@ -5,7 +5,22 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from oprun.store import open_store
 from oprun.testing import Server, Worker
+
+
+@pytest.fixture
+def store(database_url):
+    """The store itself over a fresh database, for its contract tests."""
+    s = open_store(database_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def project(store):
+    """A project in `store`."""
+    return store.create_project("p")
 
 
 @pytest.fixture

@@ -13,19 +13,7 @@ from oprun.domain.params import ParameterSpec
 from oprun.domain.protocol import Held, Report
 from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
 from oprun.service.operations import params_digest
-from oprun.store import NewOperation, Store, open_store
-
-
-@pytest.fixture
-def store(database_url):
-    s = open_store(database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def project(store):
-    return store.create_project("p")
+from oprun.store import NewOperation, Store
 
 
 def _definition(**kw):
@@ -149,12 +137,14 @@ def test_the_first_terminal_report_wins_and_late_reports_change_nothing(store, p
 
 def test_a_lapsed_lease_requeues_and_fences_off_the_old_attempt(store, project):
     (op,) = _invoke(store, project.id)
-    w1, w2 = _worker(store, project.id), _worker(store, project.id)
+    w1 = _worker(store, project.id)
     (a,) = store.claim(w1.id, project.id, ["default"], 1, 0.2)
     time.sleep(0.4)
     assert store.reap(worker_silence=0.1) == 1
     assert store.get_operation(project.id, op.id).status is OperationStatus.QUEUED
     assert store.get_worker(project.id, w1.id).status is WorkerStatus.NOT_RESPONDING
+    assert store.claim(w1.id, project.id, ["default"], 1, 30) == []  # silent workers take none
+    w2 = _worker(store, project.id)
     (b,) = store.claim(w2.id, project.id, ["default"], 1, 30)
     assert b.task_id == a.task_id and b.lease_epoch == a.lease_epoch + 1
     stale = _run(store, w1, a, result="stale")

@@ -160,6 +160,32 @@ def list_session_actions(operation_id: str, caller: Caller, svc: Svc) -> list[Se
 
 
 @router.get(
+    "/session-actions",
+    response_model=Page[SessionAction],
+    operation_id="listSessionActionsByFilter",
+)
+def list_session_actions_by_filter(
+    caller: Caller,
+    svc: Svc,
+    operation_id: Annotated[str | None, Query(max_length=64)] = None,
+    session_id: Annotated[str | None, Query(max_length=64)] = None,
+    task_id: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=500)] = None,
+) -> Response:
+    """Session actions of an operation, a session and/or a task (at least one), oldest first."""
+    page = svc.operations.session_action_page(
+        caller,
+        operation_id=operation_id,
+        session_id=session_id,
+        task_id=task_id,
+        page_cursor=cursor,
+        limit=limit,
+    )
+    return Response(page.model_dump_json(), media_type="application/json")
+
+
+@router.get(
     "/session-actions/{session_action_id}",
     response_model=SessionAction,
     operation_id="getSessionAction",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from oprun.api.deps import Caller, Svc
-from oprun.domain.models import Page, QueueStats
+from oprun.domain.models import Page, Queue, QueueSettings, QueueStats
 
 router = APIRouter(prefix="/v1", tags=["queues"])
 
@@ -20,3 +20,13 @@ def list_queues(caller: Caller, svc: Svc) -> Page[QueueStats]:
     (`next_cursor` is always null for now).
     """
     return Page(items=svc.queues.stats(caller))
+
+
+@router.put("/queues/{name}", response_model=Queue, operation_id="configureQueue")
+def configure_queue(name: str, settings: QueueSettings, caller: Caller, svc: Svc) -> Queue:
+    """Set a queue's priority and concurrency limit (admin); creates the queue if new.
+
+    `priority`: higher is served first. `max_concurrency`: most of its tasks running
+    at once (null: no limit).
+    """
+    return svc.queues.configure(caller, name, settings)

@@ -5,13 +5,19 @@ from __future__ import annotations
 from oprun.domain.errors import ValidationError
 from oprun.domain.models import Action, ActionDefinition, ActionKind, Page
 from oprun.domain.roles import Permission
+from oprun.openjd.template import command_template, load_template, parameter_specs
 from oprun.service import cursor
 from oprun.service.auth import Principal
 from oprun.store import Store
 
 
-def check_definition(definition: ActionDefinition) -> None:
-    """Reject definitions a worker could not run, naming the field."""
+def check_definition(definition: ActionDefinition) -> ActionDefinition:
+    """Reject definitions a worker could not run, naming the field; return it normalised.
+
+    An openjd action's template is validated with openjd-model (the 400 quotes the
+    model's error); the `command` shorthand becomes a one-step template; the job
+    parameters the template declares become the action's parameters.
+    """
     if definition.kind is ActionKind.PYTHON:
         entry = definition.entrypoint or ""
         module, _, attr = entry.partition(":")
@@ -19,13 +25,34 @@ def check_definition(definition: ActionDefinition) -> None:
             raise ValidationError(
                 "a python action needs entrypoint 'package.module:function'", field="entrypoint"
             )
+        if definition.template is not None or definition.command is not None:
+            raise ValidationError("template and command are for openjd actions", field="template")
     else:
-        raise ValidationError(
-            f"action kind {definition.kind.value!r} is not supported yet", field="kind"
-        )
+        definition = _openjd(definition)
     names = [p.name for p in definition.parameters]
     if len(names) != len(set(names)):
         raise ValidationError("parameter names must be unique", field="parameters")
+    return definition
+
+
+def _openjd(definition: ActionDefinition) -> ActionDefinition:
+    if (definition.template is None) == (definition.command is None):
+        raise ValidationError(
+            "an openjd action needs exactly one of template and command", field="template"
+        )
+    if definition.command is not None:
+        template = command_template(definition.name, definition.command)
+    else:
+        assert definition.template is not None
+        template = load_template(definition.template)
+    declared = parameter_specs(template)
+    if definition.parameters and definition.parameters != declared:
+        raise ValidationError(
+            "an openjd action's parameters come from its template's parameterDefinitions; "
+            "leave parameters out",
+            field="parameters",
+        )
+    return definition.model_copy(update={"template": template, "parameters": declared})
 
 
 class ActionService:
@@ -37,8 +64,7 @@ class ActionService:
     def save(self, principal: Principal, definition: ActionDefinition) -> tuple[Action, bool]:
         """Save a version; returns it and whether it is new (same digest: not new)."""
         principal.require(Permission.DEFINE)
-        check_definition(definition)
-        return self._store.save_action(principal.project_id, definition)
+        return self._store.save_action(principal.project_id, check_definition(definition))
 
     def get(self, principal: Principal, name: str, version: int | None = None) -> Action:
         """One version (default the latest)."""

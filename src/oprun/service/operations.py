@@ -13,6 +13,7 @@ from oprun.domain.errors import ValidationError
 from oprun.domain.limits import MAX_WAIT_SECONDS
 from oprun.domain.models import (
     Action,
+    ActionKind,
     Invocation,
     InvocationSource,
     LogRecord,
@@ -22,8 +23,10 @@ from oprun.domain.models import (
     Task,
 )
 from oprun.domain.params import validate_parameters
+from oprun.domain.plan import StepPlan
 from oprun.domain.roles import Permission
 from oprun.domain.status import OperationStatus
+from oprun.openjd.plan import plan_job
 from oprun.service import cursor
 from oprun.service.auth import Principal
 from oprun.store import NewOperation, Store
@@ -34,6 +37,10 @@ def params_digest(parameters: dict[str, object]) -> str:
     """Digest of a parameter set, for cacheable actions."""
     canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+SESSION_ACTION_FILTERS = ("operation_id", "session_id", "task_id")
+"""What session actions can be listed by (`OperationService.session_action_page`)."""
 
 
 class OperationService:
@@ -61,6 +68,14 @@ class OperationService:
             if actions is not None:
                 actions[key] = action
         parameters = validate_parameters(action.definition.parameters, invocation.parameters)
+        plan: list[StepPlan] = []
+        if action.definition.kind is ActionKind.OPENJD:
+            template = action.definition.template
+            assert isinstance(template, dict)  # saved definitions hold the parsed template
+            plan = [
+                StepPlan(step.name, step.depends_on, step.tasks)
+                for step in plan_job(template, parameters)
+            ]
         return NewOperation(
             project_id=principal.project_id,
             action=action,
@@ -72,6 +87,7 @@ class OperationService:
             source_id=source_id or principal.token_id,
             idempotency_key=invocation.idempotency_key,
             timeout=invocation.timeout,
+            plan=plan,
         )
 
     def invoke(self, principal: Principal, invocation: Invocation) -> tuple[Operation | None, bool]:
@@ -169,6 +185,46 @@ class OperationService:
         """Every attempt at the operation's work."""
         principal.require(Permission.READ)
         return self._store.list_session_actions(principal.project_id, operation_id)
+
+    def session_action_page(
+        self,
+        principal: Principal,
+        *,
+        operation_id: str | None = None,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        page_cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[SessionAction]:
+        """A page of the project's session actions of an operation, a session and/or a task.
+
+        Oldest first, so each session reads in the order it ran. At least one filter
+        is required (a project-wide list would have no index to page along); an id
+        of another project matches nothing.
+        """
+        principal.require(Permission.READ)
+        operation_id, session_id, task_id = (
+            (value or "").strip() or None for value in (operation_id, session_id, task_id)
+        )
+        if operation_id is None and session_id is None and task_id is None:
+            raise ValidationError(
+                "filter by at least one of " + ", ".join(SESSION_ACTION_FILTERS),
+                fields=list(SESSION_ACTION_FILTERS),
+            )
+        size = cursor.page_size(limit)
+        after = cursor.decode(page_cursor)
+        if after is not None and not isinstance(after, str):
+            raise ValidationError("invalid cursor; pass back next_cursor as given", field="cursor")
+        items = self._store.find_session_actions(
+            principal.project_id,
+            operation_id=operation_id,
+            session_id=session_id,
+            task_id=task_id,
+            after=after,
+            limit=size,
+        )
+        nxt = cursor.encode(items[-1].id) if len(items) == size else None
+        return Page[SessionAction](items=items, next_cursor=nxt)
 
     def session_action(self, principal: Principal, session_action_id: str) -> SessionAction:
         """One session action."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from oprun.domain.models import QueueStats
+import re
+
+from oprun.domain.errors import ValidationError
+from oprun.domain.limits import MAX_NAME_LENGTH
+from oprun.domain.models import NAME_PATTERN, Queue, QueueSettings, QueueStats
 from oprun.domain.roles import Permission
 from oprun.service.auth import Principal
 from oprun.store import Store
@@ -21,3 +25,12 @@ class QueueService:
         """
         principal.require(Permission.READ)
         return self._store.queue_stats(principal.project_id)
+
+    def configure(self, principal: Principal, name: str, settings: QueueSettings) -> Queue:
+        """Set a queue's priority and concurrency limit, creating the queue if new."""
+        principal.require(Permission.MANAGE)
+        if not re.match(NAME_PATTERN, name) or len(name) > MAX_NAME_LENGTH:
+            raise ValidationError(f"invalid queue name {name!r}", field="name")
+        return self._store.configure_queue(
+            principal.project_id, name, settings.priority, settings.max_concurrency
+        )

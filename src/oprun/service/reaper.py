@@ -1,4 +1,4 @@
-"""The reaper: ends attempts whose lease lapsed so their tasks run again."""
+"""The reaper: ends attempts whose lease lapsed, times out operations, wakes due retries."""
 
 from __future__ import annotations
 
@@ -14,12 +14,23 @@ log = logging.getLogger("oprun.reaper")
 
 
 async def reap_forever(store: Store, settings: Settings) -> None:
-    """Reap every `reap_interval` seconds until cancelled (every API process runs one)."""
+    """Reap every `reap_interval` seconds until cancelled (every API process runs one).
+
+    Each round: attempts whose lease lapsed end INTERRUPTED (their tasks run again
+    while attempts remain); operations past their deadline are canceled and end
+    FAILED with `TIMEOUT`; claims waiting in projects whose delayed retries came due
+    are woken (so a retry is at most one interval late).
+    """
+    since = await run_sync(store.now)
     while True:
         try:
             ended = await run_sync(store.reap, settings.worker_silence)
             if ended:
                 log.info("event=reaped attempts=%d", ended)
+            timed_out = await run_sync(store.time_out_operations)
+            if timed_out:
+                log.info("event=timed_out operations=%d", timed_out)
+            since = await run_sync(store.wake_for_due_retries, since)
         except Exception:
             log.exception("event=reap_failed")
         await asyncio.sleep(settings.reap_interval)

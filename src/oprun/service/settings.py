@@ -39,8 +39,24 @@ class Settings:
     """The first admin token's secret; generated when unset."""
     token_cache_seconds: float = 5.0
     """How long a verified token is trusted before it is looked up again."""
+    worker_silence_seconds: float | None = field(
+        default_factory=lambda: _float_or_none(os.environ.get("OPRUN_WORKER_SILENCE"))
+    )
+    """After how long without a heartbeat a worker is NOT_RESPONDING (and told to stop
+    when it comes back); three lease periods when unset."""
 
     @property
     def worker_silence(self) -> float:
-        """After how long without a heartbeat a worker is NOT_RESPONDING."""
-        return self.lease_seconds
+        """After how long without a heartbeat a worker is NOT_RESPONDING.
+
+        Longer than a lease on purpose: a worker starved for a moment loses the leases
+        that lapsed (their work runs elsewhere) but keeps serving; only one silent for
+        several lease periods is given up for lost and told to stop.
+        """
+        if self.worker_silence_seconds is not None:
+            return self.worker_silence_seconds
+        return 3 * self.lease_seconds
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 
 from anyio.to_thread import run_sync
@@ -61,10 +62,11 @@ class WorkerService:
     def register(self, principal: Principal, registration: WorkerRegistration) -> Worker:
         """Register a worker and the actions it serves."""
         principal.require(Permission.WORK)
+        checked = []
         for definition in registration.actions:
             principal.require(Permission.DEFINE)
-            check_definition(definition)
-        for definition in registration.actions:
+            checked.append(check_definition(definition))
+        for definition in checked:
             self._store.save_action(principal.project_id, definition)
         return self._store.register_worker(
             principal.project_id,
@@ -108,21 +110,31 @@ class WorkerService:
         `hangup` is set when the caller hangs up: a claim that waited for work must
         not take it for a worker that died while it waited.
         """
+        if request.session_id is not None and request.operation_id is None:
+            raise ValidationError(
+                "a claim for a session names its operation_id", field="operation_id"
+            )
         worker = await run_sync(self._own_worker, principal, worker_id)
+        if worker.status is WorkerStatus.NOT_RESPONDING:
+            return ClaimResponse(assignments=[], stop=True)
         lease = self._settings.lease_seconds
         notifier = self._store.notifier
 
         async def fetch() -> list[Assignment]:
             if notifier.should_answer(hangup):
                 return []  # never take work for a caller that hung up
-            return await run_sync(
+            take = functools.partial(
                 self._store.claim,
                 worker.id,
                 principal.project_id,
                 worker.queues,
                 request.max,
                 lease,
+                operation_id=request.operation_id,
+                session_id=request.session_id,
+                step_id=request.step_id,
             )
+            return await run_sync(take)
 
         assignments = await notifier.long_poll(
             [work_key(principal.project_id)], request.wait, hangup, fetch, bool
@@ -144,6 +156,11 @@ class WorkerService:
             )
         worker = await run_sync(self._own_worker, principal, worker_id)
         lease = self._settings.lease_seconds
+        if worker.status is WorkerStatus.NOT_RESPONDING:
+            # It was given up for lost; its work may run elsewhere now. It must stop.
+            await run_sync(self._store.abandon_worker, worker.id)
+            lost = [h.session_action_id for h in beat.held]
+            return HeartbeatResponse(lost=lost, lease_seconds=lease, stop=True)
         status = WorkerStatus(beat.status)
         if status is WorkerStatus.STOPPED:
             cancel, lost = await run_sync(
@@ -169,5 +186,16 @@ class WorkerService:
     ) -> ReportBatchResponse:
         """Apply a batch of reports in order."""
         worker = self._own_worker(principal, worker_id)
-        outcomes = self._store.apply_reports(worker.id, [_bounded(r) for r in batch.reports])
-        return ReportBatchResponse(outcomes=outcomes)
+        # Session actions first (an environment is entered before the task it serves
+        # runs), then the tasks' reports, then the sessions closed after them.
+        session_outcomes = (
+            self._store.apply_session_reports(worker.id, batch.sessions) if batch.sessions else []
+        )
+        outcomes = (
+            self._store.apply_reports(worker.id, [_bounded(r) for r in batch.reports])
+            if batch.reports
+            else []
+        )
+        if batch.ended_sessions:
+            self._store.apply_session_reports(worker.id, [], batch.ended_sessions)
+        return ReportBatchResponse(outcomes=outcomes, session_outcomes=session_outcomes)

@@ -13,13 +13,21 @@ from sqlalchemy.exc import IntegrityError
 
 from oprun.domain.errors import Conflict, NotFound
 from oprun.domain.ids import new_id
-from oprun.domain.models import Action, ActionDefinition, InvocationSource, Operation
+from oprun.domain.models import (
+    Action,
+    ActionDefinition,
+    ActionKind,
+    InvocationSource,
+    Operation,
+)
+from oprun.domain.plan import StepPlan, dependencies, single_step
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import Tx
 from oprun.store.notify import operation_key, work_key, worker_key
+from oprun.store.schema import WAITING_ON_STEPS
 from oprun.store.transitions import LIVE_SA, TransitionQueries
 
 
@@ -37,6 +45,29 @@ class NewOperation:
     source_id: str
     idempotency_key: str | None
     timeout: float | None
+    plan: Sequence[StepPlan] = ()
+    """The operation's steps and tasks; empty: one task carrying `parameters`."""
+
+
+def _policies(definition: ActionDefinition) -> dict[str, Any]:
+    """The columns an operation copies from its action's policies."""
+    return {
+        "policy": {
+            "retry": definition.retry.model_dump(mode="json"),
+            "quarantine_after": definition.quarantine_after,
+        },
+        "requirements": _requirements(definition),
+    }
+
+
+def _requirements(definition: ActionDefinition) -> dict[str, Any] | None:
+    """What a worker needs to take the operation's tasks (None: any worker will do)."""
+    found: dict[str, Any] = {}
+    if not definition.requirements.is_empty():
+        found.update(definition.requirements.model_dump(mode="json"))
+    if definition.kind is not ActionKind.PYTHON:
+        found["kind"] = definition.kind.value
+    return found or None
 
 
 class InvocationQueries(TransitionQueries):
@@ -44,7 +75,7 @@ class InvocationQueries(TransitionQueries):
 
     # -- invoke --------------------------------------------------------------------------
     def create_operations(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
-        """Write operations (one task each), all in one transaction.
+        """Write operations and their tasks, all in one transaction.
 
         An item whose idempotency key is already used in its project yields the
         existing operation; the flag says whether each operation was created.
@@ -73,6 +104,7 @@ class InvocationQueries(TransitionQueries):
                 ):
                     existing[(project_id, row.idempotency_key)] = row
             queue_ids: dict[tuple[str, str], str] = {}
+            policies: dict[str, dict[str, Any]] = {}
             op_rows: list[dict[str, Any]] = []
             task_rows: list[dict[str, Any]] = []
             results: list[tuple[Operation, bool]] = []
@@ -84,9 +116,13 @@ class InvocationQueries(TransitionQueries):
                 qkey = (item.project_id, item.queue)
                 if qkey not in queue_ids:
                     queue_ids[qkey] = self._ensure_queue(tx, item.project_id, item.queue)
-                new = self._operation_row(tx, item, queue_ids[qkey])
+                plan = item.plan or single_step(item.parameters)
+                vid = item.action.version_id
+                if vid not in policies:  # the same for all of a version's operations
+                    policies[vid] = _policies(item.action.definition)
+                new = self._operation_row(tx, item, queue_ids[qkey], plan, policies[vid])
                 op_rows.append(new)
-                task_rows.append(self._task_row(tx, new, item.action.definition))
+                task_rows.extend(self._task_rows(tx, new, item.action.definition, plan))
                 if item.idempotency_key:
                     existing[key] = SimpleNamespace(**new)
                 results.append((rows.operation(SimpleNamespace(**new)), True))
@@ -99,8 +135,15 @@ class InvocationQueries(TransitionQueries):
             return results
 
     @staticmethod
-    def _operation_row(tx: Tx, item: NewOperation, queue_id: str) -> dict[str, Any]:
+    def _operation_row(
+        tx: Tx,
+        item: NewOperation,
+        queue_id: str,
+        plan: Sequence[StepPlan],
+        policies: dict[str, Any],
+    ) -> dict[str, Any]:
         action = item.action
+        definition = action.definition
         return {
             "id": new_id("operation"),
             "project_id": item.project_id,
@@ -115,7 +158,7 @@ class InvocationQueries(TransitionQueries):
             "step_code": None,
             "progress_percent": None,
             "progress_message": None,
-            "n_queued": 1,
+            "n_queued": sum(len(step.tasks) for step in plan),
             "n_running": 0,
             "n_succeeded": 0,
             "n_failed": 0,
@@ -132,9 +175,11 @@ class InvocationQueries(TransitionQueries):
             "timeout": item.timeout,
             "deadline_at": tx.now + item.timeout if item.timeout else None,
             "attempts": 0,
-            "max_attempts": action.definition.max_attempts,
+            "max_attempts": definition.max_attempts,
             "worker_id": None,
             "log_bytes": 0,
+            "steps": dependencies(plan),
+            **policies,
             "created_at": tx.now,
             "updated_at": tx.now,
             "started_at": None,
@@ -142,22 +187,31 @@ class InvocationQueries(TransitionQueries):
         }
 
     @staticmethod
-    def _task_row(tx: Tx, op: dict[str, Any], definition: ActionDefinition) -> dict[str, Any]:
-        return {
-            "id": new_id("task"),
-            "operation_id": op["id"],
-            "project_id": op["project_id"],
-            "queue_id": op["queue_id"],
-            "step_id": "main",
-            "status": OS.QUEUED.value,
-            "priority": 0,
-            "parameters": op["parameters"],
-            "attempts": 0,
-            "max_attempts": definition.max_attempts,
-            "available_at": tx.now,
-            "created_at": tx.now,
-            "updated_at": tx.now,
-        }
+    def _task_rows(
+        tx: Tx, op: dict[str, Any], definition: ActionDefinition, plan: Sequence[StepPlan]
+    ) -> list[dict[str, Any]]:
+        found = []
+        for step in plan:
+            available_at = WAITING_ON_STEPS if step.depends_on else tx.now
+            for parameters in step.tasks:
+                found.append(
+                    {
+                        "id": new_id("task"),
+                        "operation_id": op["id"],
+                        "project_id": op["project_id"],
+                        "queue_id": op["queue_id"],
+                        "step_id": step.name,
+                        "status": OS.QUEUED.value,
+                        "priority": 0,
+                        "parameters": parameters,
+                        "attempts": 0,
+                        "max_attempts": definition.max_attempts,
+                        "available_at": available_at,
+                        "created_at": tx.now,
+                        "updated_at": tx.now,
+                    }
+                )
+        return found
 
     def find_cached_success(self, action_version_id: str, params_digest: str) -> str | None:
         """The id of a SUCCEEDED operation of this version with these parameters."""
@@ -176,57 +230,74 @@ class InvocationQueries(TransitionQueries):
     def cancel_operation(self, project_id: str, operation_id: str, detail: str) -> None:
         """Cancel an operation: waiting tasks at once, running ones via their workers."""
         with self.write() as tx:
-            conn = tx.conn
-            op = conn.execute(
-                select(t.operations.c.status)
-                .where(t.operations.c.id == operation_id, t.operations.c.project_id == project_id)
-                .with_for_update()
-            ).first()
-            if op is None:
-                raise NotFound(f"no operation {operation_id}", id=operation_id)
-            status = OS(op.status)
-            if status is OS.CANCELING:
-                return
-            if status.is_terminal():
-                raise Conflict(
-                    f"operation {operation_id} is already {status.value}", status=status.value
-                )
-            conn.execute(
-                update(t.operations)
-                .where(t.operations.c.id == operation_id, t.operations.c.status == status.value)
-                .values(status=OS.CANCELING.value, updated_at=tx.now)
+            self._cancel_in(tx, project_id, operation_id, detail)
+
+    def _cancel_in(
+        self,
+        tx: Tx,
+        project_id: str,
+        operation_id: str,
+        detail: str,
+        *,
+        reason: str = "CANCELED",
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Cancel inside `tx`; `reason` TIMEOUT makes the operation end FAILED, not CANCELED."""
+        conn = tx.conn
+        op = conn.execute(
+            select(t.operations.c.status)
+            .where(t.operations.c.id == operation_id, t.operations.c.project_id == project_id)
+            .with_for_update()
+        ).first()
+        if op is None:
+            raise NotFound(f"no operation {operation_id}", id=operation_id)
+        status = OS(op.status)
+        if status is OS.CANCELING:
+            return
+        if status.is_terminal():
+            raise Conflict(
+                f"operation {operation_id} is already {status.value}", status=status.value
             )
-            tx.history(operation_id, OS.CANCELING.value, detail)
-            tx.event(project_id, "operation.status", operation_id, {"status": "CANCELING"})
-            tasks = conn.execute(
-                select(t.tasks.c.id, t.tasks.c.status).where(t.tasks.c.operation_id == operation_id)
-            ).all()
-            for task in tasks:
-                if task.status == OS.QUEUED.value:
-                    self._move_task(tx, task.id, operation_id, OS.CANCELED, detail)
-                elif not OS(task.status).is_terminal():
-                    self._move_task(tx, task.id, operation_id, OS.CANCELING, detail)
-            for sa in conn.execute(
-                select(
-                    t.session_actions.c.id,
-                    t.session_actions.c.status,
-                    t.session_actions.c.worker_id,
-                )
-                .where(
-                    t.session_actions.c.operation_id == operation_id,
-                    t.session_actions.c.status.in_(LIVE_SA),
-                )
-                .order_by(t.session_actions.c.id)
-            ).all():
-                if sa.status == SAS.RUNNING.value:
-                    self._move_sa(tx, dict(sa._mapping), SAS.CANCELING, detail)
-                tx.keys.add(worker_key(sa.worker_id))
-            conn.execute(
-                update(t.operations)
-                .where(t.operations.c.id == operation_id, t.operations.c.exit_reason.is_(None))
-                .values(exit_reason="CANCELED")
+        conn.execute(
+            update(t.operations)
+            .where(t.operations.c.id == operation_id, t.operations.c.status == status.value)
+            .values(status=OS.CANCELING.value, updated_at=tx.now)
+        )
+        tx.history(operation_id, OS.CANCELING.value, detail)
+        tx.event(project_id, "operation.status", operation_id, {"status": "CANCELING"})
+        tasks = conn.execute(
+            select(t.tasks.c.id, t.tasks.c.status).where(t.tasks.c.operation_id == operation_id)
+        ).all()
+        for task in tasks:
+            if task.status == OS.QUEUED.value:
+                self._move_task(tx, task.id, operation_id, OS.CANCELED, detail)
+            elif not OS(task.status).is_terminal():
+                self._move_task(tx, task.id, operation_id, OS.CANCELING, detail)
+        for sa in conn.execute(
+            select(
+                t.session_actions.c.id,
+                t.session_actions.c.status,
+                t.session_actions.c.worker_id,
             )
-            self._settle(tx, [operation_id])
+            .where(
+                t.session_actions.c.operation_id == operation_id,
+                t.session_actions.c.status.in_(LIVE_SA),
+                t.session_actions.c.task_id.isnot(None),
+            )
+            .order_by(t.session_actions.c.id)
+        ).all():
+            if sa.status == SAS.RUNNING.value:
+                self._move_sa(tx, dict(sa._mapping), SAS.CANCELING, detail)
+            tx.keys.add(worker_key(sa.worker_id))
+        values: dict[str, Any] = {"exit_reason": reason}
+        if error is not None:
+            values["error"] = error
+        conn.execute(
+            update(t.operations)
+            .where(t.operations.c.id == operation_id, t.operations.c.exit_reason.is_(None))
+            .values(**values)
+        )
+        self._settle(tx, [operation_id])
 
     def delete_operation(self, project_id: str, operation_id: str) -> None:
         """Delete a finished operation and everything recorded about it."""

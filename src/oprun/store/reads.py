@@ -123,6 +123,43 @@ class ReadQueries(WorkQueries):
                 ).all()
             ]
 
+    def find_session_actions(
+        self,
+        project_id: str,
+        *,
+        operation_id: str | None = None,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[SessionAction]:
+        """Session actions of a project matching every filter given, oldest first, after `after`.
+
+        Ids sort by creation, so the order is each session's sequence. Callers give
+        at least one filter: each is served by the index leading with its column
+        (`ix_session_actions_operation_id`, `_session`, `_task`), never a scan of the
+        project's session actions. Another project's ids match nothing. Records come
+        without their status history (`get_session_action` has it).
+        """
+        sa = t.session_actions.c
+        query = (
+            select(t.session_actions)
+            .where(sa.project_id == project_id)
+            .order_by(sa.id)
+            .limit(limit)
+        )
+        for column, value in (
+            (sa.operation_id, operation_id),
+            (sa.session_id, session_id),
+            (sa.task_id, task_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if after is not None:
+            query = query.where(sa.id > after)
+        with self.read() as conn:
+            return [rows.session_action(r) for r in conn.execute(query).all()]
+
     def get_session_action(self, project_id: str, session_action_id: str) -> SessionAction:
         """One session action with its status history."""
         with self.read() as conn:

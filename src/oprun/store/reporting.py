@@ -10,12 +10,14 @@ cannot lose.
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import bindparam, insert, update
 
 from oprun.domain.limits import MAX_LOG_LINE_BYTES, MAX_OPERATION_LOG_BYTES
+from oprun.domain.models import RetryPolicy
 from oprun.domain.protocol import Report
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
@@ -56,13 +58,22 @@ _UPDATE_TASK = (
     update(t.tasks)
     .where(t.tasks.c.id == bindparam("b_id"))
     .where(t.tasks.c.status == bindparam("b_from"))
-    .values(status=bindparam("v_status"), updated_at=bindparam("v_updated_at"))
+    .values(
+        status=bindparam("v_status"),
+        updated_at=bindparam("v_updated_at"),
+        available_at=bindparam("v_available_at"),
+    )
 )
 _UPDATE_OP = (
     update(t.operations)
     .where(t.operations.c.id == bindparam("b_id"))
     .values({c: bindparam(f"v_{c}") for c in (*OP_COLUMNS, "updated_at")})
 )
+
+
+def retry_policy(policy: dict[str, Any] | None) -> RetryPolicy:
+    """An operation's retry policy, as copied from its action when it was invoked."""
+    return RetryPolicy.model_validate((policy or {}).get("retry", {}))
 
 
 class ReportEffects:
@@ -77,6 +88,10 @@ class ReportEffects:
         self._dirty_ops: set[str] = set()
         self._deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._logs: list[dict[str, Any]] = []
+        self.failures: list[tuple[str, str]] = []
+        """(operation, worker) of each failed attempt, for quarantine."""
+        self.ended_in_steps: set[str] = set()
+        """Operations with ordered steps where a task ended: their next steps may start."""
 
     # -- applying --------------------------------------------------------------------
     def apply(self, sa: dict[str, Any], report: Report) -> None:
@@ -100,12 +115,16 @@ class ReportEffects:
         self._tx.history(sa["id"], target.value, detail)
         return True
 
-    def _task_to(self, sa: dict[str, Any], target: OS, detail: str | None) -> bool:
+    def _task_to(
+        self, sa: dict[str, Any], target: OS, detail: str | None, available_at: float | None = None
+    ) -> bool:
         current = OS(sa["task_status"])
         if not current.can_transition_to(target):
             return False
         self._task_from.setdefault(sa["task_id"], (current.value, sa["id"]))
         sa["task_status"] = target.value
+        if available_at is not None:
+            sa["task_available_at"] = available_at
         before, after = COUNTER_OF[current], COUNTER_OF[target]
         if before != after:
             self._deltas[sa["operation_id"]][before] -= 1
@@ -176,11 +195,21 @@ class ReportEffects:
             process_exit_code=report.exit_code,
             worker_updated_at=now,
         )
+        op = self._ops[sa["operation_id"]]
+        if op["steps"] is not None:
+            self.ended_in_steps.add(sa["operation_id"])
+        if target is SAS.FAILED:
+            self.failures.append((sa["operation_id"], sa["worker_id"]))
+            if self._retry(sa, report):
+                return
         if not self._task_to(sa, OS(target.value), detail):
             return
         op = self._op(sa)
         if target is SAS.SUCCEEDED:
-            op.update(result=report.result, progress_percent=100.0)
+            if op["n_tasks"] <= 1:
+                op.update(result=report.result, progress_percent=100.0)
+            elif report.result is not None:
+                op.update(result=report.result)  # the last task to report a result wins
         else:
             op.update(
                 error={
@@ -190,6 +219,31 @@ class ReportEffects:
                 },
                 exit_reason=report.error_code or "FAILED",
             )
+
+    def _retry(self, sa: dict[str, Any], report: Report) -> bool:
+        """Queue a failed attempt's task again, after a backoff, if its policy says so."""
+        op = self._ops[sa["operation_id"]]
+        policy = retry_policy(op["policy"])
+        attempts = sa["task_attempts"]
+        if attempts >= sa["task_max_attempts"] or not policy.retries(report.error_code):
+            return False
+        delay = policy.delay(attempts, random.random())
+        code = report.error_code or "FAILED"
+        message = f"attempt {attempts} failed ({code}); attempt {attempts + 1} in {delay:.1f} s"
+        if not self._task_to(sa, OS.QUEUED, message, available_at=self._tx.now + delay):
+            return False
+        self._logs.append(
+            {
+                "operation_id": sa["operation_id"],
+                "session_action_id": sa["id"],
+                "stream": "system",
+                "line": message,
+                "at": self._tx.now,
+            }
+        )
+        self._tx.keys.add(logs_key(sa["operation_id"]))
+        self._op(sa)
+        return True
 
     # -- writing ---------------------------------------------------------------------
     def flush(self) -> None:
@@ -216,6 +270,7 @@ class ReportEffects:
                         "b_from": original,
                         "v_status": self._sas[sa_id]["task_status"],
                         "v_updated_at": now,
+                        "v_available_at": self._sas[sa_id]["task_available_at"],
                     }
                     for task_id, (original, sa_id) in self._task_from.items()
                 ],

@@ -32,9 +32,18 @@ def counts_of(row: Any) -> TaskCounts:
     )
 
 
+def overall_percent(reported: float | None, counts: TaskCounts) -> float | None:
+    """An operation's percent: what its one task reported, or the share of tasks ended."""
+    total = counts.queued + counts.running + counts.succeeded + counts.failed + counts.canceled
+    if total <= 1:
+        return reported
+    return round(100.0 * (total - counts.queued - counts.running) / total, 1)
+
+
 def operation(row: Any, history: list[StatusRecord] | None = None) -> Operation:
     """An operation row (a Row or a mapping with attribute access) as a record."""
     error = OperationError.model_validate(row.error) if row.error else None
+    counts = counts_of(row)
     return Operation(
         id=row.id,
         project_id=row.project_id,
@@ -45,7 +54,9 @@ def operation(row: Any, history: list[StatusRecord] | None = None) -> Operation:
         status=OperationStatus(row.status),
         step_code=row.step_code,
         progress=Progress(
-            percent=row.progress_percent, message=row.progress_message, counts=counts_of(row)
+            percent=overall_percent(row.progress_percent, counts),
+            message=row.progress_message,
+            counts=counts,
         ),
         parameters=row.parameters,
         result=row.result,

@@ -121,6 +121,12 @@ operations = Table(
     Column("max_attempts", Integer, nullable=False),
     Column("worker_id", Id),
     Column("log_bytes", BigInteger, nullable=False, default=0),
+    # step -> steps it waits for; null when the steps have no order (nearly always)
+    Column("steps", Json),
+    # the action's retry policy and quarantine threshold, copied at invocation
+    Column("policy", Json),
+    # what a worker must have to run the tasks (null: any worker)
+    Column("requirements", Json),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("started_at", Float),
@@ -161,6 +167,8 @@ tasks = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index("ix_tasks_operation", tasks.c.operation_id)
+WAITING_ON_STEPS = 1.0e18
+"""`available_at` of a task whose step waits for other steps: never, until released."""
 # Claims read only this partial index: it holds just the rows waiting for a worker.
 Index(
     "ix_tasks_claimable",
@@ -240,7 +248,10 @@ session_actions = Table(
     Column("ended_at", Float),
     Column("worker_updated_at", Float),
 )
-Index("ix_session_actions_operation", session_actions.c.operation_id)
+# Lists of session actions are pages ordered by id: each index ends in it.
+Index("ix_session_actions_operation_id", session_actions.c.operation_id, session_actions.c.id)
+Index("ix_session_actions_session", session_actions.c.session_id, session_actions.c.id)
+Index("ix_session_actions_task", session_actions.c.task_id, session_actions.c.id)
 Index("ix_session_actions_worker", session_actions.c.worker_id)
 Index(
     "ix_session_actions_leased",
@@ -248,6 +259,15 @@ Index(
     postgresql_where=session_actions.c.lease_expires_at.isnot(None),
     sqlite_where=session_actions.c.lease_expires_at.isnot(None),
 )
+
+quarantines = Table(
+    "quarantines",
+    metadata,
+    Column("operation_id", Id, ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True),
+    Column("worker_id", Id, primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+"""Workers that failed too many of an operation's tasks in a row: they take no more of them."""
 
 status_history = Table(
     "status_history",

@@ -10,11 +10,12 @@ from sqlalchemy.exc import IntegrityError
 
 from oprun.domain.errors import Conflict, NotFound
 from oprun.domain.ids import new_id
-from oprun.domain.models import Action, ActionDefinition, Project, Token, Worker
+from oprun.domain.models import Action, ActionDefinition, Project, Queue, Token, Worker
 from oprun.domain.roles import Role
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx, at, to_datetime
+from oprun.store.notify import work_key
 
 
 def _project(row: Any) -> Project:
@@ -169,6 +170,28 @@ class TenancyQueries(StoreBase):
         return _token(row)
 
     # -- queues ------------------------------------------------------------------------
+    def configure_queue(
+        self, project_id: str, name: str, priority: int, max_concurrency: int | None
+    ) -> Queue:
+        """Set a queue's priority and concurrency limit (the queue is created if new)."""
+        with self.write() as tx:
+            qid = self._ensure_queue(tx, project_id, name)
+            tx.conn.execute(
+                update(t.queues)
+                .where(t.queues.c.id == qid)
+                .values(priority=priority, max_concurrency=max_concurrency)
+            )
+            tx.keys.add(work_key(project_id))  # more room or a new order: claims look again
+            row = tx.conn.execute(select(t.queues).where(t.queues.c.id == qid)).one()
+            return Queue(
+                id=row.id,
+                project_id=row.project_id,
+                name=row.name,
+                priority=row.priority,
+                max_concurrency=row.max_concurrency,
+                created_at=at(row.created_at),
+            )
+
     def _ensure_queue(self, tx: Tx, project_id: str, name: str) -> str:
         qid = tx.conn.execute(
             select(t.queues.c.id).where(

@@ -44,8 +44,17 @@ class TransitionQueries(TenancyQueries):
     def _end_attempt(
         self, tx: Tx, sa: dict[str, Any], status: SAS, detail: str, *, requeue_free: bool = False
     ) -> None:
-        """End an attempt that did not finish; requeue its task if it may run again."""
+        """End an attempt that did not finish; requeue its task if it may run again.
+
+        Unless the worker gave the attempt back (`requeue_free`), the attempt's session
+        is over too: its environment actions still running are interrupted, and the
+        session accepts no more reports.
+        """
+        if requeue_free and sa["status"] == SAS.ASSIGNED.value:
+            status = SAS.NEVER_ATTEMPTED  # given back before it started
         self._move_sa(tx, sa, status, detail, ended_at=tx.now, lease_expires_at=None)
+        if not requeue_free:
+            self._end_session(tx, sa["session_id"], detail)
         task = tx.conn.execute(
             select(t.tasks.c.status, t.tasks.c.attempts, t.tasks.c.max_attempts)
             .where(t.tasks.c.id == sa["task_id"])
@@ -56,7 +65,7 @@ class TransitionQueries(TenancyQueries):
             self._move_task(tx, sa["task_id"], op_id, OS.CANCELED, detail)
             tx.conn.execute(
                 update(t.operations)
-                .where(t.operations.c.id == op_id)
+                .where(t.operations.c.id == op_id, t.operations.c.exit_reason.is_(None))
                 .values(exit_reason="CANCELED")
             )
         elif requeue_free or task.attempts < task.max_attempts:
@@ -82,6 +91,32 @@ class TransitionQueries(TenancyQueries):
                 )
             )
 
+    @classmethod
+    def _end_session(cls, tx: Tx, session_id: str, detail: str) -> None:
+        """Close a session: its running environment actions end INTERRUPTED."""
+        conn = tx.conn
+        conn.execute(
+            update(t.sessions)
+            .where(t.sessions.c.id == session_id, t.sessions.c.ended_at.is_(None))
+            .values(ended_at=tx.now)
+        )
+        cls._interrupt_environments(tx, t.session_actions.c.session_id == session_id, detail)
+
+    @staticmethod
+    def _interrupt_environments(tx: Tx, where: ColumnElement[bool], detail: str) -> None:
+        """End the running session-level actions (environments) matching `where`."""
+        for sa_id in tx.conn.execute(
+            update(t.session_actions)
+            .where(
+                where,
+                t.session_actions.c.task_id.is_(None),
+                t.session_actions.c.status.in_(LIVE_SA),
+            )
+            .values(status=SAS.INTERRUPTED.value, ended_at=tx.now)
+            .returning(t.session_actions.c.id)
+        ).scalars():
+            tx.history(sa_id, SAS.INTERRUPTED.value, detail)
+
     # -- status machinery ----------------------------------------------------------------
     def _lock_attempts(
         self, tx: Tx, *where: ColumnElement[bool], limit: int | None = None
@@ -104,6 +139,7 @@ class TransitionQueries(TenancyQueries):
                 t.session_actions.c.operation_id,
                 t.session_actions.c.task_id,
                 t.session_actions.c.project_id,
+                t.session_actions.c.session_id,
             )
             .where(*where)
             .order_by(t.session_actions.c.id)
@@ -189,6 +225,8 @@ class TransitionQueries(TenancyQueries):
             tx.keys.add(operation_key(op.id))
             current = OS(op.status)
             target = rollup(current, rows.counts_of(op), op.id in started)
+            if target is OS.CANCELED and op.exit_reason == "TIMEOUT":
+                target = OS.FAILED  # canceled by its deadline: it failed
             if target is current:
                 continue
             path = current.path_to(target) or [target]

@@ -6,10 +6,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 
 from oprun.domain.ids import new_id
-from oprun.domain.models import ActionDefinition
+from oprun.domain.models import ActionDefinition, ActionKind, Requirements
 from oprun.domain.params import tagged
 from oprun.domain.protocol import Assignment, Held, Report, ReportOutcome
 from oprun.domain.status import OperationStatus as OS
@@ -18,8 +18,9 @@ from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import Tx
 from oprun.store.counters import bump
-from oprun.store.invocations import InvocationQueries
 from oprun.store.reporting import FAST_KINDS, OP_COLUMNS, SA_COLUMNS, ReportEffects
+from oprun.store.schema import TASK_ACTIVE
+from oprun.store.sessions import SessionQueries
 from oprun.store.transitions import LIVE_SA
 
 _REPORT_SA_COLUMNS = (
@@ -29,17 +30,55 @@ _REPORT_SA_COLUMNS = (
     t.session_actions.c.operation_id,
     t.session_actions.c.task_id,
     t.session_actions.c.project_id,
+    t.session_actions.c.session_id,
     *(getattr(t.session_actions.c, c) for c in SA_COLUMNS),
     t.tasks.c.status.label("task_status"),
+    t.tasks.c.attempts.label("task_attempts"),
+    t.tasks.c.max_attempts.label("task_max_attempts"),
+    t.tasks.c.available_at.label("task_available_at"),
 )
 _REPORT_OP_COLUMNS = (
     t.operations.c.id,
     t.operations.c.project_id,
+    t.operations.c.policy,
+    t.operations.c.steps,
+    (
+        t.operations.c.n_queued
+        + t.operations.c.n_running
+        + t.operations.c.n_succeeded
+        + t.operations.c.n_failed
+        + t.operations.c.n_canceled
+    ).label("n_tasks"),
     *(getattr(t.operations.c, c) for c in OP_COLUMNS),
 )
 
 
-class WorkQueries(InvocationQueries):
+_NOT_CLAIMING = (
+    WorkerStatus.STOPPING.value,
+    WorkerStatus.STOPPED.value,
+    WorkerStatus.NOT_RESPONDING.value,
+)
+_CLAIM_SLACK = 16
+
+
+def _fits(requirements: dict[str, Any], capabilities: dict[str, Any]) -> bool:
+    """Whether a worker's capabilities meet a task's requirements (and its action kind)."""
+    kind = requirements.get("kind")
+    if kind is not None and kind not in capabilities.get("kinds", [ActionKind.PYTHON.value]):
+        return False
+    needs = {k: v for k, v in requirements.items() if k != "kind"}
+    return Requirements.model_validate(needs).satisfied_by(capabilities)
+
+
+def _task_parameters(definition: ActionDefinition, parameters: dict[str, Any]) -> dict[str, Any]:
+    """A task's parameters as the tagged union of a `taskRun` definition."""
+    if definition.kind is ActionKind.OPENJD:
+        return parameters  # already tagged by the plan
+    types = {p.name: p.type for p in definition.parameters}
+    return {k: tagged(v, types.get(k, "json")) for k, v in parameters.items()}
+
+
+class WorkQueries(SessionQueries):
     """The hot paths of oprun: what worker agents do, and the reaper."""
 
     # -- claim ---------------------------------------------------------------------------
@@ -50,46 +89,51 @@ class WorkQueries(InvocationQueries):
         queue_names: Sequence[str],
         limit: int,
         lease_seconds: float,
+        *,
+        operation_id: str | None = None,
+        session_id: str | None = None,
+        step_id: str | None = None,
     ) -> list[Assignment]:
-        """Take up to `limit` waiting tasks for a worker, each under a new lease."""
+        """Take up to `limit` waiting tasks for a worker, each under a new lease.
+
+        Queues are served in priority order, never past a queue's concurrency limit;
+        a task goes only to a worker whose capabilities meet its requirements and
+        that is not quarantined from its operation. With `operation_id`, only that
+        operation's tasks (of `step_id` first), for the open session `session_id`.
+        """
         with self.write() as tx:
             conn = tx.conn
-            status = conn.execute(
-                select(t.workers.c.status).where(t.workers.c.id == worker_id)
-            ).scalar()
-            if status in (WorkerStatus.STOPPING.value, WorkerStatus.STOPPED.value):
+            worker = conn.execute(
+                select(
+                    t.workers.c.status, t.workers.c.capabilities, t.workers.c.last_heartbeat_at
+                ).where(t.workers.c.id == worker_id)
+            ).first()
+            if worker is None or worker.status in _NOT_CLAIMING:
                 return []  # a draining worker's pending claim must not take new work
-            queue_ids = select(t.queues.c.id).where(
-                t.queues.c.project_id == project_id, t.queues.c.name.in_(queue_names)
+            if (worker.last_heartbeat_at or 0) < tx.now - lease_seconds:
+                # Silent for a lease (stopped, say): a claim it left waiting here must
+                # not take back the work just requeued from it. Only heartbeats count
+                # as signs of life, so a parked claim cannot make it look alive.
+                return []
+            if session_id is not None and not self._session_open(
+                tx, session_id, worker_id, operation_id
+            ):
+                return []
+            picked = self._pick(
+                tx,
+                worker_id,
+                project_id,
+                queue_names,
+                limit,
+                worker.capabilities or {},
+                operation_id=operation_id,
+                step_id=step_id,
             )
-            # Lock order everywhere: operations, then tasks, then session actions.
-            # A task whose operation is locked (being canceled, say) is skipped.
-            picked = conn.execute(
-                select(t.tasks.c.id, t.tasks.c.operation_id)
-                .select_from(
-                    t.tasks.join(t.operations, t.operations.c.id == t.tasks.c.operation_id)
-                )
-                .where(
-                    t.tasks.c.status == OS.QUEUED.value,
-                    t.tasks.c.queue_id.in_(queue_ids.scalar_subquery()),
-                    t.tasks.c.available_at <= tx.now,
-                )
-                .order_by(t.tasks.c.priority.desc(), t.tasks.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True, of=[t.operations, t.tasks])
-            ).all()
             if not picked:
-                conn.execute(
-                    update(t.workers)
-                    .where(t.workers.c.id == worker_id)
-                    .values(last_heartbeat_at=tx.now)
-                )
                 return []
             claimed = conn.execute(
                 update(t.tasks)
-                .where(
-                    t.tasks.c.id.in_([p.id for p in picked]), t.tasks.c.status == OS.QUEUED.value
-                )
+                .where(t.tasks.c.id.in_(picked), t.tasks.c.status == OS.QUEUED.value)
                 .values(
                     status=OS.SCHEDULED.value, attempts=t.tasks.c.attempts + 1, updated_at=tx.now
                 )
@@ -101,6 +145,8 @@ class WorkQueries(InvocationQueries):
                     t.tasks.c.attempts,
                 )
             ).all()
+            order = {task_id: i for i, task_id in enumerate(picked)}
+            claimed = sorted(claimed, key=lambda task: order[task.id])
             op_ids = sorted({c.operation_id for c in claimed})
             ops = {
                 r.id: r
@@ -109,6 +155,7 @@ class WorkQueries(InvocationQueries):
                         t.operations.c.id,
                         t.operations.c.timeout,
                         t.operations.c.deadline_at,
+                        t.operations.c.parameters,
                         t.action_versions.c.definition,
                     )
                     .select_from(
@@ -122,25 +169,30 @@ class WorkQueries(InvocationQueries):
             }
             deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
             sessions, actions, assignments = [], [], []
+            definitions: dict[str, ActionDefinition] = {}
             for task in claimed:
                 op = ops[task.operation_id]
-                definition = ActionDefinition.model_validate(op.definition)
-                types = {p.name: p.type for p in definition.parameters}
-                session_id, sa_id = new_id("session"), new_id("session_action")
-                sessions.append(
-                    {
-                        "id": session_id,
-                        "project_id": project_id,
-                        "operation_id": task.operation_id,
-                        "worker_id": worker_id,
-                        "created_at": tx.now,
-                        "ended_at": None,
-                    }
-                )
+                definition = definitions.get(op.id)
+                if definition is None:
+                    definition = definitions[op.id] = ActionDefinition.model_validate(op.definition)
+                sa_id = new_id("session_action")
+                task_session = session_id
+                if task_session is None:
+                    task_session = new_id("session")
+                    sessions.append(
+                        {
+                            "id": task_session,
+                            "project_id": project_id,
+                            "operation_id": task.operation_id,
+                            "worker_id": worker_id,
+                            "created_at": tx.now,
+                            "ended_at": None,
+                        }
+                    )
                 actions.append(
                     {
                         "id": sa_id,
-                        "session_id": session_id,
+                        "session_id": task_session,
                         "project_id": project_id,
                         "operation_id": task.operation_id,
                         "task_id": task.id,
@@ -152,10 +204,7 @@ class WorkQueries(InvocationQueries):
                             "taskRun": {
                                 "taskId": task.id,
                                 "stepId": task.step_id,
-                                "parameters": {
-                                    k: tagged(v, types.get(k, "json"))
-                                    for k, v in task.parameters.items()
-                                },
+                                "parameters": _task_parameters(definition, task.parameters),
                             }
                         },
                         "created_at": tx.now,
@@ -180,9 +229,13 @@ class WorkQueries(InvocationQueries):
                         parameters=task.parameters,
                         attempt=task.attempts,
                         timeout=timeout,
+                        session_id=task_session,
+                        step_id=task.step_id,
+                        operation_parameters=op.parameters,
                     )
                 )
-            conn.execute(insert(t.sessions), sessions)
+            if sessions:
+                conn.execute(insert(t.sessions), sessions)
             conn.execute(insert(t.session_actions), actions)
             conn.execute(
                 update(t.operations)
@@ -198,10 +251,135 @@ class WorkQueries(InvocationQueries):
             conn.execute(
                 update(t.workers)
                 .where(t.workers.c.id == worker_id)
-                .values(status=WorkerStatus.RUNNING.value, last_heartbeat_at=tx.now)
+                .values(status=WorkerStatus.RUNNING.value)
             )
             self._settle(tx, op_ids)
             return assignments
+
+    @staticmethod
+    def _session_open(tx: Tx, session_id: str, worker_id: str, operation_id: str | None) -> bool:
+        found = tx.conn.execute(
+            select(t.sessions.c.worker_id, t.sessions.c.operation_id, t.sessions.c.ended_at).where(
+                t.sessions.c.id == session_id
+            )
+        ).first()
+        return (
+            found is not None
+            and found.worker_id == worker_id
+            and found.ended_at is None
+            and (operation_id is None or found.operation_id == operation_id)
+        )
+
+    def _pick(
+        self,
+        tx: Tx,
+        worker_id: str,
+        project_id: str,
+        queue_names: Sequence[str],
+        limit: int,
+        capabilities: dict[str, Any],
+        *,
+        operation_id: str | None,
+        step_id: str | None,
+    ) -> list[str]:
+        """Choose and lock the tasks a claim takes, in the order they should run."""
+        conn = tx.conn
+        queues = conn.execute(
+            select(t.queues.c.id, t.queues.c.priority, t.queues.c.max_concurrency)
+            .where(t.queues.c.project_id == project_id, t.queues.c.name.in_(queue_names))
+            .order_by(t.queues.c.priority.desc(), t.queues.c.id)
+        ).all()
+        room = self._room(tx, [q.id for q in queues if q.max_concurrency is not None])
+        by_priority: dict[int, list[str]] = defaultdict(list)
+        for queue in queues:
+            if queue.max_concurrency is None or room[queue.id] < queue.max_concurrency:
+                by_priority[queue.priority].append(queue.id)
+        left_in = {q.id: q.max_concurrency - room[q.id] for q in queues if q.max_concurrency}
+        quarantined = (
+            select(t.quarantines.c.operation_id)
+            .where(
+                t.quarantines.c.operation_id == t.tasks.c.operation_id,
+                t.quarantines.c.worker_id == worker_id,
+            )
+            .exists()
+        )
+        picked: list[str] = []
+        for priority in sorted(by_priority, reverse=True):
+            want = limit - len(picked)
+            if want <= 0:
+                break
+            query = (
+                select(
+                    t.tasks.c.id,
+                    t.tasks.c.queue_id,
+                    t.operations.c.requirements,
+                )
+                .select_from(
+                    t.tasks.join(t.operations, t.operations.c.id == t.tasks.c.operation_id)
+                )
+                .where(
+                    t.tasks.c.status == OS.QUEUED.value,
+                    t.tasks.c.queue_id.in_(by_priority[priority]),
+                    t.tasks.c.available_at <= tx.now,
+                    ~quarantined,
+                )
+            )
+            order = [t.tasks.c.priority.desc(), t.tasks.c.id]
+            # Lock order everywhere: operations, then tasks, then session actions. A
+            # claim skips tasks whose operation another writer holds (being canceled,
+            # say); a session's claim for more of its own operation waits for it
+            # instead, or a report of that operation would end the session early.
+            locked: list[Any] = [t.operations, t.tasks]
+            if operation_id is not None:
+                self._lock_operations(tx, [operation_id])
+                locked = [t.tasks]
+                query = query.where(t.tasks.c.operation_id == operation_id)
+                if step_id is not None:
+                    order.insert(0, case((t.tasks.c.step_id == step_id, 0), else_=1))
+            # A few more than wanted, for tasks this worker cannot take (requirements,
+            # concurrency limits); they stay locked only until this transaction ends.
+            rows = conn.execute(
+                query.order_by(*order)
+                .limit(want + _CLAIM_SLACK)
+                .with_for_update(skip_locked=True, of=locked)
+            ).all()
+            for row in rows:
+                if len(picked) >= limit:
+                    break
+                if row.requirements and not _fits(row.requirements, capabilities):
+                    continue
+                if row.queue_id in left_in:
+                    if left_in[row.queue_id] <= 0:
+                        continue
+                    left_in[row.queue_id] -= 1
+                picked.append(row.id)
+        return picked
+
+    @staticmethod
+    def _room(tx: Tx, limited: list[str]) -> dict[str, int]:
+        """Tasks holding a worker in each concurrency-limited queue, those queues locked."""
+        if not limited:
+            return defaultdict(int)
+        conn = tx.conn
+        # Claims on a limited queue take turns, so two cannot both see the last free place.
+        conn.execute(
+            select(t.queues.c.id)
+            .where(t.queues.c.id.in_(limited))
+            .order_by(t.queues.c.id)
+            .with_for_update()
+        ).all()
+        busy = defaultdict(int)
+        for queue_id, count in conn.execute(
+            select(t.tasks.c.queue_id, func.count())
+            .where(
+                t.tasks.c.queue_id.in_(limited),
+                TASK_ACTIVE,
+                t.tasks.c.status != OS.QUEUED.value,
+            )
+            .group_by(t.tasks.c.queue_id)
+        ):
+            busy[queue_id] = count
+        return busy
 
     # -- heartbeat -----------------------------------------------------------------------
     def heartbeat(
@@ -257,11 +435,22 @@ class WorkQueries(InvocationQueries):
             lost = sorted(set(epochs) - set(live_ids))
             return cancel, lost
 
+    def abandon_worker(self, worker_id: str) -> int:
+        """A worker that stopped answering came back: end its attempts (they count).
+
+        It was marked NOT_RESPONDING, so its work may already run elsewhere; it is told
+        to stop, and nothing more it reports is accepted. Returns the attempts ended.
+        """
+        return self._end_worker(worker_id, "worker stopped responding", requeue_free=False)
+
     def release_worker(self, worker_id: str) -> int:
         """A worker has stopped: give back whatever it still holds, without spending attempts.
 
         Returns how many attempts were released.
         """
+        return self._end_worker(worker_id, "worker stopped", requeue_free=True)
+
+    def _end_worker(self, worker_id: str, detail: str, *, requeue_free: bool) -> int:
         with self.write() as tx:
             held = self._lock_attempts(
                 tx,
@@ -269,8 +458,11 @@ class WorkQueries(InvocationQueries):
                 t.session_actions.c.status.in_(LIVE_SA),
             )
             for sa in held:
-                self._end_attempt(tx, sa, SAS.INTERRUPTED, "worker stopped", requeue_free=True)
-            self._settle(tx, sorted({sa["operation_id"] for sa in held}))
+                self._end_attempt(tx, sa, SAS.INTERRUPTED, detail, requeue_free=requeue_free)
+            self._interrupt_environments(tx, t.session_actions.c.worker_id == worker_id, detail)
+            touched = sorted({sa["operation_id"] for sa in held})
+            self._advance_steps(tx, touched)
+            self._settle(tx, touched)
             return len(held)
 
     # -- reports -------------------------------------------------------------------------
@@ -317,6 +509,7 @@ class WorkQueries(InvocationQueries):
                     )
                 )
             effects.flush()
+            self._after_endings(tx, effects.failures, effects.ended_in_steps)
             self._settle(tx, sorted(touched))
             return outcomes
 
@@ -373,7 +566,7 @@ class WorkQueries(InvocationQueries):
         self._move_sa(
             tx,
             sa,
-            SAS.CANCELED,
+            SAS.NEVER_ATTEMPTED if sa["status"] == SAS.ASSIGNED.value else SAS.CANCELED,
             None,
             ended_at=tx.now,
             lease_expires_at=None,
@@ -385,7 +578,7 @@ class WorkQueries(InvocationQueries):
         if self._move_task(tx, task_id, op_id, OS.CANCELED, None):
             tx.conn.execute(
                 update(t.operations)
-                .where(t.operations.c.id == op_id)
+                .where(t.operations.c.id == op_id, t.operations.c.exit_reason.is_(None))
                 .values(exit_reason="CANCELED")
             )
 
@@ -405,6 +598,7 @@ class WorkQueries(InvocationQueries):
             )
             for sa in lapsed:
                 self._end_attempt(tx, sa, SAS.INTERRUPTED, "lease expired")
+            self._advance_steps(tx, {sa["operation_id"] for sa in lapsed})
             conn.execute(
                 update(t.workers)
                 .where(
