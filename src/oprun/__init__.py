@@ -12,31 +12,36 @@ Errors (`oprun.OprunError` and one subclass per API error code, drawn in
 the built-in `TimeoutError`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from oprun._version import __version__
-from oprun.app import App
-from oprun.context import Cancelled, Context
-from oprun.domain.errors import (
-    AccessDenied,
-    AuthenticationError,
-    Conflict,
-    NotFound,
-    OprunError,
-    ServerError,
-    Throttled,
-    TooLarge,
-    Unavailable,
-    ValidationError,
-)
-from oprun.domain.status import OperationStatus, SessionActionStatus
-from oprun.sdk import (
-    AsyncClient,
-    AsyncNoOp,
-    AsyncOperation,
-    Client,
-    NoOp,
-    Operation,
-    OperationFailed,
-)
+
+if TYPE_CHECKING:
+    from oprun.app import App
+    from oprun.context import Cancelled, Context
+    from oprun.domain.errors import (
+        AccessDenied,
+        AuthenticationError,
+        Conflict,
+        NotFound,
+        OprunError,
+        ServerError,
+        Throttled,
+        TooLarge,
+        Unavailable,
+        ValidationError,
+    )
+    from oprun.domain.models import Requirements, RetryPolicy
+    from oprun.domain.status import OperationStatus, SessionActionStatus
+    from oprun.sdk import (
+        AsyncClient,
+        AsyncNoOp,
+        AsyncOperation,
+        Client,
+        NoOp,
+        Operation,
+        OperationFailed,
+    )
 
 __all__ = [
     "AccessDenied",
@@ -55,6 +60,8 @@ __all__ = [
     "OperationFailed",
     "OperationStatus",
     "OprunError",
+    "Requirements",
+    "RetryPolicy",
     "ServerError",
     "SessionActionStatus",
     "Throttled",
@@ -63,3 +70,54 @@ __all__ = [
     "ValidationError",
     "__version__",
 ]
+
+
+# The public names load on first use: worker child processes import `oprun.worker.*`
+# and must not pay for the SDK's HTTP stack (about 0.2 s per process started).
+_HOMES = {
+    "App": "oprun.app",
+    "Cancelled": "oprun.context",
+    "Context": "oprun.context",
+    "Requirements": "oprun.domain.models",
+    "RetryPolicy": "oprun.domain.models",
+    "OperationStatus": "oprun.domain.status",
+    "SessionActionStatus": "oprun.domain.status",
+    **{
+        name: "oprun.domain.errors"
+        for name in (
+            "AccessDenied",
+            "AuthenticationError",
+            "Conflict",
+            "NotFound",
+            "OprunError",
+            "ServerError",
+            "Throttled",
+            "TooLarge",
+            "Unavailable",
+            "ValidationError",
+        )
+    },
+    **{
+        name: "oprun.sdk"
+        for name in (
+            "AsyncClient",
+            "AsyncNoOp",
+            "AsyncOperation",
+            "Client",
+            "NoOp",
+            "Operation",
+            "OperationFailed",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'oprun' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

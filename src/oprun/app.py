@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from oprun.domain.models import ActionDefinition, ActionKind
+from oprun.domain.models import ActionDefinition, ActionKind, Requirements, RetryPolicy
 from oprun.domain.params import specs_from_signature
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +54,9 @@ class App:
         max_attempts: int = 3,
         cacheable: bool = False,
         description: str | None = None,
+        retry: RetryPolicy | None = None,
+        requirements: Requirements | None = None,
+        quarantine_after: int = 3,
     ) -> Callable[[F], F]: ...
 
     def action(
@@ -67,6 +70,9 @@ class App:
         max_attempts: int = 3,
         cacheable: bool = False,
         description: str | None = None,
+        retry: RetryPolicy | None = None,
+        requirements: Requirements | None = None,
+        quarantine_after: int = 3,
     ) -> Any:
         """Register a function as an action; use as `@app.action` or `@app.action(...)`.
 
@@ -78,6 +84,11 @@ class App:
             max_attempts: how many times a task may run before it fails for good.
             cacheable: an identical invocation of an already succeeded run is a no-op.
             description: shown in the UI; the function's docstring by default.
+            retry: which failures run again and after what backoff (by default only
+                `CRASHED`; interruptions always run again while attempts remain).
+            requirements: what a worker must have (cpus, memory_mb, gpus, tags).
+            quarantine_after: failures in a row of one operation's tasks on one worker
+                before that worker takes no more of them (0: never).
 
         The function takes a `oprun.Context` first, then its parameters, whose
         types and defaults come from its annotations. It is returned unchanged.
@@ -99,6 +110,9 @@ class App:
                 max_attempts=max_attempts,
                 cacheable=cacheable,
                 description=_description(func, description),
+                retry=retry or RetryPolicy(),
+                requirements=requirements or Requirements(),
+                quarantine_after=quarantine_after,
             )
             if definition.name in self._definitions:
                 raise ValueError(f"app {self.name!r} already has an action {definition.name!r}")

@@ -41,6 +41,8 @@ class Server:
     token: str = field(default_factory=lambda: f"oprun_test_{uuid.uuid4().hex}")
     lease_seconds: float = 30.0
     reap_interval: float = 1.0
+    worker_silence: float | None = None
+    """Seconds without a heartbeat before a worker is NOT_RESPONDING (default: 3 leases)."""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -57,6 +59,11 @@ class Server:
                 "OPRUN_BOOTSTRAP_TOKEN": self.token,
                 "OPRUN_LEASE_SECONDS": str(self.lease_seconds),
                 "OPRUN_REAP_INTERVAL": str(self.reap_interval),
+                **(
+                    {"OPRUN_WORKER_SILENCE": str(self.worker_silence)}
+                    if self.worker_silence is not None
+                    else {}
+                ),
             }
         )
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

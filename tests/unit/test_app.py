@@ -12,7 +12,7 @@ import pytest
 
 from oprun.app import App, entrypoint_of, load_app
 from oprun.context import Context
-from oprun.domain.models import ActionKind
+from oprun.domain.models import ActionKind, Requirements, RetryPolicy
 from oprun.domain.params import ParameterSpec
 
 app = App("media")
@@ -73,8 +73,8 @@ def test_defaults_without_arguments():
 
 
 def test_definitions_keep_their_order_and_get_names_the_known_ones():
-    assert [d.name for d in app.definitions()] == ["resize", "thumbnail"]
-    assert "resize" in app and len(app) == 2
+    assert [d.name for d in app.definitions()] == ["resize", "thumbnail", "transcode"]
+    assert "resize" in app and len(app) == 3
     with pytest.raises(KeyError, match="resize, thumbnail"):
         app.get("nope")
 
@@ -159,3 +159,26 @@ def test_script_main_module_is_named_by_its_file(tmp_path):
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "myactions:go"
+
+
+@app.action(
+    retry=RetryPolicy(retry_on=["EXCEPTION"], backoff_seconds=2),
+    requirements=Requirements(gpus=1, tags=["cuda"]),
+    quarantine_after=0,
+)
+def transcode(ctx: Context, clip: str) -> str:
+    return clip
+
+
+def test_retry_requirements_and_quarantine_reach_the_definition():
+    definition = app.get("transcode")
+    assert definition.retry.retries("EXCEPTION") and not definition.retry.retries("X")
+    assert definition.retry.backoff_seconds == 2
+    assert definition.requirements.satisfied_by({"gpus": 2, "tags": ["cuda", "ssd"]})
+    assert not definition.requirements.satisfied_by({"gpus": 2})
+    assert definition.quarantine_after == 0
+    assert resize_definition_defaults().retry.retry_on == ["CRASHED"]
+
+
+def resize_definition_defaults():
+    return app.get("resize")

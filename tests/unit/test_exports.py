@@ -22,6 +22,8 @@ EXPECTED = {
     "OperationFailed",
     "OperationStatus",
     "OprunError",
+    "Requirements",
+    "RetryPolicy",
     "ServerError",
     "SessionActionStatus",
     "Throttled",

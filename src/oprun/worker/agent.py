@@ -38,6 +38,7 @@ from oprun.domain.errors import NotFound, OprunError
 from oprun.domain.limits import MAX_CLAIM, MAX_WAIT_SECONDS
 from oprun.domain.models import ActionKind
 from oprun.domain.protocol import (
+    Assignment,
     ClaimRequest,
     Heartbeat,
     HeartbeatResponse,
@@ -148,7 +149,11 @@ class WorkerAgent:
         """
         workdir = Path(tempfile.mkdtemp(prefix="oprun-worker-"))
         slots = self._slots = Slots(
-            self.concurrency, self._reports, grace=self.grace, workdir=workdir
+            self.concurrency,
+            self._reports,
+            grace=self.grace,
+            workdir=workdir,
+            claim=self._claim_for_session,
         )
         self._client = WorkerClient(self._url, self._token, transport=self._transport)
         loops: list[asyncio.Task[Any]] = []
@@ -183,6 +188,13 @@ class WorkerAgent:
             log.info("worker_stopped worker_id=%s", self.worker_id)
 
     # -- registration -------------------------------------------------------------------
+    async def _claim_for_session(self, request: ClaimRequest) -> list[Assignment]:
+        """A session's claim for more of its operation's work (never waits)."""
+        if self._client is None or self.worker_id is None or self._stopping:
+            return []
+        response = await self._client.claim(self.worker_id, request)
+        return response.assignments
+
     async def _register(self, client: WorkerClient) -> bool:
         definitions = self.app.definitions() if self.app is not None else []
         registration = WorkerRegistration(
@@ -190,7 +202,7 @@ class WorkerAgent:
             hostname=socket.gethostname()[:255],
             queues=self.queues,
             capabilities={
-                "kinds": [ActionKind.PYTHON.value],
+                "kinds": [ActionKind.PYTHON.value, ActionKind.OPENJD.value],
                 "concurrency": self.concurrency,
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
@@ -283,6 +295,7 @@ class WorkerAgent:
                 continue  # new work is held: beat again with it
             if self._on_heartbeat(response):
                 continue
+            interval = self._interval()  # the first answer brings the server's lease
             await self._pause(until=started + interval, earliest=started + MIN_HEARTBEAT_GAP)
 
     async def _beat(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from oprun.domain.errors import OprunError
-from oprun.domain.protocol import Report, ReportBatchResponse, ReportOutcome
+from oprun.domain.protocol import Report, ReportBatchResponse, ReportOutcome, SessionReport
 
 log = logging.getLogger("oprun.worker.reports")
 
@@ -96,6 +97,8 @@ class ReportBatcher:
         self._urgent = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._sessions: list[SessionReport] = []
+        self._ended: list[str] = []
         self.sent_batches = 0
 
     # -- queueing -------------------------------------------------------------------------
@@ -151,6 +154,21 @@ class ReportBatcher:
             last.lines.append(line)
             last.size += size
 
+    def session(self, report: SessionReport) -> None:
+        """Queue a report on a session-level action (environment enter/exit, sync)."""
+        self._sessions.append(report)
+        self._idle.clear()
+        self._wake.set()
+        if report.status != "RUNNING":
+            self._urgent.set()
+
+    def end_session(self, session_id: str) -> None:
+        """Queue the closing of a session (after its last reports)."""
+        self._ended.append(session_id)
+        self._idle.clear()
+        self._wake.set()
+        self._urgent.set()
+
     def discard(self, session_action_id: str) -> None:
         """Drop every unsent report of a session action (the worker lost it)."""
         self._queue = deque(e for e in self._queue if e.session_action_id != session_action_id)
@@ -160,9 +178,11 @@ class ReportBatcher:
         """Drop every unsent report."""
         self._queue.clear()
         self._last.clear()
+        self._sessions.clear()
+        self._ended.clear()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._sessions) + len(self._ended)
 
     def _push(self, entry: _Entry) -> None:
         self._queue.append(entry)
@@ -174,7 +194,7 @@ class ReportBatcher:
     async def run(self) -> None:
         """Send batches until cancelled."""
         while True:
-            if not self._queue:
+            if not len(self):
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
@@ -189,7 +209,7 @@ class ReportBatcher:
         """Return once every report queued so far has been answered (or given up on)."""
         self._wake.set()
         self._urgent.set()
-        while self._queue or not self._idle.is_set():
+        while len(self) or not self._idle.is_set():
             await self._idle.wait()
 
     def _take(self) -> tuple[list[Report], list[str]]:
@@ -226,12 +246,28 @@ class ReportBatcher:
 
     async def _send_one_batch(self) -> None:
         reports, parts = self._take()
-        if not reports:
+        sessions, self._sessions = self._sessions, []
+        ended: list[str] = []
+        if not self._queue:  # a session closes only after all its reports went
+            ended, self._ended = self._ended, []
+        if not reports and not sessions and not ended:
             return
-        body = '{"reports":[' + ",".join(parts) + "]}"
+        body = '{"reports":[' + ",".join(parts) + "]"
+        if sessions:
+            encoded = ",".join(r.model_dump_json(exclude_defaults=True) for r in sessions)
+            body += ',"sessions":[' + encoded + "]"
+        if ended:
+            body += ',"ended_sessions":' + json.dumps(ended)
+        body += "}"
         try:
             response = await self._send(body)
             outcomes = response.outcomes
+            for refused in (o for o in response.session_outcomes if not o.accepted):
+                log.warning(
+                    "session_report_refused session_action_id=%s reason=%s",
+                    refused.session_action_id,
+                    refused.reason,
+                )
         except Exception as exc:
             code = exc.code if isinstance(exc, OprunError) else type(exc).__name__
             log.error("report_batch_failed reports=%s code=%s error=%s", len(reports), code, exc)

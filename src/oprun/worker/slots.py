@@ -10,23 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from oprun.domain.models import ActionKind
-from oprun.domain.protocol import Assignment, Held, Report, ReportOutcome
+from oprun.domain.protocol import Assignment, ClaimRequest, Held, Report, ReportOutcome
 from oprun.worker.execution import Execution, StopReason
+from oprun.worker.openjd_execution import SessionExecution
 from oprun.worker.process import ChildProcess
 from oprun.worker.reports import TERMINAL_KINDS, ReportBatcher
 
 log = logging.getLogger("oprun.worker")
 
 
+Claim = Callable[[ClaimRequest], Awaitable[list[Assignment]]]
+AnyExecution = Execution | SessionExecution
+
+
 class Slots:
-    """Up to `concurrency` executions at once, over a pool of reusable children."""
+    """Up to `concurrency` executions at once, over a pool of reusable children.
+
+    A python task runs on a pooled child; an OpenJD task opens a session that keeps
+    its slot and runs more of its operation's tasks (claimed with `claim`) in turn.
+    """
 
     def __init__(
-        self, concurrency: int, reports: ReportBatcher, *, grace: float, workdir: Path
+        self,
+        concurrency: int,
+        reports: ReportBatcher,
+        *,
+        grace: float,
+        workdir: Path,
+        claim: Claim | None = None,
     ) -> None:
         """Run at most `concurrency` tasks; `grace` is the SIGTERM-to-SIGKILL delay of a cancel."""
         self.concurrency = concurrency
@@ -39,7 +55,8 @@ class Slots:
         self._grace = grace
         self._workdir = workdir
         self._held: dict[str, Assignment] = {}
-        self._executions: dict[str, Execution] = {}
+        self._claim = claim
+        self._executions: dict[str, AnyExecution] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: list[ChildProcess] = []
         self._seq = 0
@@ -72,9 +89,15 @@ class Slots:
         self._held[sa] = assignment
         self.held_added.set()
         self._seq += 1
-        execution = Execution(
-            assignment, self._reports, seq=self._seq, grace=self._grace, workdir=self._workdir
-        )
+        execution: AnyExecution
+        if assignment.action.kind is ActionKind.OPENJD:
+            execution = SessionExecution(
+                assignment, self._reports, self._next_task, grace=self._grace, workdir=self._workdir
+            )
+        else:
+            execution = Execution(
+                assignment, self._reports, seq=self._seq, grace=self._grace, workdir=self._workdir
+            )
         self._executions[sa] = execution
         log.debug(
             "task_claimed session_action_id=%s operation_id=%s action=%s attempt=%s",
@@ -89,36 +112,63 @@ class Slots:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, execution: Execution) -> None:
-        sa = execution.session_action_id
-        epoch = execution.assignment.lease_epoch
-        kind = execution.assignment.action.kind
+    async def _execute(self, execution: AnyExecution) -> None:
         child: ChildProcess | None = None
         reusable = False
         try:
-            if kind is not ActionKind.PYTHON:
-                message = f"this worker runs python actions, not {kind.value!r}"
-                self._reports.add(
-                    sa, epoch, "failed", error_code="UNSUPPORTED", error_message=message
-                )
-                return
-            child = await self._child()
-            reusable = await execution.run(child)
+            if isinstance(execution, SessionExecution):
+                await execution.run()
+            else:
+                child = await self._child()
+                reusable = await execution.run(child)
         except Exception as exc:
+            sa = execution.session_action_id
             log.exception("task_error session_action_id=%s", sa)
             if execution.reason is not StopReason.LOST:
                 message = f"the worker could not run the task: {type(exc).__name__}: {exc}"
                 self._reports.add(
-                    sa, epoch, "failed", error_code="WORKER_ERROR", error_message=message
+                    sa,
+                    execution.assignment.lease_epoch,
+                    "failed",
+                    error_code="WORKER_ERROR",
+                    error_message=message,
                 )
         finally:
-            self._executions.pop(sa, None)
+            self._executions.pop(execution.session_action_id, None)
             self.slot_freed.set()
             if child is not None:
                 if reusable and not self.stopping:
                     self._idle.append(child)
                 else:
                     await child.close()
+
+    async def _next_task(self, current: Assignment) -> Assignment | None:
+        """The next task of `current`'s operation for its session, held; None: no more."""
+        if self.stopping or self._claim is None:
+            return None
+        request = ClaimRequest(
+            max=1,
+            operation_id=current.operation_id,
+            session_id=current.session_id,
+            step_id=current.step_id,
+        )
+        try:
+            found = await self._claim(request)
+        except Exception as exc:
+            log.warning("session_claim_failed session_id=%s error=%s", current.session_id, exc)
+            return None
+        if not found:
+            return None
+        nxt = found[0]
+        execution = self._executions.pop(current.session_action_id, None)
+        if execution is None or self.stopping:  # lost or stopping meanwhile: give it back
+            self._held[nxt.session_action_id] = nxt
+            self._reports.add(nxt.session_action_id, nxt.lease_epoch, "released")
+            return None
+        self._held[nxt.session_action_id] = nxt
+        self._executions[nxt.session_action_id] = execution
+        self.held_added.set()
+        return nxt
 
     async def _child(self) -> ChildProcess:
         while self._idle:
