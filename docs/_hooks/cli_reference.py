@@ -9,6 +9,7 @@ So the reference can never drift from the code.
 from __future__ import annotations
 
 import functools
+import html
 import os
 import re
 import subprocess
@@ -36,8 +37,11 @@ def reference() -> str:
     )
     text = done.stdout.split("\n", 1)[1]  # drop "# `oprun`": the page has its own title
     text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.MULTILINE)
-    return re.sub(
-        r"^Example: (.+)$", r"**Example**:\n\n```console\n$ \1\n```", text, flags=re.MULTILINE
+    return re.sub(  # typer escapes HTML in the text; a code block shows it as written
+        r"^Example: (.+)$",
+        lambda m: f"**Example**:\n\n```console\n$ {html.unescape(m[1])}\n```",
+        text,
+        flags=re.MULTILINE,
     )
 
 

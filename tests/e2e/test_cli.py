@@ -177,6 +177,65 @@ def test_ops_logs_prints_the_action_log_lines(cli: Cli) -> None:
     ], ran
 
 
+# -- session-actions list / get ----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("worker")
+def test_session_actions_list_and_get_by_operation_task_and_session(cli: Cli) -> None:
+    ops = [
+        invoked_id(cli("-o", "json", "invoke", "progress", "-p", f"steps={n}", "--wait"))
+        for n in (1, 2)
+    ]
+    listed = cli("session-actions", "list", "--operation", ops[0], "-o", "json")
+    assert listed.returncode == 0, listed
+    items = json.loads(listed.stdout)
+    runs = [sa for sa in items if "taskRun" in sa["definition"]]
+    assert len(runs) == 1, listed
+    (run,) = runs
+    assert {sa["operation_id"] for sa in items} == {ops[0]}, listed
+    assert run["status"] == "SUCCEEDED" and run["process_exit_code"] in (0, None), listed
+    assert run["definition"]["taskRun"]["parameters"]["steps"] == {"int": "1"}, listed
+
+    by_task = cli("session-actions", "list", "--task", run["task_id"], "-o", "json")
+    assert [sa["id"] for sa in json.loads(by_task.stdout)] == [run["id"]], by_task
+    by_session = cli("session-actions", "list", "--session", run["session_id"], "-o", "json")
+    assert run["id"] in [sa["id"] for sa in json.loads(by_session.stdout)], by_session
+    narrowed = cli(
+        "session-actions", "list", "--operation", ops[1], "--task", run["task_id"], "-o", "json"
+    )
+    assert json.loads(narrowed.stdout) == [], narrowed
+
+    table = cli("session-actions", "list", "--operation", ops[0])
+    assert table.returncode == 0, table
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == [
+        "SESSION", "ID", "KIND", "STATUS", "WORKER", "STARTED", "DURATION", "EXIT", "PROGRESS"
+    ], table  # fmt: skip
+    (row,) = [r for r in rows if run["id"] in r]
+    assert "taskRun main steps=1" in row and "SUCCEEDED" in row, table
+    assert run["session_id"] in table.stdout and run["worker_id"] in row, table
+
+    got = cli("session-actions", "get", run["id"])
+    assert got.returncode == 0, got
+    for expected in (run["id"], "taskRun", "SUCCEEDED", ops[0], run["task_id"], "status history"):
+        assert expected in got.stdout, got
+    as_json = cli("session-actions", "get", run["id"], "-o", "json")
+    detail = json.loads(as_json.stdout)
+    assert detail["id"] == run["id"] and [h["status"] for h in detail["history"]][-1] == (
+        "SUCCEEDED"
+    ), as_json
+
+
+def test_session_actions_list_needs_a_filter_and_get_an_existing_id(cli: Cli) -> None:
+    ran = cli("session-actions", "list")
+    line = one_error_line(ran, "USAGE")
+    assert ran.returncode == 2, ran
+    assert "--operation" in line and "--session" in line and "--task" in line, ran
+    missing = cli("session-actions", "get", "sa_doesnotexist")
+    assert "sa_doesnotexist" in one_error_line(missing, "NOT_FOUND"), missing
+    assert missing.returncode == 1, missing
+
+
 # -- errors: one line on stderr, no traceback, nonzero exit -----------------------------
 
 

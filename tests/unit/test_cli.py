@@ -363,3 +363,135 @@ def test_workers_list(cli, stub):
     result = cli("workers", "list")
     assert result.exit_code == 0
     assert "wk_1" in result.stdout and "host-a" in result.stdout
+
+
+# -- openjd actions and queues -----------------------------------------------------------
+def _openjd_action_json(name: str, **definition) -> dict:
+    saved = action_json(name)
+    saved["definition"] = {"name": name, "kind": "openjd", "parameters": [], **definition}
+    return saved
+
+
+def test_actions_register_template_sends_the_bundle_and_shows_its_steps(cli, stub, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "template.yaml").write_text(
+        "specificationVersion: 'jobtemplate-2023-09'\nname: j\n"
+        "parameterDefinitions: [{name: Dir, type: PATH, default: scripts}]\n"
+        "steps: [{name: Render, script: {actions: {onRun: {command: ls}}}}]\n"
+    )
+    template = {"steps": [{"name": "Render"}]}
+    stub.on("POST", "/v1/actions", ok(_openjd_action_json("render", template=template), 201))
+    result = cli(
+        "actions", "register-template", "render", str(bundle), "--queue", "gpu",
+        "--max-attempts", "2", "--timeout", "30", "--retry-on", "EXIT", "--retry-on", "CRASHED",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "openjd" in result.stdout and "Render" in result.stdout
+    sent = body(stub.requests[0])
+    assert sent["retry"]["retry_on"] == ["EXIT", "CRASHED"]
+    assert (sent["kind"], sent["queue"], sent["max_attempts"], sent["timeout"]) == (
+        "openjd",
+        "gpu",
+        2,
+        30,
+    )
+    assert sent["template"]["parameterDefinitions"][0]["default"] == str(bundle / "scripts")
+
+
+def test_actions_register_template_of_a_missing_path_is_a_usage_error(cli, stub, tmp_path):
+    result = cli("actions", "register-template", "render", str(tmp_path / "nope"))
+    assert result.exit_code == 2
+    assert "no template file or job bundle directory at" in _one_error_line(result)
+    assert stub.requests == []
+
+
+def test_actions_register_command_sends_the_argv_after_double_dash(cli, stub):
+    saved = _openjd_action_json("greet", command=["bash", "-c", "echo hi {{Param.Who}}"])
+    stub.on("POST", "/v1/actions", ok(saved, 201))
+    result = cli(
+        "-o", "json", "actions", "register-command", "greet", "--queue", "q1",
+        "--", "bash", "-c", "echo hi {{Param.Who}}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["definition"]["command"][0] == "bash"
+    sent = body(stub.requests[0])
+    assert sent["retry"]["retry_on"] == ["CRASHED"]  # the definition's default
+    assert sent["command"] == ["bash", "-c", "echo hi {{Param.Who}}"]
+    assert (sent["kind"], sent["queue"]) == ("openjd", "q1")
+    table = cli("actions", "register-command", "greet", "--", "bash", "-c", "echo hi")
+    assert "bash -c 'echo hi {{Param.Who}}'" in table.stdout  # the saved command, quoted
+
+
+def _queue_stats(name: str, priority: int = 0, limit: int | None = None) -> dict:
+    return {
+        "name": name,
+        "priority": priority,
+        "max_concurrency": limit,
+        "depth": 4,
+        "running": 1,
+        "succeeded": 7,
+        "failed": 2,
+        "throughput": [0] * 60,
+        "at": "2025-01-01T00:00:00Z",
+    }
+
+
+def _queue(request) -> httpx.Response:
+    settings = json.loads(request.content)
+    name = request.url.path.rsplit("/", 1)[1]
+    return ok(
+        {"id": "q_1", "project_id": "prj_1", "name": name, "created_at": "2025-01-01T00:00:00Z"}
+        | settings
+    )
+
+
+def test_queues_list_is_a_table_and_json(cli, stub):
+    page = {"items": [_queue_stats("render", 10, 4), _queue_stats("default")], "next_cursor": None}
+    stub.on("GET", "/v1/queues", ok(page))
+    result = cli("queues", "list")
+    assert result.exit_code == 0, result.stderr
+    header, render, default = result.stdout.splitlines()
+    assert header.split() == [
+        "NAME", "PRIORITY", "MAX", "CONCURRENCY", "QUEUED", "RUNNING", "SUCCEEDED", "1H",
+        "FAILED", "1H",
+    ]  # fmt: skip
+    assert render.split() == ["render", "10", "4", "4", "1", "7", "2"]
+    assert default.split()[:3] == ["default", "0", "no"]
+    listed = json.loads(cli("queues", "list", "-o", "json").stdout)
+    assert [(q["name"], q["max_concurrency"]) for q in listed] == [("render", 4), ("default", None)]
+
+
+@pytest.mark.parametrize(
+    ("args", "sent"),
+    [
+        (["--priority", "3"], {"priority": 3, "max_concurrency": 4}),
+        (["--max-concurrency", "8"], {"priority": 10, "max_concurrency": 8}),
+        (["--no-limit"], {"priority": 10, "max_concurrency": None}),
+        (["--priority", "-5", "--no-limit"], {"priority": -5, "max_concurrency": None}),
+    ],
+)
+def test_queues_set_keeps_the_settings_not_given(cli, stub, args, sent):
+    page = {"items": [_queue_stats("render", 10, 4)], "next_cursor": None}
+    stub.on("GET", "/v1/queues", ok(page)).on("PUT", "/v1/queues/render", _queue)
+    result = cli("queues", "set", "render", *args)
+    assert result.exit_code == 0, result.stderr
+    assert body(stub.sent("PUT", "/v1/queues/render")[0]) == sent
+    limit = "no limit" if sent["max_concurrency"] is None else sent["max_concurrency"]
+    assert result.stdout == f"render: priority {sent['priority']}, max concurrency {limit}\n"
+
+
+def test_queues_set_of_a_new_queue_starts_from_the_defaults(cli, stub):
+    stub.on("GET", "/v1/queues", ok({"items": [], "next_cursor": None}))
+    stub.on("PUT", "/v1/queues/batch", _queue)
+    result = cli("-o", "json", "queues", "set", "batch", "--max-concurrency", "2")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["max_concurrency"] == 2
+    assert body(stub.sent("PUT", "/v1/queues/batch")[0]) == {"priority": 0, "max_concurrency": 2}
+
+
+def test_queues_set_with_both_a_limit_and_no_limit_is_a_usage_error(cli, stub):
+    result = cli("queues", "set", "render", "--max-concurrency", "2", "--no-limit")
+    assert result.exit_code == 2
+    assert "give --max-concurrency N or --no-limit, not both" in _one_error_line(result)
+    assert stub.requests == []

@@ -12,6 +12,7 @@ RESOURCES = (
     "actions",
     "operations",
     "session_actions",
+    "queues",
     "workers",
     "tokens",
     "projects",

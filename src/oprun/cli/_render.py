@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,17 +13,23 @@ from rich.table import Table
 from rich.text import Text
 
 from oprun.domain import models
+from oprun.domain.session_kinds import describe
 from oprun.domain.status import OperationStatus
 from oprun.sdk import Operation
 
 STATUS_STYLES = {
     "QUEUED": "dim",
     "SCHEDULED": "cyan",
+    "ASSIGNED": "cyan",
     "RUNNING": "blue",
     "CANCELING": "yellow",
+    "RECLAIMING": "yellow",
     "SUCCEEDED": "green",
     "FAILED": "red",
     "CANCELED": "yellow",
+    "INTERRUPTED": "yellow",
+    "RECLAIMED": "yellow",
+    "NEVER_ATTEMPTED": "dim",
     "IDLE": "green",
     "NOT_RESPONDING": "red",
     "STOPPING": "yellow",
@@ -166,6 +173,17 @@ def actions_table(actions: Iterable[models.Action]) -> Table:
     return table
 
 
+def _how_it_runs(d: models.ActionDefinition) -> list[tuple[str, Any]]:
+    """A python action's entrypoint; an openjd action's command or template steps."""
+    if d.kind is not models.ActionKind.OPENJD:
+        return [("entrypoint", d.entrypoint)]
+    if d.command:
+        return [("command", shlex.join(d.command))]
+    steps = d.template.get("steps") if isinstance(d.template, dict) else None
+    names = [str(s.get("name")) for s in steps or () if isinstance(s, dict)]
+    return [("steps", ", ".join(names) or None)]
+
+
 def action_detail(action: models.Action) -> RenderableType:
     """``actions get``: an action version and its parameters."""
     d = action.definition
@@ -176,10 +194,11 @@ def action_detail(action: models.Action) -> RenderableType:
             ("id", action.id),
             ("digest", action.digest),
             ("kind", d.kind.value),
-            ("entrypoint", d.entrypoint),
+            *_how_it_runs(d),
             ("queue", d.queue),
             ("timeout", None if d.timeout is None else f"{d.timeout:g}s"),
             ("max attempts", d.max_attempts),
+            ("retry on", ", ".join(d.retry.retry_on) or None),
             ("cacheable", d.cacheable),
             ("description", d.description),
             ("created", action.created_at.isoformat()),
@@ -198,6 +217,38 @@ def action_detail(action: models.Action) -> RenderableType:
             _t(p.description),
         )
     return Group(fields, Text(""), params)
+
+
+def concurrency(limit: int | None) -> str:
+    """A queue's concurrency limit: the number, or ``no limit``."""
+    return "no limit" if limit is None else str(limit)
+
+
+def queues_table(queues: Iterable[models.QueueStats]) -> Table:
+    """``queues list``: settings, tasks waiting and running, and the last hour's outcomes."""
+    table = Table(box=None, pad_edge=False)
+    columns = ("NAME", "PRIORITY", "MAX CONCURRENCY", "QUEUED", "RUNNING", "SUCCEEDED 1H")
+    for column in (*columns, "FAILED 1H"):
+        table.add_column(column, justify="left" if column == "NAME" else "right")
+    for q in queues:
+        table.add_row(
+            _t(q.name),
+            _t(q.priority),
+            _t(concurrency(q.max_concurrency)),
+            _t(q.depth),
+            _t(q.running),
+            _t(q.succeeded),
+            Text(str(q.failed), style="red" if q.failed else ""),
+        )
+    return table
+
+
+def queue_line(queue: models.Queue) -> str:
+    """``queues set``: a queue's settings on one line."""
+    return (
+        f"{queue.name}: priority {queue.priority}, "
+        f"max concurrency {concurrency(queue.max_concurrency)}"
+    )
 
 
 def workers_table(workers: Iterable[models.Worker]) -> Table:
@@ -231,3 +282,97 @@ def tokens_table(tokens: Iterable[models.Token]) -> Table:
             _t(t.revoked_at.isoformat() if t.revoked_at else None),
         )
     return table
+
+
+def _ran(start: datetime | None, end: datetime | None) -> str:
+    """How long it ran: ``4.2s``; ``4.2s…`` while it still runs; ``-`` before it started."""
+    if start is None:
+        return "-"
+    if end is None:
+        return duration(start, datetime.now(UTC)) + "…"
+    return duration(start, end)
+
+
+def _progress(percent_: float | None, message: str | None) -> str:
+    text = "" if percent_ is None else f"{percent_:.0f}%"
+    if message:
+        text = f"{text} {message if len(message) <= 40 else message[:39] + '…'}"
+    return text.strip()
+
+
+def session_actions_table(actions: Iterable[models.SessionAction]) -> Table:
+    """``session-actions list``: grouped by session, each session's actions in the order they ran.
+
+    Sessions come in the order they started; a session's id is shown on its first row.
+    """
+    by_session: dict[str, list[models.SessionAction]] = {}
+    for sa in actions:
+        by_session.setdefault(sa.session_id, []).append(sa)
+    table = Table(box=None, pad_edge=False)
+    columns = (
+        "SESSION",
+        "ID",
+        "KIND",
+        "STATUS",
+        "WORKER",
+        "STARTED",
+        "DURATION",
+        "EXIT",
+        "PROGRESS",
+    )
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("SESSION", "ID", "STATUS"))
+    for session_id, group in by_session.items():
+        for index, sa in enumerate(sorted(group, key=lambda a: a.id)):
+            table.add_row(
+                _t(session_id) if index == 0 else Text(""),
+                _t(sa.id),
+                _t(str(describe(sa.definition))),
+                status_text(sa.status.value),
+                _t(sa.worker_id),
+                _t(f"{age(sa.started_at)} ago" if sa.started_at else None),
+                _t(_ran(sa.started_at, sa.ended_at)),
+                _t(sa.process_exit_code),
+                _t(_progress(sa.progress_percent, sa.progress_message)),
+            )
+    return table
+
+
+def _when(at: datetime | None) -> str | None:
+    return None if at is None else f"{at.isoformat()} ({age(at)} ago)"
+
+
+def session_action_detail(sa: models.SessionAction) -> RenderableType:
+    """``session-actions get``: every field of a session action, then its status history."""
+    what = describe(sa.definition)
+    rows: list[tuple[str, Any]] = [
+        ("id", sa.id),
+        ("kind", what.kind),
+    ]
+    if what.environment_id is not None:
+        rows.append(("environment", what.environment_id))
+    if what.step_id is not None:
+        rows.append(("step", what.step_id))
+    if what.parameters:
+        rows.append(("parameters", what.parameters_text))
+    rows += [
+        ("status", status_text(sa.status.value)),
+        ("operation", sa.operation_id),
+        ("session", sa.session_id),
+        ("task", sa.task_id),
+        ("worker", sa.worker_id),
+        ("lease epoch", sa.lease_epoch),
+        ("started", _when(sa.started_at)),
+        ("ended", _when(sa.ended_at)),
+        ("duration", _ran(sa.started_at, sa.ended_at)),
+        ("worker updated", _when(sa.worker_updated_at)),
+        ("progress", _progress(sa.progress_percent, sa.progress_message) or None),
+        ("exit code", sa.process_exit_code),
+        ("definition", as_json(sa.definition)),
+    ]
+    history = Table(title="status history", title_justify="left", box=None, pad_edge=False)
+    for column in ("AT", "STATUS", "DETAIL"):
+        history.add_column(column)
+    for record in sa.history:
+        history.add_row(_t(record.at.isoformat()), status_text(record.status), _t(record.detail))
+    return Group(_fields(rows), Text(""), history)

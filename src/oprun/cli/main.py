@@ -20,7 +20,7 @@ from typer._click.core import Context as ClickContext
 from typer.core import TyperGroup
 
 from oprun._version import __version__
-from oprun.cli import actions, events, login, ops, tokens, workers
+from oprun.cli import actions, events, login, ops, queues, session_actions, tokens, workers
 from oprun.cli._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -225,7 +225,9 @@ app.command("invoke", no_args_is_help=True)(ops.invoke)
 app.command("login")(login.login)
 app.command("events")(events.events)
 app.add_typer(ops.app, name="ops")
+app.add_typer(session_actions.app, name="session-actions")
 app.add_typer(actions.app, name="actions")
+app.add_typer(queues.app, name="queues")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(workers.app, name="workers")
 

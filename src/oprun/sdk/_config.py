@@ -39,7 +39,7 @@ URL_ENV = "OPRUN_URL"
 TOKEN_ENV = "OPRUN_TOKEN"
 PROFILE_ENV = "OPRUN_PROFILE"
 DEFAULT_PROFILE = "default"
-PROFILE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 """Profile names are TOML bare keys: letters, digits, ``_`` and ``-``."""
 
 

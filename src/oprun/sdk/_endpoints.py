@@ -8,7 +8,7 @@ its answer. Nothing here does I/O.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -93,6 +93,47 @@ def action_name(action: ActionRef) -> str:
 def save_action(definition: models.ActionDefinition) -> Call[models.Action]:
     """``POST /v1/actions``: save a version (200 when an identical one exists)."""
     return Call("POST", "/v1/actions", _PARSE_ACTION, json=definition.model_dump(mode="json"))
+
+
+def openjd_definition(
+    name: str,
+    *,
+    template: Mapping[str, Any] | str | None = None,
+    command: Sequence[str] | None = None,
+    queue: str | None = None,
+    timeout: float | None = None,
+    max_attempts: int | None = None,
+    retry: models.RetryPolicy | Mapping[str, Any] | None = None,
+    requirements: models.Requirements | Mapping[str, Any] | None = None,
+    quarantine_after: int | None = None,
+    cacheable: bool | None = None,
+    description: str | None = None,
+) -> models.ActionDefinition:
+    """An ``openjd`` action definition; options left as None keep the definition's defaults.
+
+    Raises:
+        ValidationError: a field is not valid (the template itself is checked by the
+            server, with openjd-model).
+    """
+    options: dict[str, Any] = {
+        "queue": queue,
+        "timeout": timeout,
+        "max_attempts": max_attempts,
+        "retry": retry,
+        "requirements": requirements,
+        "quarantine_after": quarantine_after,
+        "cacheable": cacheable,
+        "description": description,
+    }
+    fields = {k: v for k, v in options.items() if v is not None}
+    if template is not None:
+        fields["template"] = template if isinstance(template, str) else dict(template)
+    if command is not None:
+        fields["command"] = list(command)
+    try:
+        return models.ActionDefinition(name=name, kind=models.ActionKind.OPENJD, **fields)
+    except pydantic.ValidationError as exc:
+        raise from_pydantic(exc, "action definition") from None
 
 
 def get_action(name: str, version: int | None = None) -> Call[models.Action]:
@@ -303,12 +344,78 @@ def operation_session_actions(operation_id: str) -> Call[list[models.SessionActi
     )
 
 
+SESSION_ACTION_FILTERS = ("operation_id", "session_id", "task_id")
+
+
+def check_session_action_filters(
+    operation_id: str | None, session_id: str | None, task_id: str | None
+) -> None:
+    """Raise `ValidationError` unless at least one filter is given (as the server would)."""
+    if not any((operation_id, session_id, task_id)):
+        raise ValidationError(
+            "filter by at least one of " + ", ".join(SESSION_ACTION_FILTERS),
+            fields=list(SESSION_ACTION_FILTERS),
+        )
+
+
+def list_session_actions(
+    *,
+    operation_id: str | None,
+    session_id: str | None,
+    task_id: str | None,
+    cursor: str | None,
+    limit: int | None,
+) -> Call[models.Page[models.SessionAction]]:
+    """``GET /v1/session-actions``: one page, oldest first, of an operation, session and/or task."""
+    check_session_action_filters(operation_id, session_id, task_id)
+    return Call(
+        "GET",
+        "/v1/session-actions",
+        _model(models.Page[models.SessionAction]),
+        params={
+            "operation_id": operation_id,
+            "session_id": session_id,
+            "task_id": task_id,
+            "cursor": cursor,
+            "limit": limit,
+        },
+        retry_safe=True,
+    )
+
+
 def get_session_action(session_action_id: str) -> Call[models.SessionAction]:
     """``GET /v1/session-actions/{id}``."""
     return Call(
         "GET",
         f"/v1/session-actions/{segment(session_action_id)}",
         _model(models.SessionAction),
+        retry_safe=True,
+    )
+
+
+# -- queues ----------------------------------------------------------------------------
+def list_queues(cursor: str | None, limit: int | None) -> Call[models.Page[models.QueueStats]]:
+    """``GET /v1/queues``: every queue, highest priority first (one page holds them all)."""
+    return Call(
+        "GET",
+        "/v1/queues",
+        _model(models.Page[models.QueueStats]),
+        params={"cursor": cursor, "limit": limit},
+        retry_safe=True,
+    )
+
+
+def configure_queue(name: str, priority: int, max_concurrency: int | None) -> Call[models.Queue]:
+    """``PUT /v1/queues/{name}``: set both settings, creating the queue if new (admin)."""
+    try:
+        settings = models.QueueSettings(priority=priority, max_concurrency=max_concurrency)
+    except pydantic.ValidationError as exc:
+        raise from_pydantic(exc, "queue settings") from None
+    return Call(
+        "PUT",
+        f"/v1/queues/{segment(name)}",
+        _model(models.Queue),
+        json=settings.model_dump(mode="json"),
         retry_safe=True,
     )
 

@@ -32,6 +32,7 @@ from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
 from oprun.sdk._requests import Call, Settings, connection_error, handle, succeeded
 from oprun.sdk._retry import OUTAGE_PATIENCE, RetryPolicy
 from oprun.sdk._snapshot import statuses
+from oprun.sdk._templates import TemplateSource, read_template
 from oprun.sdk.client import (
     LOG_FOLLOW_SECONDS,
     LONG_POLL_SECONDS,
@@ -73,6 +74,7 @@ class AsyncClient:
         self.actions = AsyncActions(self)
         self.operations = AsyncOperations(self)
         self.session_actions = AsyncSessionActions(self)
+        self.queues = AsyncQueues(self)
         self.workers = AsyncWorkers(self)
         self.tokens = AsyncTokens(self)
         self.events = AsyncEvents(self)
@@ -178,6 +180,39 @@ class AsyncActions:
         if isinstance(definition_or_app, models.ActionDefinition):
             return await self._client._send(E.save_action(definition_or_app))
         return [await self._client._send(E.save_action(d)) for d in definition_or_app.definitions()]
+
+    async def register_template(
+        self,
+        name: str,
+        template: TemplateSource,
+        *,
+        queue: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        retry: models.RetryPolicy | Mapping[str, Any] | None = None,
+        requirements: models.Requirements | Mapping[str, Any] | None = None,
+        quarantine_after: int | None = None,
+        cacheable: bool | None = None,
+        description: str | None = None,
+    ) -> models.Action:
+        """Save an Open Job Description job template as a version of the openjd action `name`.
+
+        The arguments are `Client.actions.register_template`'s. The template file is
+        read before anything is sent (a small local read, done in place).
+        """
+        definition = E.openjd_definition(
+            name,
+            template=read_template(template),
+            queue=queue,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            retry=retry,
+            requirements=requirements,
+            quarantine_after=quarantine_after,
+            cacheable=cacheable,
+            description=description,
+        )
+        return await self._client._send(E.save_action(definition))
 
     async def get(self, name: str, version: int | None = None) -> models.Action:
         """An action's latest version, or the given `version`."""
@@ -407,6 +442,52 @@ class AsyncSessionActions:
     async def get(self, session_action_id: str) -> models.SessionAction:
         """One session action: status, times, exit code, progress, definition."""
         return await self._client._send(E.get_session_action(session_action_id))
+
+    def list(
+        self,
+        operation_id: str | None = None,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> AsyncIterator[models.SessionAction]:
+        """Session actions of an operation, a session and/or a task, oldest first.
+
+        As `Client.session_actions.list`, for ``async for``.
+
+        Raises:
+            ValidationError: no filter was given (raised here, before any request).
+        """
+        E.check_session_action_filters(operation_id, session_id, task_id)
+
+        def page(cursor: str | None, size: int | None) -> Call[models.Page[models.SessionAction]]:
+            return E.list_session_actions(
+                operation_id=operation_id,
+                session_id=session_id,
+                task_id=task_id,
+                cursor=cursor,
+                limit=size,
+            )
+
+        return self._client._pages(page, limit, page_size)
+
+
+class AsyncQueues:
+    """`client.queues`: the lanes where work waits, their priority and concurrency limit."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self) -> builtins.list[models.QueueStats]:
+        """Every queue of the project, highest priority first, then by name."""
+        return [queue async for queue in self._client._pages(E.list_queues, None, None)]
+
+    async def configure(
+        self, name: str, priority: int = 0, max_concurrency: int | None = None
+    ) -> models.Queue:
+        """Set a queue's priority and concurrency limit (both), creating it if new (admin)."""
+        return await self._client._send(E.configure_queue(name, priority, max_concurrency))
 
 
 class AsyncWorkers:

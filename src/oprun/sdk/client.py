@@ -27,6 +27,7 @@ from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
 from oprun.sdk._requests import Call, Settings, connection_error, handle, succeeded
 from oprun.sdk._retry import OUTAGE_PATIENCE, RetryPolicy
 from oprun.sdk._snapshot import statuses
+from oprun.sdk._templates import TemplateSource, read_template
 from oprun.sdk.errors import OperationFailed
 from oprun.sdk.events import Events
 from oprun.sdk.operation import DEFAULT_RAISE_ON, NoOp, Operation
@@ -68,8 +69,8 @@ class Client:
 
     Every method raises the `oprun.OprunError` subclass of the server's answer
     (`NotFound`, `ValidationError`, ...), and `Unavailable` when the server cannot be
-    reached. Resources: `actions`, `operations`, `session_actions`, `workers`,
-    `tokens`, `projects`, `events`.
+    reached. Resources: `actions`, `operations`, `session_actions`, `queues`,
+    `workers`, `tokens`, `projects`, `events`.
 
     Raises:
         ValidationError: the URL is not http(s), or a named profile does not exist.
@@ -97,6 +98,7 @@ class Client:
         self.actions = Actions(self)
         self.operations = Operations(self)
         self.session_actions = SessionActions(self)
+        self.queues = Queues(self)
         self.workers = Workers(self)
         self.tokens = Tokens(self)
         self.events = Events(self)
@@ -202,6 +204,66 @@ class Actions:
         if isinstance(definition_or_app, models.ActionDefinition):
             return self._client._send(E.save_action(definition_or_app))
         return [self._client._send(E.save_action(d)) for d in definition_or_app.definitions()]
+
+    def register_template(
+        self,
+        name: str,
+        template: TemplateSource,
+        *,
+        queue: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        retry: models.RetryPolicy | Mapping[str, Any] | None = None,
+        requirements: models.Requirements | Mapping[str, Any] | None = None,
+        quarantine_after: int | None = None,
+        cacheable: bool | None = None,
+        description: str | None = None,
+    ) -> models.Action:
+        """Save an Open Job Description job template as a version of the openjd action `name`.
+
+        Its parameters are the template's ``parameterDefinitions``: invoke it with the
+        job parameters as usual (``operations.invoke(name, {"Frames": "1-100"})``).
+
+        Args:
+            name: the action's name.
+            template: a path to a YAML or JSON template file (``.json`` is read as
+                JSON, anything else as YAML); a path to a Deadline Cloud job bundle
+                directory, whose ``template.yaml`` or ``template.json`` is read and
+                whose relative PATH parameter defaults are made absolute by joining
+                them to the bundle directory, as ``deadline bundle submit`` does (its
+                ``parameter_values`` file is not read: pass those values when
+                invoking); or a template already parsed into a mapping.
+            queue: the queue its work waits in (default ``default``).
+            timeout: seconds each attempt may run.
+            max_attempts: attempts per task, interruptions included (default 3).
+            retry: which failures run again and after how long (`RetryPolicy`).
+            requirements: what a worker must have (`Requirements`).
+            quarantine_after: failures in a row on one worker before it takes no
+                more of an operation's tasks (0: never).
+            cacheable: whether an identical invocation that already succeeded
+                answers a `NoOp`.
+            description: shown with the action.
+
+        Options left as None keep the definition's defaults.
+
+        Raises:
+            ValidationError: nothing readable is at the path, the directory is not a
+                job bundle, the file is not a YAML/JSON mapping, or the server found
+                the template invalid (its message quotes openjd-model's).
+        """
+        definition = E.openjd_definition(
+            name,
+            template=read_template(template),
+            queue=queue,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            retry=retry,
+            requirements=requirements,
+            quarantine_after=quarantine_after,
+            cacheable=cacheable,
+            description=description,
+        )
+        return self._client._send(E.save_action(definition))
 
     def get(self, name: str, version: int | None = None) -> models.Action:
         """An action's latest version, or the given `version`."""
@@ -447,6 +509,73 @@ class SessionActions:
     def get(self, session_action_id: str) -> models.SessionAction:
         """One session action: status, times, exit code, progress, definition."""
         return self._client._send(E.get_session_action(session_action_id))
+
+    def list(
+        self,
+        operation_id: str | None = None,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> Iterator[models.SessionAction]:
+        """Session actions of an operation, a session and/or a task, oldest first.
+
+        Filters combine (an operation's actions for one task); ids sort by creation,
+        so each session reads in the order it ran: ``envEnter``, ``taskRun`` ...,
+        ``envExit``. Pages are fetched as you iterate; `limit` caps how many are
+        yielded (all when None). Records come without their status history
+        (`get()` has it). Another project's ids match nothing.
+
+        Raises:
+            ValidationError: no filter was given (raised here, before any request).
+        """
+        E.check_session_action_filters(operation_id, session_id, task_id)
+
+        def page(cursor: str | None, size: int | None) -> Call[models.Page[models.SessionAction]]:
+            return E.list_session_actions(
+                operation_id=operation_id,
+                session_id=session_id,
+                task_id=task_id,
+                cursor=cursor,
+                limit=size,
+            )
+
+        return self._client._pages(page, limit, page_size)
+
+
+class Queues:
+    """`client.queues`: the lanes where work waits, their priority and concurrency limit."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self) -> builtins.list[models.QueueStats]:
+        """Every queue of the project, highest priority first, then by name.
+
+        Each with its settings, the tasks waiting (`depth`) and running, and the
+        last hour's throughput.
+        """
+        return builtins.list(self._client._pages(E.list_queues, None, None))
+
+    def configure(
+        self, name: str, priority: int = 0, max_concurrency: int | None = None
+    ) -> models.Queue:
+        """Set a queue's priority and concurrency limit, creating the queue if new (admin).
+
+        Both settings are set: a setting left out takes its default, not its
+        current value.
+
+        Args:
+            name: the queue.
+            priority: higher-priority queues are served first (-1000..1000).
+            max_concurrency: most of its tasks running at once; None: no limit.
+
+        Raises:
+            ValidationError: a setting is out of range or the name is not valid.
+            AccessDenied: the token is not an admin's.
+        """
+        return self._client._send(E.configure_queue(name, priority, max_concurrency))
 
 
 class Workers:
