@@ -11,12 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
 from oprun.api.app import create_app
-from oprun.domain.models import Operation, StatusRecord
+from oprun.domain.models import Operation, SessionAction, StatusRecord
 from oprun.service import Services, Settings
 from oprun.service.auth import bootstrap
-from oprun.store import open_store
+from oprun.store import open_store, schema
 from oprun.web import views
 from oprun.web.session import safe_next
 from oprun.web.templating import STATIC_DIR
@@ -307,3 +308,108 @@ def test_throughput_chart_scales_to_the_peak_and_draws_the_current_minute_on_the
     assert chart.total == 106 and "at most 100 in one minute, 5 in the last minute" in chart.summary
     empty = views.throughput_chart([0] * 60, datetime(2026, 1, 1, tzinfo=UTC))
     assert empty.bars == [] and empty.summary == "no tasks ended in the last hour"
+
+
+# -- session actions on the operation page -------------------------------------------------
+def sa(sa_id: str, session: str, definition: dict[str, Any], status: str = "SUCCEEDED"):
+    """A session action record (only what the views read matters)."""
+    return SessionAction.model_validate(
+        {
+            "id": sa_id,
+            "session_id": session,
+            "operation_id": "op_1",
+            "task_id": definition.get("taskRun", {}).get("taskId"),
+            "worker_id": f"wk_{session}",
+            "status": status,
+            "lease_epoch": 1,
+            "definition": definition,
+        }
+    )
+
+
+def run(task: str, **params: str) -> dict[str, Any]:
+    tagged = {k: {"int": v} for k, v in params.items()}
+    return {"taskRun": {"taskId": task, "stepId": "render", "parameters": tagged}}
+
+
+def test_session_actions_are_grouped_by_session_each_in_the_order_it_ran() -> None:
+    actions = [
+        sa("sa_05", "s2", run("task_3", frame="3")),
+        sa("sa_01", "s1", {"envEnter": {"environmentId": "JobEnv"}}),
+        sa("sa_02", "s2", {"syncInputJobAttachments": {}}),
+        sa("sa_03", "s1", run("task_1", frame="1")),
+        sa("sa_04", "s1", run("task_2", frame="2")),
+        sa("sa_06", "s1", {"envExit": {"environmentId": "JobEnv"}}, "RUNNING"),
+    ]
+    groups = views.sessions(actions)
+    assert [g.session_id for g in groups] == ["s1", "s2"]
+    assert [r.sa.id for r in groups[0].rows] == ["sa_01", "sa_03", "sa_04", "sa_06"]
+    assert [str(r.what) for r in groups[0].rows] == [
+        "envEnter JobEnv",
+        "taskRun render frame=1",
+        "taskRun render frame=2",
+        "envExit JobEnv",
+    ]
+    assert groups[0].worker_id == "wk_s1"
+    assert groups[0].summary == "4 actions: 1 env enter, 2 task runs, 1 env exit"
+    assert groups[1].summary == "2 actions: 1 sync inputs, 1 task run"
+    assert views.sessions([]) == []
+
+
+def test_operation_page_names_each_session_actions_kind_session_by_session(
+    client: Client, services: Services
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    definition = {
+        "name": "render",
+        "entrypoint": "m:f",
+        "parameters": [{"name": "frame", "type": "int"}],
+    }
+    assert client.post("/v1/actions", json=definition, headers=admin).status_code == 201
+    op_id = client.post(
+        "/v1/operations", json={"action": "render", "parameters": {"frame": 7}}, headers=admin
+    ).json()["id"]
+    worker = client.post("/v1/workers", json={"name": "w", "hostname": "h"}, headers=admin).json()
+    claimed = client.post(f"/v1/workers/{worker['id']}:claim", json={"max": 1}, headers=admin)
+    (assignment,) = claimed.json()["assignments"]
+    listed = client.get("/v1/session-actions", params={"operation_id": op_id}, headers=admin)
+    (task_run,) = listed.json()["items"]
+    # Environment actions of the same session, as the worker reports them (written directly).
+    with services.store.engine.begin() as conn:
+        for n, definition in enumerate(
+            [{"envEnter": {"environmentId": "JobEnv"}}, {"envExit": {"environmentId": "JobEnv"}}]
+        ):
+            conn.execute(
+                insert(schema.session_actions),
+                {
+                    "id": "sa_" + ("0" if n == 0 else "f") * 32,  # before and after the run
+                    "session_id": task_run["session_id"],
+                    "project_id": client.get("/v1/projects/current", headers=admin).json()["id"],
+                    "operation_id": op_id,
+                    "task_id": None,
+                    "worker_id": worker["id"],
+                    "status": "SUCCEEDED",
+                    "lease_epoch": 0,
+                    "definition": definition,
+                    "created_at": 0.0,
+                },
+            )
+    client.cookies.set("oprun_session", ADMIN)
+    page = client.get(f"/operations/{op_id}")
+    assert page.status_code == 200
+    table = page.text[page.text.index('data-slot="attempts"') :]
+    table = table[: table.index("</table>")]
+    assert table.count('<tbody class="session"') == 1
+    assert (
+        '<th scope="rowgroup"' in table
+        and "3 actions: 1 env enter, 1 task run, 1 env exit" in table
+    )
+    kinds = re.findall(r'<tr data-kind="(\w+)">', table)
+    assert kinds == ["envEnter", "taskRun", "envExit"]
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", table))
+    assert "Env enter JobEnv" in text and "Env exit JobEnv" in text
+    assert "Task run main frame=7" in text
+    assert assignment["task_id"] in table  # the task run's title names its task
+    assert " style=" not in page.text
+    live = client.get(f"/operations/{op_id}/live")
+    assert live.status_code == 200 and "Env enter" in live.text

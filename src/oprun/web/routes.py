@@ -131,7 +131,7 @@ def _operation_parts(svc: Svc, page: PageContext, operation_id: str) -> dict[str
     return {
         "op": op,
         "tasks": tasks,
-        "attempts": attempts,
+        "sessions": views.sessions(attempts),
         "timeline": views.timeline(op.history, ongoing=not op.status.is_terminal()),
     }
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from oprun.domain.models import Operation, StatusRecord, TaskCounts
+from oprun.domain.models import Operation, SessionAction, StatusRecord, TaskCounts
+from oprun.domain.session_kinds import Described, describe
 
 TONES: dict[str, str] = {
     "QUEUED": "neutral",
@@ -156,6 +157,58 @@ def ran_for(op: Operation, now: float) -> float | None:
         return None
     end = epoch(op.ended_at)
     return (end if end is not None else now) - start
+
+
+# -- session actions, session by session --------------------------------------------------
+@dataclass(frozen=True)
+class SessionActionRow:
+    """One session action and what its definition says it does."""
+
+    sa: SessionAction
+    what: Described
+
+
+@dataclass(frozen=True)
+class SessionGroup:
+    """One session: the worker it ran on and its actions in the order they ran."""
+
+    session_id: str
+    worker_id: str
+    rows: list[SessionActionRow]
+    summary: str
+    """`4 actions: 1 env enter, 2 task runs, 1 env exit`."""
+
+
+def _summary(rows: Sequence[SessionActionRow]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.what.title] = counts.get(row.what.title, 0) + 1
+    parts = [
+        f"{n} {title.lower()}{'s' if n > 1 and not title.endswith('s') else ''}"
+        for title, n in counts.items()
+    ]
+    total = len(rows)
+    return f"{total} {'action' if total == 1 else 'actions'}: {', '.join(parts)}"
+
+
+def sessions(actions: Sequence[SessionAction]) -> list[SessionGroup]:
+    """Session actions grouped by session, sessions in the order they started.
+
+    Ids sort by creation, so sorting by id puts each session's actions in the order
+    they ran (env enter, task runs, env exit) and the sessions in the order they began.
+    """
+    grouped: dict[str, list[SessionActionRow]] = {}
+    for sa in sorted(actions, key=lambda a: a.id):
+        grouped.setdefault(sa.session_id, []).append(SessionActionRow(sa, describe(sa.definition)))
+    return [
+        SessionGroup(
+            session_id=session_id,
+            worker_id=rows[0].sa.worker_id,
+            rows=rows,
+            summary=_summary(rows),
+        )
+        for session_id, rows in grouped.items()
+    ]
 
 
 # -- the status timeline ------------------------------------------------------------------
