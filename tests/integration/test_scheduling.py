@@ -260,10 +260,12 @@ def test_a_session_keeps_its_environments_across_its_tasks(store, project):
 def test_a_lapsed_lease_ends_its_session_and_interrupts_its_environments(store, project):
     _invoke(store, project.id)
     w = _worker(store, project.id)
-    (a,) = store.claim(w.id, project.id, ["default"], 1, 0.1)
+    # A claim takes nothing for a worker silent for its lease, so the lease must
+    # outlast the time from registration to claim on a loaded machine.
+    (a,) = store.claim(w.id, project.id, ["default"], 1, 1.0)
     enter = new_id("session_action")
     store.apply_session_reports(w.id, [_env(a.session_id, enter, "RUNNING")])
-    time.sleep(0.2)
+    time.sleep(1.2)
     assert store.reap(worker_silence=60) == 1
     env = store.get_session_action(project.id, enter)
     assert env.status is SessionActionStatus.INTERRUPTED

@@ -138,9 +138,9 @@ def test_the_first_terminal_report_wins_and_late_reports_change_nothing(store, p
 def test_a_lapsed_lease_requeues_and_fences_off_the_old_attempt(store, project):
     (op,) = _invoke(store, project.id)
     w1 = _worker(store, project.id)
-    (a,) = store.claim(w1.id, project.id, ["default"], 1, 0.2)
-    time.sleep(0.4)
-    assert store.reap(worker_silence=0.1) == 1
+    (a,) = store.claim(w1.id, project.id, ["default"], 1, 1.0)
+    time.sleep(1.2)
+    assert store.reap(worker_silence=0.5) == 1
     assert store.get_operation(project.id, op.id).status is OperationStatus.QUEUED
     assert store.get_worker(project.id, w1.id).status is WorkerStatus.NOT_RESPONDING
     assert store.claim(w1.id, project.id, ["default"], 1, 30) == []  # silent workers take none
@@ -164,8 +164,8 @@ def test_a_lapsed_lease_requeues_and_fences_off_the_old_attempt(store, project):
 def test_attempts_run_out_and_the_operation_fails(store, project):
     (op,) = _invoke(store, project.id, max_attempts=1)
     worker = _worker(store, project.id)
-    store.claim(worker.id, project.id, ["default"], 1, 0.1)
-    time.sleep(0.3)
+    assert len(store.claim(worker.id, project.id, ["default"], 1, 1.0)) == 1
+    time.sleep(1.2)
     store.reap(worker_silence=60)
     done = _history_is_legal(store, project.id, op.id)
     assert done.status is OperationStatus.FAILED
@@ -199,6 +199,20 @@ def test_cancel_of_running_work_reaches_its_worker_by_heartbeat(store, project):
     )
     done = _history_is_legal(store, project.id, op.id)
     assert done.status is OperationStatus.CANCELED
+
+
+def test_a_heartbeat_sent_before_stopping_does_not_undo_it(store, project):
+    """A long-polled heartbeat (RUNNING) answered after the STOPPING one must not
+    make the worker look available again: its parked claim would take new work."""
+    _invoke(store, project.id)
+    worker = _worker(store, project.id)
+    store.heartbeat(worker.id, [], WorkerStatus.STOPPING, 30)
+    store.heartbeat(worker.id, [], WorkerStatus.RUNNING, 30)
+    assert store.get_worker(project.id, worker.id).status is WorkerStatus.STOPPING
+    assert store.claim(worker.id, project.id, ["default"], 1, 30) == []
+    store.heartbeat(worker.id, [], WorkerStatus.STOPPED, 30)
+    store.heartbeat(worker.id, [], WorkerStatus.STOPPING, 30)
+    assert store.get_worker(project.id, worker.id).status is WorkerStatus.STOPPED
 
 
 def test_cancel_racing_completion_ends_in_exactly_one_terminal_state(store, project):

@@ -14,6 +14,7 @@ from oprun.domain.status import (
     SESSION_ACTION_TRANSITIONS,
     OperationStatus,
     SessionActionStatus,
+    WorkerStatus,
 )
 
 op_status = st.sampled_from(list(OperationStatus))
@@ -101,3 +102,30 @@ def test_rollup_of_finished_tasks_is_terminal(task_counts):
     assert target.is_terminal() == (total > 0)
     if task_counts.failed:
         assert target is OperationStatus.FAILED
+
+
+worker_status = st.sampled_from(list(WorkerStatus))
+_STOPPING_ORDER = {
+    WorkerStatus.IDLE: 0,
+    WorkerStatus.RUNNING: 0,
+    WorkerStatus.STOPPING: 1,
+    WorkerStatus.STOPPED: 2,
+}
+
+
+@given(st.lists(worker_status.filter(lambda s: s is not WorkerStatus.NOT_RESPONDING), max_size=30))
+def test_worker_reports_in_any_order_never_go_back_from_stopping(reports):
+    """Heartbeats may land out of order; a worker's status only moves towards STOPPED."""
+    status = WorkerStatus.IDLE
+    for reported in reports:
+        before = status
+        if before in reported.reported_over():
+            status = reported
+        assert _STOPPING_ORDER[status] >= _STOPPING_ORDER[before]
+    if reports:
+        assert _STOPPING_ORDER[status] == max(_STOPPING_ORDER[s] for s in reports)
+
+
+@given(worker_status)
+def test_a_worker_given_up_on_stays_so_whatever_it_reports(reported):
+    assert WorkerStatus.NOT_RESPONDING not in reported.reported_over()

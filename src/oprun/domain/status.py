@@ -155,3 +155,24 @@ class WorkerStatus(StrEnum):
     NOT_RESPONDING = "NOT_RESPONDING"
     STOPPING = "STOPPING"
     STOPPED = "STOPPED"
+
+    def reported_over(self) -> frozenset[WorkerStatus]:
+        """The statuses a worker's own report of this status may replace.
+
+        Heartbeats travel concurrently: a long poll sent before SIGTERM (carrying
+        RUNNING) can be answered after the STOPPING one. A worker therefore never goes
+        back from stopping to working by a report, and a worker the server gave up on
+        (NOT_RESPONDING) stays so until it is told to stop.
+        """
+        return _REPORTED_OVER[self]
+
+
+_W = WorkerStatus
+_WORKING = frozenset({_W.IDLE, _W.RUNNING})
+_REPORTED_OVER: dict[WorkerStatus, frozenset[WorkerStatus]] = {
+    _W.IDLE: _WORKING,
+    _W.RUNNING: _WORKING,
+    _W.STOPPING: _WORKING | {_W.STOPPING},
+    _W.STOPPED: _WORKING | {_W.STOPPING, _W.STOPPED},
+    _W.NOT_RESPONDING: frozenset(),
+}

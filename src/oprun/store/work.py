@@ -104,9 +104,10 @@ class WorkQueries(SessionQueries):
         with self.write() as tx:
             conn = tx.conn
             worker = conn.execute(
-                select(
-                    t.workers.c.status, t.workers.c.capabilities, t.workers.c.last_heartbeat_at
-                ).where(t.workers.c.id == worker_id)
+                select(t.workers.c.status, t.workers.c.capabilities, t.workers.c.last_heartbeat_at)
+                .where(t.workers.c.id == worker_id)
+                # Shared lock: a STOPPING heartbeat waits for this claim or is seen by it.
+                .with_for_update(read=True)
             ).first()
             if worker is None or worker.status in _NOT_CLAIMING:
                 return []  # a draining worker's pending claim must not take new work
@@ -250,7 +251,7 @@ class WorkQueries(SessionQueries):
             bump(tx, deltas)
             conn.execute(
                 update(t.workers)
-                .where(t.workers.c.id == worker_id)
+                .where(t.workers.c.id == worker_id, t.workers.c.status == WorkerStatus.IDLE.value)
                 .values(status=WorkerStatus.RUNNING.value)
             )
             self._settle(tx, op_ids)
@@ -391,10 +392,17 @@ class WorkQueries(SessionQueries):
         """
         with self.write() as tx:
             conn = tx.conn
+            replaceable = [s.value for s in status.reported_over()]
             conn.execute(
                 update(t.workers)
                 .where(t.workers.c.id == worker_id)
-                .values(status=status.value, last_heartbeat_at=tx.now)
+                .values(
+                    status=case(
+                        (t.workers.c.status.in_(replaceable), status.value),
+                        else_=t.workers.c.status,
+                    ),
+                    last_heartbeat_at=tx.now,
+                )
             )
             if not held:
                 return [], []
