@@ -70,6 +70,16 @@ def patient(ctx: Context, seconds: float = 30.0) -> str:
 
 
 @app.action()
+def wraps_the_cancel(ctx: Context) -> None:
+    """Turn the SIGTERM of a cancel into another error, as libraries sometimes do."""
+    ctx.log("waiting")
+    try:
+        time.sleep(30)
+    except BaseException as exc:
+        raise RuntimeError("the library wrapped what interrupted it") from exc
+
+
+@app.action()
 def crash(ctx: Context, code: int = 3) -> None:
     """Leave the process at once, as a segfault or os._exit would."""
     print("about to crash", flush=True)

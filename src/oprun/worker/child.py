@@ -149,6 +149,8 @@ class Runner:
             except Cancelled:
                 raise
             except BaseException as exc:
+                if state.cancel.is_set():
+                    raise Cancelled from exc
                 state.phase = "finishing"
                 outcome = _failure("IMPORT_ERROR", exc)
             else:
@@ -169,7 +171,14 @@ class Runner:
             outcome = {"event": "canceled"}
         except BaseException as exc:
             state.phase = "finishing"
-            outcome = _failure("EXCEPTION", exc)
+            if state.cancel.is_set():
+                # The cancel may surface as another exception: pydantic-core reports one
+                # raised inside its regex match as a validation error, and user code may
+                # wrap it. After a cancel, the outcome is the cancel.
+                state.exit_after_task = True
+                outcome = {"event": "canceled"}
+            else:
+                outcome = _failure("EXCEPTION", exc)
         if ctx is not None:
             ctx.close()
         self._finish(seq, outcome)
