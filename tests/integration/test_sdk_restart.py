@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -44,6 +45,32 @@ class Waiter(threading.Thread):
         except BaseException as exc:  # reported by the test
             self.error = exc
         self.ended_at = time.monotonic()
+
+
+def _connections(pid: int, port: int) -> int:
+    """How many established TCP connections process `pid` has to `port` on loopback."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                    inodes.add(fields[9])
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                count += 1
+    return count
+
+
+def _until_connected(pid: int, port: int, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _connections(pid, port) < count:
+        assert time.monotonic() < deadline, f"process {pid} never opened {count} connections"
+        time.sleep(0.05)
 
 
 def test_wait_and_events_ride_out_a_server_restart(tmp_path: Path) -> None:
@@ -102,7 +129,12 @@ def test_wait_and_events_ride_out_a_server_restart(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.0)  # every waiter is in its long poll, the stream is open
+        # Every waiter is in its long poll, the stream is open: the test process holds
+        # three connections to the server and the CLI one (its start-up takes over a
+        # second on a loaded machine; a plain get made while the server is down fails).
+        _until_connected(os.getpid(), first.port, 3)
+        _until_connected(cli.pid, first.port, 1)
+        time.sleep(0.2)
 
         stopped = time.monotonic()
         first.stop()
