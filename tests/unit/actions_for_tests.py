@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +78,16 @@ def wraps_the_cancel(ctx: Context) -> None:
         time.sleep(30)
     except BaseException as exc:
         raise RuntimeError("the library wrapped what interrupted it") from exc
+
+
+@app.action()
+def returns_when_canceled(ctx: Context) -> str:
+    """Ignore SIGTERM and end normally once ctx.cancelled says so."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ctx.log("waiting")
+    while not ctx.cancelled:
+        time.sleep(0.01)
+    return "partial"
 
 
 @app.action()

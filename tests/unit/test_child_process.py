@@ -256,6 +256,20 @@ def test_an_error_raised_by_the_cancel_itself_ends_as_canceled():
     assert "canceled" in kinds and "failed" not in kinds, kinds
 
 
+def test_an_action_that_returns_after_the_cancel_reached_it_ends_as_canceled():
+    async def cancel(child):
+        await child.run(spec(f"{ACTIONS}:returns_when_canceled"))
+        async for item in child.items():
+            if isinstance(item, ChildEvent) and item.kind == "log":
+                await child.cancel(grace=5.0)
+                return [i async for i in child.items()]
+        raise AssertionError("no log line")
+
+    rest = with_child(cancel)
+    kinds = [i.kind for i in rest if isinstance(i, ChildEvent)]
+    assert "canceled" in kinds and "succeeded" not in kinds, kinds
+
+
 def test_cancel_kills_grandchild_that_ignores_sigterm():
     grace = 1.0
 

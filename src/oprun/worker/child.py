@@ -164,6 +164,10 @@ class Runner:
                         result = asyncio.run(result)
                 finally:
                     state.phase = "finishing"
+                if state.cancel.is_set():
+                    # It returned after the cancel reached it (seen in ctx.cancelled, say):
+                    # the cancel wins. Only work that ended first keeps its outcome.
+                    raise Cancelled
                 outcome = _success(result)
         except Cancelled:
             state.phase = "finishing"
