@@ -169,16 +169,12 @@ class Runner:
                     # the cancel wins. Only work that ended first keeps its outcome.
                     raise Cancelled
                 outcome = _success(result)
-        except Cancelled:
-            state.phase = "finishing"
-            state.exit_after_task = True
-            outcome = {"event": "canceled"}
         except BaseException as exc:
             state.phase = "finishing"
-            if state.cancel.is_set():
-                # The cancel may surface as another exception: pydantic-core reports one
-                # raised inside its regex match as a validation error, and user code may
-                # wrap it. After a cancel, the outcome is the cancel.
+            # A cancel may surface as another exception: pydantic-core reports one raised
+            # inside its regex match as a validation error, and user code may wrap it.
+            # After a cancel, the outcome is the cancel.
+            if isinstance(exc, Cancelled) or state.cancel.is_set():
                 state.exit_after_task = True
                 outcome = {"event": "canceled"}
             else:
