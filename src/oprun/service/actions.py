@@ -5,7 +5,6 @@ from __future__ import annotations
 from oprun.domain.errors import ValidationError
 from oprun.domain.models import Action, ActionDefinition, ActionKind, Page
 from oprun.domain.roles import Permission
-from oprun.openjd.template import command_template, load_template, parameter_specs
 from oprun.service import cursor
 from oprun.service.auth import Principal
 from oprun.store import Store
@@ -36,6 +35,9 @@ def check_definition(definition: ActionDefinition) -> ActionDefinition:
 
 
 def _openjd(definition: ActionDefinition) -> ActionDefinition:
+    # openjd-model takes 0.2 s to import: a server only pays for it once it needs it.
+    from oprun.openjd.template import command_template, load_template, parameter_specs
+
     if (definition.template is None) == (definition.command is None):
         raise ValidationError(
             "an openjd action needs exactly one of template and command", field="template"

@@ -26,7 +26,6 @@ from oprun.domain.params import validate_parameters
 from oprun.domain.plan import StepPlan
 from oprun.domain.roles import Permission
 from oprun.domain.status import OperationStatus
-from oprun.openjd.plan import plan_job
 from oprun.service import cursor
 from oprun.service.auth import Principal
 from oprun.store import NewOperation, Store
@@ -70,6 +69,8 @@ class OperationService:
         parameters = validate_parameters(action.definition.parameters, invocation.parameters)
         plan: list[StepPlan] = []
         if action.definition.kind is ActionKind.OPENJD:
+            from oprun.openjd.plan import plan_job  # openjd-model: 0.2 s, only when needed
+
             template = action.definition.template
             assert isinstance(template, dict)  # saved definitions hold the parsed template
             plan = [

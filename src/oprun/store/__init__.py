@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from oprun.store.invocations import NewOperation
 from oprun.store.migrate import upgrade
-from oprun.store.postgres import PostgresStore
 from oprun.store.reads import ReadQueries as Store
 from oprun.store.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from oprun.store.postgres import PostgresStore
+
 __all__ = ["NewOperation", "PostgresStore", "SqliteStore", "Store", "open_store", "sqlite_url"]
+
+
+def __getattr__(name: str) -> Any:
+    # psycopg takes 0.2 s to import: a server on SQLite never pays for it.
+    if name == "PostgresStore":
+        from oprun.store.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -28,5 +40,7 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if url.startswith("sqlite"):
         return SqliteStore(url)
     if url.startswith(("postgresql", "postgres")):
+        from oprun.store.postgres import PostgresStore
+
         return PostgresStore(url)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql://...")
