@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -38,9 +40,12 @@ def require_postgres() -> None:
     pytest.skip(problem)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped after the test."""
+@contextlib.contextmanager
+def fresh_database(backend: str, folder: Path) -> Iterator[str]:
+    """The URL of a new, empty database on `backend` (a PostgreSQL one is dropped after)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'oprun.db'}"
+        return
     require_postgres()
     name = f"oprun_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -54,9 +59,17 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path) -> str:
+def postgres_url(tmp_path) -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped after the test."""
+    with fresh_database("postgres", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> Iterator[str]:
     """A fresh SQLite file."""
-    return f"sqlite:///{tmp_path / 'oprun.db'}"
+    with fresh_database("sqlite", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.integration.conftest import Tenant
+
 DEFINITION = {
     "name": "resize",
     "entrypoint": "tests.integration.actions:echo",
@@ -13,6 +15,12 @@ DEFINITION = {
         {"name": "mode", "type": "string", "required": False, "default": "fit"},
     ],
 }
+
+
+@pytest.fixture
+def server(tenant: Tenant) -> Tenant:
+    """A project of its own on the module's shared server: no server start per test."""
+    return tenant
 
 
 def _error(response: httpx.Response, status: int, code: str) -> dict:

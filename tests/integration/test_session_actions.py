@@ -17,6 +17,7 @@ from sqlalchemy import event
 
 from oprun import AsyncClient, Client, ValidationError
 from oprun.store import open_store
+from tests.integration.conftest import Tenant
 
 DEFINITION = {
     "name": "echo",
@@ -35,6 +36,12 @@ class Attempts:
     """The one task of each operation."""
     made: dict[str, list[str]]
     """Session action ids of each operation, oldest first."""
+
+
+@pytest.fixture
+def server(tenant: Tenant) -> Tenant:
+    """A project of its own on the module's shared server: no server start per test."""
+    return tenant
 
 
 def _error(response: httpx.Response, status: int, code: str) -> dict:
