@@ -104,10 +104,9 @@ class WorkQueries(SessionQueries):
         with self.write() as tx:
             conn = tx.conn
             worker = conn.execute(
-                select(t.workers.c.status, t.workers.c.capabilities, t.workers.c.last_heartbeat_at)
-                .where(t.workers.c.id == worker_id)
-                # Shared lock: a STOPPING heartbeat waits for this claim or is seen by it.
-                .with_for_update(read=True)
+                select(
+                    t.workers.c.status, t.workers.c.capabilities, t.workers.c.last_heartbeat_at
+                ).where(t.workers.c.id == worker_id)
             ).first()
             if worker is None or worker.status in _NOT_CLAIMING:
                 return []  # a draining worker's pending claim must not take new work
