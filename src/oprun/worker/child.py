@@ -300,7 +300,24 @@ def _read_commands(fd: int, commands: queue.Queue[dict[str, Any]], state: _State
         kill_own_group()  # stdin closed: the worker is gone (or wants us gone)
 
 
-def _die_with_parent(parent: int) -> None:
+def take_protocol_pipes() -> tuple[int, int]:
+    """Keep the pipes to the worker for this process alone; returns (protocol, commands).
+
+    The protocol is written to a copy of the original stdout and commands are read
+    from a copy of the original stdin (copies are not inherited). Stdout then goes
+    to stderr and stdin reads /dev/null, so what the process starts neither writes
+    into the protocol nor steals commands.
+    """
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    command_fd = os.dup(0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return protocol_fd, command_fd
+
+
+def die_with_parent(parent: int) -> None:
     """Linux: have the kernel send SIGHUP when the parent dies (best effort)."""
     if sys.platform.startswith("linux"):
         try:
@@ -319,12 +336,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--parent", type=int, default=0, help="the worker's pid")
     args = parser.parse_args(argv)
 
-    protocol_fd = os.dup(1)  # non-inheritable: grandchildren never see the protocol
-    os.dup2(2, 1)
-    command_fd = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # an action reading stdin must not steal commands
-    os.close(devnull)
+    protocol_fd, command_fd = take_protocol_pipes()
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
@@ -334,7 +346,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     state = _State()
     signal.signal(signal.SIGHUP, lambda signum, frame: kill_own_group())
     signal.signal(signal.SIGTERM, state.on_sigterm)
-    _die_with_parent(args.parent)
+    die_with_parent(args.parent)
 
     commands: queue.Queue[dict[str, Any]] = queue.Queue()
     watchdog = threading.Thread(

@@ -55,7 +55,7 @@ from openjd.sessions import LOG, ActionState, ActionStatus, Session
 
 from oprun.domain.errors import OprunError
 from oprun.openjd.job import OpenJDJob, create_job, task_parameter_set
-from oprun.worker.child import _die_with_parent
+from oprun.worker.child import die_with_parent, take_protocol_pipes
 from oprun.worker.openjd_channel import Channel, OutputCapture
 from oprun.worker.proctree import (
     ProcessInfo,
@@ -386,12 +386,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--parent", type=int, default=0, help="the worker's pid")
     args = parser.parse_args(argv)
 
-    protocol_fd = os.dup(1)  # non-inheritable: actions never see the protocol
-    os.dup2(2, 1)
-    command_fd = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    protocol_fd, command_fd = take_protocol_pipes()
 
     channel = Channel(protocol_fd)
     host = Host(channel)
@@ -402,7 +397,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     signal.signal(signal.SIGHUP, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     _become_subreaper()
-    _die_with_parent(args.parent)
+    die_with_parent(args.parent)
     try:
         with open(command_fd, "rb") as commands:
             for raw in commands:
