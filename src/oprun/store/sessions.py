@@ -175,8 +175,13 @@ class SessionQueries(EndingQueries):
     ) -> None:
         for session_id in ids:
             session = sessions.get(session_id)
-            if session is not None and session.worker_id == worker_id and session.ended_at is None:
+            if is_open_for(session, worker_id):
                 self._end_session(tx, session_id, "session closed by its worker")
+
+
+def is_open_for(session: Any, worker_id: str) -> bool:
+    """Whether `session` (a sessions row, or None) is `worker_id`'s and has not ended."""
+    return session is not None and session.worker_id == worker_id and session.ended_at is None
 
 
 def _refusal(

@@ -20,7 +20,7 @@ from oprun.store.base import Tx
 from oprun.store.counters import bump
 from oprun.store.reporting import FAST_KINDS, OP_COLUMNS, SA_COLUMNS, ReportEffects
 from oprun.store.schema import TASK_ACTIVE
-from oprun.store.sessions import SessionQueries
+from oprun.store.sessions import SessionQueries, is_open_for
 from oprun.store.transitions import LIVE_SA
 
 _REPORT_SA_COLUMNS = (
@@ -256,18 +256,12 @@ class WorkQueries(SessionQueries):
             self._settle(tx, op_ids)
             return assignments
 
-    @staticmethod
-    def _session_open(tx: Tx, session_id: str, worker_id: str, operation_id: str | None) -> bool:
-        found = tx.conn.execute(
-            select(t.sessions.c.worker_id, t.sessions.c.operation_id, t.sessions.c.ended_at).where(
-                t.sessions.c.id == session_id
-            )
-        ).first()
-        return (
-            found is not None
-            and found.worker_id == worker_id
-            and found.ended_at is None
-            and (operation_id is None or found.operation_id == operation_id)
+    def _session_open(
+        self, tx: Tx, session_id: str, worker_id: str, operation_id: str | None
+    ) -> bool:
+        session: Any = self._sessions_of(tx, [session_id]).get(session_id)
+        return is_open_for(session, worker_id) and (
+            operation_id is None or session.operation_id == operation_id
         )
 
     def _pick(
