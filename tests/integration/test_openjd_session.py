@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from oprun.domain.errors import ValidationError
-from oprun.worker.openjd_events import ActionEvent, ActionOutcome, OutputEvent
-from oprun.worker.openjd_session import OpenJDSession
+from oprun.worker.openjd.events import ActionEvent, ActionOutcome, OutputEvent
+from oprun.worker.openjd.session import OpenJDSession
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -514,7 +514,7 @@ def test_kill_stops_the_host_and_everything_at_once_without_exiting_environments
 WORKER_SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
-from oprun.worker.openjd_session import OpenJDSession
+from oprun.worker.openjd.session import OpenJDSession
 
 async def main():
     s = OpenJDSession(session_id="doomed", template=json.loads(sys.argv[1]),

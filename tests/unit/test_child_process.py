@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from oprun.worker.process import (
+from oprun.worker.python.process import (
     ChildEvent,
     ChildItem,
     ChildProcess,
@@ -175,7 +175,7 @@ def test_failure_carries_the_exception_and_its_traceback():
     assert last.data["error_code"] == "EXCEPTION"
     assert last.data["error_message"] == "ValueError: bad input"
     assert "raise ValueError(message)" in last.data["traceback"]
-    assert "oprun/worker/child.py" not in last.data["traceback"]
+    assert "oprun/worker/python/child.py" not in last.data["traceback"]
 
 
 def test_unimportable_entrypoint_fails_with_import_error_and_child_survives():
@@ -287,7 +287,7 @@ def test_cancel_kills_grandchild_that_ignores_sigterm():
 WORKER_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
-    from oprun.worker.process import ChildEvent, ChildProcess, TaskSpec
+    from oprun.worker.python.process import ChildEvent, ChildProcess, TaskSpec
 
     async def main():
         child = ChildProcess()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oprun.worker.proctree import is_running, kill_tree, read_process, tree_keys
+from oprun.worker._subprocess import is_running, kill_tree, read_process, tree_keys
 
 pytestmark = [
     pytest.mark.timeout(20),

@@ -1,7 +1,7 @@
 """Open Job Description (OpenJD) building blocks: templates, parameters, job plans.
 
 Domain level: no HTTP, no SQL. Templates are validated with `openjd-model`; the
-worker runs them with `openjd-sessions` (see `oprun.worker.openjd_session`).
+worker runs them with `openjd-sessions` (see `oprun.worker.openjd.session`).
 """
 
 from oprun.openjd.job import OpenJDJob, TaskParameters, create_job, task_parameter_set

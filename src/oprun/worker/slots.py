@@ -16,9 +16,9 @@ from typing import Any
 
 from oprun.domain.models import ActionKind
 from oprun.domain.protocol import Assignment, ClaimRequest, Held, Report, ReportOutcome
-from oprun.worker.execution import Execution, StopReason
-from oprun.worker.openjd_execution import SessionExecution
-from oprun.worker.process import ChildProcess
+from oprun.worker.openjd.execution import SessionExecution
+from oprun.worker.python.execution import Execution, StopReason
+from oprun.worker.python.process import ChildProcess
 from oprun.worker.reports import TERMINAL_KINDS, ReportBatcher
 
 log = logging.getLogger("oprun.worker")

@@ -1,6 +1,6 @@
 """The OpenJD host's side of its protocol: the event channel and the output capture.
 
-See `oprun.worker.openjd_host` for the protocol itself.
+See `oprun.worker.openjd.host` for the protocol itself.
 """
 
 from __future__ import annotations

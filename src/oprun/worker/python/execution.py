@@ -21,10 +21,10 @@ from oprun.context import MAX_MESSAGE_CHARS, MAX_STEP_CODE_CHARS
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.protocol import Assignment
 from oprun.worker.lines import cut_bytes
-from oprun.worker.process import ChildEvent, ChildProcess, Exited, OutputLine, TaskSpec
+from oprun.worker.python.process import ChildEvent, ChildProcess, Exited, OutputLine, TaskSpec
 from oprun.worker.reports import ReportBatcher
 
-log = logging.getLogger("oprun.worker.execution")
+log = logging.getLogger("oprun.worker.python.execution")
 
 MAX_ERROR_MESSAGE_CHARS = 16_384
 

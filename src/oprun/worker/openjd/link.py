@@ -1,4 +1,4 @@
-"""`HostLink`: the worker's connection to one `python -m oprun.worker.openjd_host`.
+"""`HostLink`: the worker's connection to one `python -m oprun.worker.openjd.host`.
 
 It starts the host in its own session, sends commands and routes the host's events:
 output, progress and status go to `on_output`; `ended` resolves the future of the
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from oprun.domain.errors import ERRORS_BY_CODE, ValidationError
-from oprun.worker.openjd_events import OutputEvent
-from oprun.worker.process import child_environment
-from oprun.worker.proctree import kill_tree
+from oprun.worker._subprocess import kill_tree
+from oprun.worker.openjd.events import OutputEvent
+from oprun.worker.python.process import child_environment
 
 log = logging.getLogger("oprun.worker.openjd")
 
@@ -74,7 +74,7 @@ class HostLink:
         self._proc = await asyncio.create_subprocess_exec(
             self._python,
             "-m",
-            "oprun.worker.openjd_host",
+            "oprun.worker.openjd.host",
             "--parent",
             str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,

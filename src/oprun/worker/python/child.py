@@ -1,4 +1,4 @@
-r"""The child process that runs python actions for a worker: `python -m oprun.worker.child`.
+r"""The child process that runs python actions for a worker: `python -m oprun.worker.python.child`.
 
 One child runs one task at a time and is reused for the next, so a task costs no
 interpreter start. The worker starts it in a new session (its own process group)
@@ -331,7 +331,7 @@ def die_with_parent(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Set up the pipes, signals and watchdog, then serve run commands."""
-    parser = argparse.ArgumentParser(prog="python -m oprun.worker.child")
+    parser = argparse.ArgumentParser(prog="python -m oprun.worker.python.child")
     parser.add_argument("--nonce", required=True, help="secret part of the end-of-task marker")
     parser.add_argument("--parent", type=int, default=0, help="the worker's pid")
     args = parser.parse_args(argv)

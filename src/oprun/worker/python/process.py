@@ -1,4 +1,4 @@
-"""`ChildProcess`: the worker's side of one child process (see `oprun.worker.child`).
+"""`ChildProcess`: the worker's side of one child process (see `oprun.worker.python.child`).
 
     child = ChildProcess()
     await child.start()
@@ -29,7 +29,7 @@ from typing import Any
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.worker.lines import LineSplitter, decode_line
 
-log = logging.getLogger("oprun.worker.process")
+log = logging.getLogger("oprun.worker.python.process")
 
 MAX_PROTOCOL_LINE_BYTES = 8 * 1024 * 1024
 """A protocol line longer than this is malformed (results are bounded far below it)."""
@@ -191,7 +191,7 @@ class ChildProcess:
             lambda: _Protocol(self),
             self._python,
             "-m",
-            "oprun.worker.child",
+            "oprun.worker.python.child",
             "--nonce",
             self._nonce,
             "--parent",

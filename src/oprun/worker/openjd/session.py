@@ -6,8 +6,8 @@
     outcome = await session.run_task("Render", {"Frame": {"int": "1"}}, timeout=600)
     await session.end()       # exits the environments; or kill() to stop at once
 
-The openjd `Session` runs in `python -m oprun.worker.openjd_host` (see there for why
-and for the protocol; `oprun.worker.openjd_link` is the connection to it), so no
+The openjd `Session` runs in `python -m oprun.worker.openjd.host` (see there for why
+and for the protocol; `oprun.worker.openjd.link` is the connection to it), so no
 process of the session outlives the worker.
 
 Environments follow OpenJD's session rules: the job environments are entered
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from oprun.openjd.plan import job_environment_names, step_environment_names
-from oprun.worker.openjd_events import ActionEvent, ActionKind, ActionOutcome, OutputEvent
-from oprun.worker.openjd_link import HostLink
+from oprun.worker.openjd.events import ActionEvent, ActionKind, ActionOutcome, OutputEvent
+from oprun.worker.openjd.link import HostLink
 
 log = logging.getLogger("oprun.worker.openjd")
 

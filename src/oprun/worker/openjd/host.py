@@ -1,4 +1,4 @@
-"""The process that hosts one OpenJD session for a worker: `python -m oprun.worker.openjd_host`.
+"""The process that hosts one OpenJD session for a worker: `python -m oprun.worker.openjd.host`.
 
 openjd-sessions starts every action in a new session (`setsid`), so an action
 would not die with a killed worker. The worker therefore runs the openjd
@@ -8,9 +8,9 @@ would not die with a killed worker. The worker therefore runs the openjd
 - PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to the host, so
   they stay in its process tree;
 - on SIGHUP, SIGTERM or the end of stdin, the host SIGKILLs every descendant
-  (found through `/proc`, see `oprun.worker.proctree`) and exits.
+  (found through `/proc`, see `oprun.worker._subprocess`) and exits.
 
-The worker speaks JSON lines with it (`oprun.worker.openjd_session` is the other
+The worker speaks JSON lines with it (`oprun.worker.openjd.session` is the other
 side). stdout carries the protocol only (fd 1 is pointed at stderr at start);
 stderr carries the host's own diagnostics.
 
@@ -55,9 +55,7 @@ from openjd.sessions import LOG, ActionState, ActionStatus, Session
 
 from oprun.domain.errors import OprunError
 from oprun.openjd.job import OpenJDJob, create_job, task_parameter_set
-from oprun.worker.child import die_with_parent, take_protocol_pipes
-from oprun.worker.openjd_channel import Channel, OutputCapture
-from oprun.worker.proctree import (
+from oprun.worker._subprocess import (
     ProcessInfo,
     descendants,
     is_running,
@@ -65,6 +63,8 @@ from oprun.worker.proctree import (
     reap_children,
     tree_keys,
 )
+from oprun.worker.openjd.host_output import Channel, OutputCapture
+from oprun.worker.python.child import die_with_parent, take_protocol_pipes
 
 _PR_SET_CHILD_SUBREAPER = 36
 LEFTOVER_GRACE = 0.5
@@ -382,7 +382,7 @@ def _become_subreaper() -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Set up pipes and signals, then run commands until `close` or the end of stdin."""
-    parser = argparse.ArgumentParser(prog="python -m oprun.worker.openjd_host")
+    parser = argparse.ArgumentParser(prog="python -m oprun.worker.openjd.host")
     parser.add_argument("--parent", type=int, default=0, help="the worker's pid")
     args = parser.parse_args(argv)
 
