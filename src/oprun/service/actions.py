@@ -78,19 +78,23 @@ class ActionService:
     ) -> Page[Action]:
         """The latest version of each action, by name."""
         principal.require(Permission.READ)
-        size = cursor.page_size(limit)
-        items = self._store.list_actions(principal.project_id, cursor.decode(page_cursor), size)
-        nxt = cursor.encode(items[-1].name) if len(items) == size else None
-        return Page[Action](items=items, next_cursor=nxt)
+        project = principal.project_id
+        return cursor.paged(
+            page_cursor,
+            limit,
+            lambda after, size: self._store.list_actions(project, after, size),
+            key=lambda action: action.name,
+        )
 
     def versions(
         self, principal: Principal, name: str, page_cursor: str | None, limit: int | None
     ) -> Page[Action]:
         """Every version of one action, newest first."""
         principal.require(Permission.READ)
-        size = cursor.page_size(limit)
-        items = self._store.list_action_versions(
-            principal.project_id, name, cursor.decode(page_cursor), size
+        project = principal.project_id
+        return cursor.paged(
+            page_cursor,
+            limit,
+            lambda after, size: self._store.list_action_versions(project, name, after, size),
+            key=lambda action: action.version,
         )
-        nxt = cursor.encode(items[-1].version) if len(items) == size else None
-        return Page[Action](items=items, next_cursor=nxt)

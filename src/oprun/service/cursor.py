@@ -1,13 +1,17 @@
-"""Opaque page cursors: clients pass them back, never build them."""
+"""Paging: opaque cursors (clients pass them back, never build them) and one page helper."""
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from oprun.domain.errors import ValidationError
 from oprun.domain.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from oprun.domain.models import Page
+
+T = TypeVar("T")
 
 
 def encode(value: Any) -> str:
@@ -34,3 +38,22 @@ def page_size(limit: int | None) -> int:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}", field="limit")
     return limit
+
+
+def paged(
+    page_cursor: str | None,
+    limit: int | None,
+    fetch: Callable[[Any, int], Sequence[T]],
+    key: Callable[[T], Any],
+) -> Page[T]:
+    """One page of a keyset-ordered list.
+
+    `fetch(after, size)` reads up to `size` items after the position decoded from
+    `page_cursor` (None for the first page). A full page names the next cursor by
+    `key` of its last item; a short page is the last one (its `next_cursor` is None).
+    Raises `ValidationError` for a damaged cursor or a `limit` out of bounds.
+    """
+    size = page_size(limit)
+    items = list(fetch(decode(page_cursor), size))
+    nxt = encode(key(items[-1])) if len(items) == size else None
+    return Page[T](items=items, next_cursor=nxt)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from anyio.to_thread import run_sync as run_in_threadpool
 
@@ -164,18 +165,18 @@ class OperationService:
     ) -> Page[Operation]:
         """A page of operations, newest first."""
         principal.require(Permission.READ)
-        size = cursor.page_size(limit)
-        before = cursor.decode(page_cursor)
-        items = self._store.list_operations(
-            principal.project_id,
-            status=status,
-            action=action,
-            created_by=created_by,
-            before=before,
-            limit=size,
-        )
-        nxt = cursor.encode(items[-1].id) if len(items) == size else None
-        return Page[Operation](items=items, next_cursor=nxt)
+
+        def fetch(before: Any, size: int) -> list[Operation]:
+            return self._store.list_operations(
+                principal.project_id,
+                status=status,
+                action=action,
+                created_by=created_by,
+                before=before,
+                limit=size,
+            )
+
+        return cursor.paged(page_cursor, limit, fetch, key=lambda op: op.id)
 
     def tasks(self, principal: Principal, operation_id: str) -> list[Task]:
         """The operation's tasks."""
@@ -212,20 +213,22 @@ class OperationService:
                 "filter by at least one of " + ", ".join(SESSION_ACTION_FILTERS),
                 fields=list(SESSION_ACTION_FILTERS),
             )
-        size = cursor.page_size(limit)
-        after = cursor.decode(page_cursor)
-        if after is not None and not isinstance(after, str):
-            raise ValidationError("invalid cursor; pass back next_cursor as given", field="cursor")
-        items = self._store.find_session_actions(
-            principal.project_id,
-            operation_id=operation_id,
-            session_id=session_id,
-            task_id=task_id,
-            after=after,
-            limit=size,
-        )
-        nxt = cursor.encode(items[-1].id) if len(items) == size else None
-        return Page[SessionAction](items=items, next_cursor=nxt)
+
+        def fetch(after: Any, size: int) -> list[SessionAction]:
+            if after is not None and not isinstance(after, str):
+                raise ValidationError(
+                    "invalid cursor; pass back next_cursor as given", field="cursor"
+                )
+            return self._store.find_session_actions(
+                principal.project_id,
+                operation_id=operation_id,
+                session_id=session_id,
+                task_id=task_id,
+                after=after,
+                limit=size,
+            )
+
+        return cursor.paged(page_cursor, limit, fetch, key=lambda sa: sa.id)
 
     def session_action(self, principal: Principal, session_action_id: str) -> SessionAction:
         """One session action."""

@@ -86,10 +86,13 @@ class WorkerService:
     ) -> Page[Worker]:
         """Workers, newest first."""
         principal.require(Permission.READ)
-        size = cursor.page_size(limit)
-        items = self._store.list_workers(principal.project_id, cursor.decode(page_cursor), size)
-        nxt = cursor.encode(items[-1].id) if len(items) == size else None
-        return Page[Worker](items=items, next_cursor=nxt)
+        project = principal.project_id
+        return cursor.paged(
+            page_cursor,
+            limit,
+            lambda after, size: self._store.list_workers(project, after, size),
+            key=lambda worker: worker.id,
+        )
 
     def _own_worker(self, principal: Principal, worker_id: str) -> Worker:
         principal.require(Permission.WORK)
