@@ -12,6 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from oprun import _humanize
 from oprun.domain import models
 from oprun.domain.session_kinds import describe
 from oprun.domain.status import OperationStatus
@@ -49,18 +50,14 @@ def age(at: datetime | None, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    seconds = max(0, int((now - at).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return _humanize.age((now - at).total_seconds(), compact=True)
 
 
 def duration(start: datetime | None, end: datetime | None) -> str:
     """Seconds between two times, or ``-``."""
     if start is None or end is None:
         return "-"
-    return f"{(end - start).total_seconds():.1f}s"
+    return _humanize.duration((end - start).total_seconds(), compact=True)
 
 
 def percent(progress: models.Progress) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from oprun import _humanize
 from oprun.domain.models import Operation, SessionAction, StatusRecord, TaskCounts
 from oprun.domain.session_kinds import Described, describe
 
@@ -45,41 +46,14 @@ def epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-def _plural(n: int, unit: str) -> str:
-    return f"{n} {unit}"
-
-
 def age(seconds: float | None) -> str:
-    """A short age: `0 s`, `12 s`, `4 min`, `3 h`, `2 d`."""
-    if seconds is None:
-        return "—"
-    s = max(0, int(seconds))
-    if s < 60:
-        return _plural(s, "s")
-    if s < 3600:
-        return _plural(s // 60, "min")
-    if s < 86400:
-        return _plural(s // 3600, "h")
-    return _plural(s // 86400, "d")
+    """A short age: `0 s`, `12 s`, `4 min`, `3 h`, `2 d` (`—` for none)."""
+    return "—" if seconds is None else _humanize.age(seconds)
 
 
 def duration(seconds: float | None) -> str:
     """A short duration: `35 ms`, `4.2 s`, `12 s`, `4 min 10 s`, `1 h 2 min`, `3 d 4 h`."""
-    if seconds is None:
-        return "—"
-    seconds = max(0.0, seconds)
-    if seconds < 1:
-        return f"{int(seconds * 1000)} ms"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    s = int(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
+    return "—" if seconds is None else _humanize.duration(seconds)
 
 
 def clock(value: datetime | None) -> str:
