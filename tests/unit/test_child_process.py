@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from oprun.worker._subprocess import child_environment
 from oprun.worker.python.process import (
     ChildEvent,
     ChildItem,
@@ -21,7 +22,6 @@ from oprun.worker.python.process import (
     Exited,
     OutputLine,
     TaskSpec,
-    child_environment,
 )
 
 ACTIONS = "tests.unit.actions_for_tests"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from oprun.context import Context, cut_text
 from oprun.domain.protocol import ReportBatchResponse, ReportOutcome
-from oprun.worker.lines import LineSplitter, cut_bytes
+from oprun.worker._subprocess import LineSplitter, cut_bytes
 from oprun.worker.reports import ReportBatcher
 
 

@@ -1,8 +1,26 @@
-"""Finding and killing a process's descendants through Linux's `/proc`.
+"""What both executors need from the processes they start.
 
-A process that starts its own session (`setsid`, as openjd-sessions does for every
-action) leaves its parent's process group, so signalling a group is not enough to
-end everything a task started. These helpers follow parent links instead:
+The python child (`oprun.worker.python.child`) and the OpenJD host
+(`oprun.worker.openjd.host`) are started by the worker in a session of their own,
+speak JSON lines with it over stdin and stdout, and must never outlive it.
+
+In the child process:
+
+- `take_protocol_pipes()` keeps the pipes to the worker for the protocol alone;
+- `die_with_parent()`, `kill_own_group()` and `become_subreaper()` make sure
+  nothing it starts outlives the worker;
+- `write_line()` writes one protocol line in full.
+
+In the worker:
+
+- `child_environment()`: the worker's environment without its secrets;
+- `LineSplitter`, `decode_line()`, `cut_bytes()`: a child's byte streams as
+  lines of bounded size.
+
+And the process tree, read from Linux's `/proc`. A process that starts its own
+session (`setsid`, as openjd-sessions does for every action) leaves its parent's
+process group, so signalling a group is not enough to end everything a task
+started. These helpers follow parent links instead::
 
     kill_tree(host_pid)                   # SIGSTOP every descendant, then SIGKILL them
     kill_tree(host_pid, include_root=True)
@@ -16,16 +34,160 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from dataclasses import dataclass
+import sys
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
+SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD")
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+# -- in the child ------------------------------------------------------------------------
+def take_protocol_pipes() -> tuple[int, int]:
+    """Keep the pipes to the worker for this process alone; returns (protocol, commands).
+
+    The protocol is written to a copy of the original stdout and commands are read
+    from a copy of the original stdin (copies are not inherited). Stdout then goes
+    to stderr and stdin reads /dev/null, so what the process starts neither writes
+    into the protocol nor steals commands.
+    """
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    command_fd = os.dup(0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return protocol_fd, command_fd
+
+
+def write_line(fd: int, line: str) -> None:
+    """Write `line` and a newline to `fd` in full.
+
+    Raises:
+        OSError: as `os.write` does (`BrokenPipeError` once the worker is gone).
+    """
+    data = memoryview((line + "\n").encode())
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def kill_own_group() -> NoReturn:
+    """SIGKILL this process's group: this process and every process it started."""
+    try:
+        os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(137)
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send SIGHUP when the parent dies (best effort)."""
+    if sys.platform.startswith("linux"):
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGHUP))
+    if parent and os.getppid() != parent:
+        kill_own_group()  # it died before we could ask
+
+
+def become_subreaper() -> None:
+    """Linux: orphaned descendants are reparented to this process, staying in its tree."""
+    if sys.platform.startswith("linux"):
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes  # only the children need it
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(option, value, 0, 0, 0)
+
+
+# -- in the worker -----------------------------------------------------------------------
+def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child: the worker's, with its `sys.path`, without secrets.
+
+    `OPRUN_TOKEN` (and any `OPRUN_*` variable naming a token, secret or
+    password) never reaches user code.
+    """
+    env = dict(os.environ if base is None else base)
+    for key in list(env):
+        if key.startswith("OPRUN_") and any(m in key for m in SECRET_ENV_MARKERS):
+            del env[key]
+    cwd = os.getcwd()
+    paths = [p or cwd for p in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def cut_bytes(raw: bytes, max_bytes: int) -> bytes:
+    """`raw` cut to at most `max_bytes`, never inside a UTF-8 character."""
+    if len(raw) <= max_bytes:
+        return raw
+    end = max_bytes
+    # Back off over continuation bytes (0b10xxxxxx) to the start of a character.
+    while end > 0 and (raw[end] & 0xC0) == 0x80:
+        end -= 1
+    return raw[:end]
+
+
+def decode_line(raw: bytes) -> str:
+    """A line of output as text: UTF-8 (bad bytes replaced), without its trailing CR."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "replace")
+
+
+class LineSplitter:
+    """Split a byte stream into lines; a line longer than `max_bytes` is cut.
+
+    The rest of a cut line is skipped up to its newline, so memory stays bounded
+    however long a line without a newline grows (a progress bar drawn with CR).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        """Split into lines of at most `max_bytes` bytes (newline excluded)."""
+        self._max = max_bytes
+        self._buf = bytearray()
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add `data`; return the lines it completed (without their newlines)."""
+        *complete, tail = data.split(b"\n")
+        lines: list[bytes] = []
+        for piece in complete:
+            if self._skipping:
+                self._skipping = False
+                continue
+            if self._buf:
+                self._buf += piece
+                line = bytes(self._buf)
+                self._buf.clear()
+            else:
+                line = piece
+            lines.append(cut_bytes(line, self._max))
+        if not self._skipping and tail:
+            self._buf += tail
+            if len(self._buf) > self._max:
+                lines.append(cut_bytes(bytes(self._buf), self._max))
+                self._buf.clear()
+                self._skipping = True
+        return lines
+
+    def close(self) -> list[bytes]:
+        """The end of the stream: the last, unterminated line if there is one."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        skipped, self._skipping = self._skipping, False
+        return [rest] if rest and not skipped else []
+
+
+# -- the process tree -------------------------------------------------------------------
 PROC = Path("/proc")
 MAX_ROUNDS = 50
 """How many times `kill_tree` looks again for processes forked while it works."""
 
 
-@dataclass(frozen=True)
-class ProcessInfo:
+class ProcessInfo(NamedTuple):
     """What `/proc/<pid>/stat` says about one process."""
 
     pid: int

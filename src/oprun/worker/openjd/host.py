@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -57,16 +55,17 @@ from oprun.domain.errors import OprunError
 from oprun.openjd.job import OpenJDJob, create_job, task_parameter_set
 from oprun.worker._subprocess import (
     ProcessInfo,
+    become_subreaper,
     descendants,
+    die_with_parent,
     is_running,
     kill_tree,
     reap_children,
+    take_protocol_pipes,
     tree_keys,
 )
-from oprun.worker.openjd.host_output import Channel, OutputCapture
-from oprun.worker.python.child import die_with_parent, take_protocol_pipes
+from oprun.worker.openjd.host_output import HostEventWriter, OutputCapture
 
-_PR_SET_CHILD_SUBREAPER = 36
 LEFTOVER_GRACE = 0.5
 """After a canceled action's process has died, what it left running gets this long
 (seconds) before it is killed: openjd-sessions would otherwise wait 6 s for a
@@ -98,8 +97,8 @@ class _Action:
 class Host:
     """Runs the commands of one worker against one openjd `Session`."""
 
-    def __init__(self, channel: Channel) -> None:
-        self._channel = channel
+    def __init__(self, events: HostEventWriter) -> None:
+        self._events = events
         self._lock = threading.Lock()
         self._job: OpenJDJob | None = None
         self._session: Session | None = None
@@ -107,7 +106,7 @@ class Host:
         self._open: dict[str, Any] = {}
         self._action: _Action | None = None
         self._working_directory: Path | None = None
-        channel.on_broken = lambda: self.die(1)
+        events.on_broken = lambda: self.die(1)
 
     # -- commands -------------------------------------------------------------------
     def handle(self, message: dict[str, Any]) -> None:
@@ -124,7 +123,7 @@ class Host:
             self._open_session(self._open)
         elif command == "close":
             self._close_session()
-            self._channel.emit({"event": "closed"})
+            self._events.emit({"event": "closed"})
             os._exit(0)
 
     def _open_session(self, message: dict[str, Any]) -> None:
@@ -133,12 +132,12 @@ class Host:
         try:
             self._job = create_job(message["template"], message.get("job_parameters") or {})
         except OprunError as exc:
-            self._channel.emit(
+            self._events.emit(
                 {"event": "error", "code": exc.code, "message": exc.message, "details": exc.details}
             )
             return
         if self._capture is None:
-            self._capture = OutputCapture(session_id, self._channel)
+            self._capture = OutputCapture(session_id, self._events)
             LOG.addHandler(self._capture)
             LOG.propagate = False
             threading.Thread(target=self._capture.run_flusher, daemon=True).start()
@@ -157,10 +156,10 @@ class Host:
                 ),
             )
         except (OSError, RuntimeError) as exc:
-            self._channel.emit({"event": "error", "message": str(exc), "details": {}})
+            self._events.emit({"event": "error", "message": str(exc), "details": {}})
             return
         self._working_directory = self._session.working_directory
-        self._channel.emit({"event": "ready", "working_directory": str(self._working_directory)})
+        self._events.emit({"event": "ready", "working_directory": str(self._working_directory)})
 
     def _start_action(self, command: str, message: dict[str, Any]) -> None:
         action = _Action(id=int(message["id"]), before=tree_keys(os.getpid()))
@@ -302,12 +301,12 @@ class Host:
                 self._capture.flush()  # the lines printed before the message go first
             if status.progress is not None and status.progress != action.progress:
                 action.progress = status.progress
-                self._channel.emit(
+                self._events.emit(
                     {"event": "progress", "id": action.id, "percent": status.progress}
                 )
             if status.status_message is not None and status.status_message != action.status:
                 action.status = status.status_message
-                self._channel.emit(
+                self._events.emit(
                     {"event": "status", "id": action.id, "message": status.status_message}
                 )
             return
@@ -333,7 +332,7 @@ class Host:
         reap_children()
         if self._capture is not None:
             self._capture.flush()
-        self._channel.emit(
+        self._events.emit(
             {
                 "event": "ended",
                 "id": action.id,
@@ -373,13 +372,6 @@ def _action_process(before: frozenset[tuple[int, int]]) -> tuple[ProcessInfo, ..
     return (min(new, key=lambda p: (p.start, p.pid)),) if new else ()
 
 
-def _become_subreaper() -> None:
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """Set up pipes and signals, then run commands until `close` or the end of stdin."""
     parser = argparse.ArgumentParser(prog="python -m oprun.worker.openjd.host")
@@ -388,15 +380,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     protocol_fd, command_fd = take_protocol_pipes()
 
-    channel = Channel(protocol_fd)
-    host = Host(channel)
+    host = Host(HostEventWriter(protocol_fd))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         host.die(128 + signum)
 
     signal.signal(signal.SIGHUP, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    _become_subreaper()
+    become_subreaper()
     die_with_parent(args.parent)
     try:
         with open(command_fd, "rb") as commands:

@@ -1,4 +1,4 @@
-"""The OpenJD host's side of its protocol: the event channel and the output capture.
+"""What the OpenJD host sends its worker: protocol events, and openjd's log as output lines.
 
 See `oprun.worker.openjd.host` for the protocol itself.
 """
@@ -16,15 +16,15 @@ from typing import Any
 from openjd.sessions import LogContent
 
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
-from oprun.worker.lines import cut_bytes
+from oprun.worker._subprocess import cut_bytes, write_line
 
 FLUSH_INTERVAL = 0.05
 """Output lines are sent in batches at most this often (seconds)."""
 MAX_BATCH_LINES = 500
 
 
-class Channel:
-    """Writes protocol events, one JSON line each, from any thread."""
+class HostEventWriter:
+    """Writes the host's protocol events to the worker, one JSON line each, from any thread."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -33,11 +33,10 @@ class Channel:
 
     def emit(self, event: dict[str, Any]) -> None:
         """Send one event; if the worker is gone, call `on_broken`."""
-        data = memoryview((json.dumps(event, separators=(",", ":")) + "\n").encode())
+        line = json.dumps(event, separators=(",", ":"))
         with self._lock:
             try:
-                while data:
-                    data = data[os.write(self._fd, data) :]
+                write_line(self._fd, line)
             except OSError:
                 self.on_broken()
 
@@ -49,10 +48,10 @@ class OutputCapture(logging.Handler):
     stream `output`; openjd's own lines (banners, commands, exit codes) as `session`.
     """
 
-    def __init__(self, session_id: str, channel: Channel) -> None:
+    def __init__(self, session_id: str, events: HostEventWriter) -> None:
         super().__init__(logging.INFO)
         self._session_id = session_id
-        self._channel = channel
+        self._events = events
         self._pending: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
@@ -87,12 +86,12 @@ class OutputCapture(logging.Handler):
             stream = ""
             for kind, line in pending:
                 if batch and (kind != stream or len(batch) >= MAX_BATCH_LINES):
-                    self._channel.emit({"event": "output", "stream": stream, "lines": batch})
+                    self._events.emit({"event": "output", "stream": stream, "lines": batch})
                     batch = []
                 stream = kind
                 batch.append(line)
             if batch:
-                self._channel.emit({"event": "output", "stream": stream, "lines": batch})
+                self._events.emit({"event": "output", "stream": stream, "lines": batch})
 
     def run_flusher(self) -> None:
         """Flush every `FLUSH_INTERVAL` seconds, forever (a daemon thread)."""

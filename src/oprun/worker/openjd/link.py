@@ -19,9 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from oprun.domain.errors import ERRORS_BY_CODE, ValidationError
-from oprun.worker._subprocess import kill_tree
+from oprun.worker._subprocess import child_environment, kill_tree
 from oprun.worker.openjd.events import OutputEvent
-from oprun.worker.python.process import child_environment
 
 log = logging.getLogger("oprun.worker.openjd")
 

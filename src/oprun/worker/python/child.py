@@ -1,4 +1,4 @@
-r"""The child process that runs python actions for a worker: `python -m oprun.worker.python.child`.
+r"""The child process that runs python actions: `python -m oprun.worker.python.child`.
 
 One child runs one task at a time and is reused for the next, so a task costs no
 interpreter start. The worker starts it in a new session (its own process group)
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import faulthandler
 import importlib
 import inspect
@@ -47,18 +46,15 @@ from typing import Any, NoReturn
 
 from oprun.context import Cancelled, Context
 from oprun.domain.limits import MAX_RESULT_BYTES
+from oprun.worker._subprocess import (
+    die_with_parent,
+    kill_own_group,
+    take_protocol_pipes,
+    write_line,
+)
 
 MAX_ERROR_MESSAGE_CHARS = 16_384
 MAX_TRACEBACK_CHARS = 64 * 1024
-_PR_SET_PDEATHSIG = 1
-
-
-def kill_own_group() -> NoReturn:
-    """SIGKILL this process's group: this process and every process it started."""
-    try:
-        os.killpg(0, signal.SIGKILL)
-    finally:
-        os._exit(137)
 
 
 class _State:
@@ -89,8 +85,8 @@ class _State:
             raise Cancelled
 
 
-class Channel:
-    """Writes protocol events, one JSON line each, from any thread."""
+class ChildEventWriter:
+    """Writes the child's protocol events to the worker, one JSON line each, from any thread."""
 
     def __init__(self, fd: int, state: _State) -> None:
         self._fd = fd
@@ -103,14 +99,12 @@ class Channel:
 
     def send_line(self, line: str) -> None:
         """Send one already encoded event (a JSON object without newlines)."""
-        data = memoryview((line + "\n").encode())
         on_main = threading.get_ident() == self._state.main_thread
         with self._lock:
             if on_main:
                 self._state.writing = True
             try:
-                while data:
-                    data = data[os.write(self._fd, data) :]
+                write_line(self._fd, line)
             except BrokenPipeError:
                 kill_own_group()  # the worker is gone
             finally:
@@ -123,8 +117,8 @@ class Channel:
 class Runner:
     """Runs run commands one after the other in the main thread."""
 
-    def __init__(self, channel: Channel, state: _State, nonce: str) -> None:
-        self._channel = channel
+    def __init__(self, events: ChildEventWriter, state: _State, nonce: str) -> None:
+        self._events = events
         self._state = state
         self._nonce = nonce
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -154,8 +148,8 @@ class Runner:
                 state.phase = "finishing"
                 outcome = _failure("IMPORT_ERROR", exc)
             else:
-                ctx = _context(spec, self._channel, state.cancel)
-                self._channel.emit({"event": "running"})
+                ctx = _context(spec, self._events, state.cancel)
+                self._events.emit({"event": "running"})
                 try:
                     result = fn(ctx, **_parameters(spec))
                     if inspect.iscoroutine(result):
@@ -201,9 +195,9 @@ class Runner:
         with contextlib.suppress(OSError):  # if the action closed fd 1, the worker waits a moment
             os.write(1, f"\x1e{self._nonce}:{seq}\n".encode())
         if isinstance(outcome, str):
-            self._channel.send_line(outcome)
+            self._events.send_line(outcome)
         else:
-            self._channel.emit(outcome)
+            self._events.emit(outcome)
 
 
 def load_entrypoint(entrypoint: str) -> Callable[..., Any]:
@@ -227,7 +221,7 @@ def load_entrypoint(entrypoint: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def _context(spec: dict[str, Any], channel: Channel, cancel: threading.Event) -> Context:
+def _context(spec: dict[str, Any], events: ChildEventWriter, cancel: threading.Event) -> Context:
     return Context(
         operation_id=str(spec.get("operation_id", "")),
         task_id=str(spec.get("task_id", "")),
@@ -236,7 +230,7 @@ def _context(spec: dict[str, Any], channel: Channel, cancel: threading.Event) ->
         parameters=spec.get("parameters") or {},
         input_dir=Path(spec["input_dir"]),
         output_dir=Path(spec["output_dir"]),
-        emit=channel.emit,
+        emit=events.emit,
         cancel_event=cancel,
     )
 
@@ -300,35 +294,6 @@ def _read_commands(fd: int, commands: queue.Queue[dict[str, Any]], state: _State
         kill_own_group()  # stdin closed: the worker is gone (or wants us gone)
 
 
-def take_protocol_pipes() -> tuple[int, int]:
-    """Keep the pipes to the worker for this process alone; returns (protocol, commands).
-
-    The protocol is written to a copy of the original stdout and commands are read
-    from a copy of the original stdin (copies are not inherited). Stdout then goes
-    to stderr and stdin reads /dev/null, so what the process starts neither writes
-    into the protocol nor steals commands.
-    """
-    protocol_fd = os.dup(1)
-    os.dup2(2, 1)
-    command_fd = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    return protocol_fd, command_fd
-
-
-def die_with_parent(parent: int) -> None:
-    """Linux: have the kernel send SIGHUP when the parent dies (best effort)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if parent and os.getppid() != parent:
-        kill_own_group()  # it died before we could ask
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """Set up the pipes, signals and watchdog, then serve run commands."""
     parser = argparse.ArgumentParser(prog="python -m oprun.worker.python.child")
@@ -356,7 +321,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         daemon=True,
     )
     watchdog.start()
-    Runner(Channel(protocol_fd, state), state, args.nonce).serve(commands)
+    Runner(ChildEventWriter(protocol_fd, state), state, args.nonce).serve(commands)
 
 
 if __name__ == "__main__":

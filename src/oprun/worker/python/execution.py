@@ -20,7 +20,7 @@ from typing import Any
 from oprun.context import MAX_MESSAGE_CHARS, MAX_STEP_CODE_CHARS
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.protocol import Assignment
-from oprun.worker.lines import cut_bytes
+from oprun.worker._subprocess import cut_bytes
 from oprun.worker.python.process import ChildEvent, ChildProcess, Exited, OutputLine, TaskSpec
 from oprun.worker.reports import ReportBatcher
 

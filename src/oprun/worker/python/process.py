@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
-from oprun.worker.lines import LineSplitter, decode_line
+from oprun.worker._subprocess import LineSplitter, child_environment, decode_line
 
 log = logging.getLogger("oprun.worker.python.process")
 
@@ -38,7 +38,6 @@ MARKER_WAIT = 2.0
 DRAIN_WAIT = 2.0
 """How long a dead child's output pipe may stay open before it is given up on."""
 TERMINAL_EVENTS = frozenset({"succeeded", "failed", "canceled"})
-SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD")
 
 
 @dataclass(frozen=True)
@@ -102,22 +101,6 @@ class Exited:
 
 
 ChildItem = ChildEvent | OutputLine | Exited
-
-
-def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child: the worker's, with its `sys.path`, without secrets.
-
-    `OPRUN_TOKEN` (and any `OPRUN_*` variable naming a token, secret or
-    password) never reaches user code.
-    """
-    env = dict(os.environ if base is None else base)
-    for key in list(env):
-        if key.startswith("OPRUN_") and any(m in key for m in SECRET_ENV_MARKERS):
-            del env[key]
-    cwd = os.getcwd()
-    paths = [p or cwd for p in sys.path]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
 
 
 class _Protocol(asyncio.SubprocessProtocol):
