@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pathlib
 import sys
 from collections.abc import Callable
@@ -190,25 +191,55 @@ def _description(fn: Callable[..., Any], given: str | None) -> str:
     return text[:_MAX_DESCRIPTION]
 
 
+def load_object(spec: str) -> Any:
+    """The object at `module:attribute` (a dotted attribute path), or `module` itself.
+
+    The current directory is importable first, as it is for ``python -m`` and
+    uvicorn: a worker started next to ``media.py`` finds ``media:app``. Worker
+    child processes inherit this import path.
+
+    Raises:
+        ValueError: `spec` names no module.
+        ImportError: the module cannot be imported (the message says which, and why).
+        LookupError: the module has no such attribute.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise ValueError(f"expected MODULE:ATTRIBUTE, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"cannot import {module_name!r}: {exc}", name=module_name) from exc
+    found: Any = module
+    for part in attr.split(".") if attr else ():
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise LookupError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return found
+
+
 def load_app(spec: str) -> App:
     """Import an `App` from `module:attribute`, or the only `App` in `module`.
 
+    The current directory is importable first (see `load_object`).
+
     Raises:
+        ValueError: `spec` names no module.
         ImportError: the module cannot be imported.
         LookupError: the attribute is missing, or `module` holds no single `App`.
         TypeError: the attribute is not an `App`.
     """
     module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(module_name)
+    found = load_object(spec)
     if attr:
-        try:
-            found = getattr(module, attr)
-        except AttributeError:
-            raise LookupError(f"module {module_name!r} has no attribute {attr!r}") from None
         if not isinstance(found, App):
             raise TypeError(f"{spec!r} is a {type(found).__name__}, not an oprun App")
         return found
-    apps = [v for v in vars(module).values() if isinstance(v, App)]
+    apps = [v for v in vars(found).values() if isinstance(v, App)]
     if len(apps) != 1:
         raise LookupError(
             f"module {module_name!r} has {len(apps)} oprun Apps; name one as {module_name}:NAME"

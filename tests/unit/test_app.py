@@ -118,6 +118,20 @@ def test_load_app_by_attribute_or_by_module():
         load_app(f"{__name__}:resize")
 
 
+def test_load_app_imports_from_the_current_directory_as_python_m_does(tmp_path, monkeypatch):
+    (tmp_path / "cwd_media_app.py").write_text("from oprun import App\n\napp = App('cwd')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "cwd_media_app", raising=False)
+    try:
+        assert load_app("cwd_media_app:app").name == "cwd"
+        assert sys.path[0] == str(tmp_path)  # where worker children import it from too
+    finally:
+        sys.modules.pop("cwd_media_app", None)
+    with pytest.raises(ImportError, match="cannot import 'no_such_module_here'"):
+        load_app("no_such_module_here:app")
+
+
 def test_examples_app_has_the_tour_actions():
     from oprun.examples import app as examples
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from oprun.app import load_object
 from oprun.cli._common import print_json, state, stdout
 from oprun.cli._render import action_detail, actions_table
 from oprun.domain import models
@@ -174,26 +172,15 @@ def register_command(
 def load(target: str) -> Any:
     """The object named by ``module:attribute`` (``module`` alone means ``module:app``).
 
-    The current directory is importable, as it is for ``python -m``.
+    The current directory is importable, as it is for ``python -m`` (`oprun.app.load_object`).
     """
     module_name, _, attribute = target.partition(":")
     if not module_name:
         raise ValidationError(f"expected MODULE:APP, got {target!r}", field="target")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValidationError(f"cannot import {module_name!r}: {exc}", field="target") from exc
-    obj: Any = module
-    for part in (attribute or "app").split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValidationError(
-                f"module {module_name!r} has no attribute {attribute or 'app'!r}", field="target"
-            ) from None
-    return obj
+        return load_object(f"{module_name}:{attribute or 'app'}")
+    except (ImportError, LookupError) as exc:
+        raise ValidationError(str(exc), field="target") from exc
 
 
 @app.command("register")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from oprun.app import App
 
 DEFAULT_PORT = 8710
 TOKEN_FILE = "admin-token"
@@ -21,21 +23,14 @@ REGISTER_WAIT_SECONDS = 10.0
 """How long `up` waits for its worker to register before it prints that it is up."""
 
 
-def _load_app(spec: str) -> Any:
-    """Import `module:attribute` (an `oprun.App`)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise typer.BadParameter(f"expected MODULE:APP, got {spec!r}", param_hint="--app")
+def _load_app(spec: str) -> App:
+    """The `--app` option's `App` (see `oprun.app.load_app`), or a usage error saying why not."""
+    from oprun.app import load_app
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise typer.BadParameter(
-            f"cannot import {module_name!r}: {exc}", param_hint="--app"
-        ) from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise typer.BadParameter(f"{module_name!r} has no {attr!r}", param_hint="--app") from exc
+        return load_app(spec)
+    except (ImportError, LookupError, TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--app") from exc
 
 
 def _logging(verbose: bool) -> None:
