@@ -16,8 +16,9 @@ from typing import Any
 
 from oprun.domain.models import ActionKind
 from oprun.domain.protocol import Assignment, ClaimRequest, Held, Report, ReportOutcome
+from oprun.worker.executor import StopReason
 from oprun.worker.openjd.execution import SessionExecution
-from oprun.worker.python.execution import Execution, StopReason
+from oprun.worker.python.execution import Execution
 from oprun.worker.python.process import ChildProcess
 from oprun.worker.reports import TERMINAL_KINDS, ReportBatcher
 

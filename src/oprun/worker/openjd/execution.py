@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from oprun.domain.ids import new_id
 from oprun.domain.protocol import Assignment, SessionReport
+from oprun.worker.executor import StopReason
 from oprun.worker.openjd.events import ActionEvent, ActionOutcome, OutputEvent
 from oprun.worker.openjd.session import OpenJDSession
-from oprun.worker.python.execution import StopReason
 from oprun.worker.reports import ReportBatcher, Stream
 
 log = logging.getLogger("oprun.worker.openjd")

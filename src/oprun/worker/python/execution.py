@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import shutil
 import signal
@@ -21,25 +20,13 @@ from oprun.context import MAX_MESSAGE_CHARS, MAX_STEP_CODE_CHARS
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.protocol import Assignment
 from oprun.worker._subprocess import cut_bytes
+from oprun.worker.executor import StopReason
 from oprun.worker.python.process import ChildEvent, ChildProcess, Exited, OutputLine, TaskSpec
 from oprun.worker.reports import ReportBatcher
 
 log = logging.getLogger("oprun.worker.python.execution")
 
 MAX_ERROR_MESSAGE_CHARS = 16_384
-
-
-class StopReason(enum.StrEnum):
-    """Why the worker stops a task before it ends by itself."""
-
-    CANCELED = "canceled"
-    """The operation was canceled."""
-    TIMEOUT = "timeout"
-    """The attempt ran longer than its timeout."""
-    RELEASED = "released"
-    """The worker is draining and gives the work back."""
-    LOST = "lost"
-    """The lease lapsed or was superseded: someone else may run it now."""
 
 
 class Execution:
