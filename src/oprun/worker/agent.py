@@ -48,6 +48,9 @@ from oprun.domain.protocol import (
     WorkerRegistration,
 )
 from oprun.worker.client import WorkerClient
+from oprun.worker.executor import Executor
+from oprun.worker.openjd.execution import OpenJDExecutor
+from oprun.worker.python.execution import PythonExecutor
 from oprun.worker.reports import ReportBatcher
 from oprun.worker.slots import Slots
 
@@ -148,12 +151,12 @@ class WorkerAgent:
             oprun.domain.errors.AccessDenied: the token may not act as a worker.
         """
         workdir = Path(tempfile.mkdtemp(prefix="oprun-worker-"))
+        executors: dict[ActionKind, Executor] = {
+            ActionKind.PYTHON: PythonExecutor(self._reports, grace=self.grace, workdir=workdir),
+            ActionKind.OPENJD: OpenJDExecutor(self._reports, grace=self.grace, workdir=workdir),
+        }
         slots = self._slots = Slots(
-            self.concurrency,
-            self._reports,
-            grace=self.grace,
-            workdir=workdir,
-            claim=self._claim_for_session,
+            self.concurrency, self._reports, executors, claim=self._claim_for_session
         )
         self._client = WorkerClient(self._url, self._token, transport=self._transport)
         loops: list[asyncio.Task[Any]] = []
@@ -370,7 +373,8 @@ class WorkerAgent:
     async def _drain(self, loops: list[asyncio.Task[Any]]) -> None:
         assert self._slots is not None
         slots = self._slots
-        self._stopping = slots.stopping = True
+        self._stopping = True
+        slots.drain()
         claim = loops[0]  # it ends after its current long poll; until then it may catch work
         await self._heartbeat_once("STOPPING")
         log.info(

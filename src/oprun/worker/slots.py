@@ -1,36 +1,30 @@
-"""`Slots`: the work a worker holds and the child processes that run it.
+"""`Slots`: the work a worker holds, and its executions running on their executors.
 
 A lease is held from the claim until the server has answered the work's last
-report (or the lease is lost); a slot is busy only while the work runs. Idle
-children wait in a pool and are reused; a child that was canceled, killed or
-died is discarded and a fresh one started on demand.
+report (or the lease is lost); a slot is busy only while the work runs. Each
+assignment runs on the executor of its action's kind (see `oprun.worker.executor`);
+an OpenJD session keeps its slot and moves on to more of its operation's tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 from oprun.domain.models import ActionKind
 from oprun.domain.protocol import Assignment, ClaimRequest, Held, Report, ReportOutcome
-from oprun.worker.executor import StopReason
-from oprun.worker.openjd.execution import SessionExecution
-from oprun.worker.python.execution import Execution
-from oprun.worker.python.process import ChildProcess
+from oprun.worker.executor import Execution, Executor, StopReason
 from oprun.worker.reports import TERMINAL_KINDS, ReportBatcher
 
 log = logging.getLogger("oprun.worker")
 
 
 Claim = Callable[[ClaimRequest], Awaitable[list[Assignment]]]
-AnyExecution = Execution | SessionExecution
 
 
 class Slots:
-    """Up to `concurrency` executions at once, over a pool of reusable children.
+    """Up to `concurrency` executions at once, each on the executor of its action's kind.
 
     A python task runs on a pooled child; an OpenJD task opens a session that keeps
     its slot and runs more of its operation's tasks (claimed with `claim`) in turn.
@@ -40,27 +34,31 @@ class Slots:
         self,
         concurrency: int,
         reports: ReportBatcher,
+        executors: Mapping[ActionKind, Executor],
         *,
-        grace: float,
-        workdir: Path,
         claim: Claim | None = None,
     ) -> None:
-        """Run at most `concurrency` tasks; `grace` is the SIGTERM-to-SIGKILL delay of a cancel."""
+        """Run at most `concurrency` tasks, each on `executors[its action's kind]`.
+
+        `claim` asks the server for more work for a session (never waiting).
+        """
         self.concurrency = concurrency
-        self.stopping = False
         self.slot_freed = asyncio.Event()
         """Set when a task ends (a slot is free)."""
         self.held_added = asyncio.Event()
         """Set when new work is held (a heartbeat should carry it soon)."""
         self._reports = reports
-        self._grace = grace
-        self._workdir = workdir
+        self._executors = executors
         self._held: dict[str, Assignment] = {}
         self._claim = claim
-        self._executions: dict[str, AnyExecution] = {}
+        self._executions: dict[str, Execution] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._idle: list[ChildProcess] = []
-        self._seq = 0
+        self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker is draining (see `drain()`)."""
+        return self._stopping
 
     @property
     def free(self) -> int:
@@ -89,16 +87,8 @@ class Slots:
         sa = assignment.session_action_id
         self._held[sa] = assignment
         self.held_added.set()
-        self._seq += 1
-        execution: AnyExecution
-        if assignment.action.kind is ActionKind.OPENJD:
-            execution = SessionExecution(
-                assignment, self._reports, self._next_task, grace=self._grace, workdir=self._workdir
-            )
-        else:
-            execution = Execution(
-                assignment, self._reports, seq=self._seq, grace=self._grace, workdir=self._workdir
-            )
+        executor = self._executors[assignment.action.kind]
+        execution = executor.execution(assignment, self._next_task)
         self._executions[sa] = execution
         log.debug(
             "task_claimed session_action_id=%s operation_id=%s action=%s attempt=%s",
@@ -113,15 +103,9 @@ class Slots:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, execution: AnyExecution) -> None:
-        child: ChildProcess | None = None
-        reusable = False
+    async def _execute(self, execution: Execution) -> None:
         try:
-            if isinstance(execution, SessionExecution):
-                await execution.run()
-            else:
-                child = await self._child()
-                reusable = await execution.run(child)
+            await execution.run()
         except Exception as exc:
             sa = execution.session_action_id
             log.exception("task_error session_action_id=%s", sa)
@@ -137,11 +121,6 @@ class Slots:
         finally:
             self._executions.pop(execution.session_action_id, None)
             self.slot_freed.set()
-            if child is not None:
-                if reusable and not self.stopping:
-                    self._idle.append(child)
-                else:
-                    await child.close()
 
     async def _next_task(self, current: Assignment) -> Assignment | None:
         """The next task of `current`'s operation for its session, held; None: no more."""
@@ -171,18 +150,13 @@ class Slots:
         self.held_added.set()
         return nxt
 
-    async def _child(self) -> ChildProcess:
-        while self._idle:
-            child = self._idle.pop()
-            if child.alive:
-                return child
-            await child.close()
-        child = ChildProcess()
-        await child.start()
-        log.debug("child_started pid=%s", child.pid)
-        return child
-
     # -- stopping work --------------------------------------------------------------------
+    def drain(self) -> None:
+        """The worker is stopping: work claimed from now on is given back at once."""
+        self._stopping = True
+        for executor in self._executors.values():
+            executor.drain()
+
     def cancel(self, sa: str) -> bool:
         """The operation was canceled: stop its work; True if that is news."""
         execution = self._executions.get(sa)
@@ -232,11 +206,6 @@ class Slots:
             await asyncio.wait(list(self._tasks), timeout=timeout)
 
     async def close(self) -> None:
-        """Close the idle children."""
-        children, self._idle = self._idle, []
-        results: list[Any] = await asyncio.gather(
-            *(c.close() for c in children), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, Exception):
-                log.warning("child_close_failed error=%s", result)
+        """Close what the executors keep for reuse (idle children)."""
+        for executor in self._executors.values():
+            await executor.close()

@@ -1,8 +1,9 @@
-"""`SessionExecution`: one worker session of an OpenJD operation, task after task.
+"""The OpenJD executor: an `OpenJDExecution` runs an operation's tasks in one session.
 
-A session starts with the assignment that opened it, syncs its inputs (a no-op
-until datasets arrive), and runs the task in an `OpenJDSession`, which enters the
-job and step environments first. After each task it asks the server for more of
+One execution is one worker session of an OpenJD operation. It starts with the
+assignment that opened it, syncs its inputs (a no-op until datasets arrive), and
+runs the task in an `OpenJDSession`, which enters the job and step environments
+first. After each task it asks the server for more of
 the same operation's tasks (same step first) for this session, so environments
 are entered once per session, not once per task. When there is no more work, or
 the worker stops, it exits the environments and closes the session.
@@ -16,21 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
 from oprun.domain.ids import new_id
 from oprun.domain.protocol import Assignment, SessionReport
-from oprun.worker.executor import StopReason
+from oprun.worker.executor import NextTask, StopReason
 from oprun.worker.openjd.events import ActionEvent, ActionOutcome, OutputEvent
 from oprun.worker.openjd.session import OpenJDSession
 from oprun.worker.reports import ReportBatcher, Stream
 
 log = logging.getLogger("oprun.worker.openjd")
-
-ClaimMore = Callable[[Assignment], Awaitable[Assignment | None]]
-"""Ask the server for the next task of the assignment's operation for its session."""
 
 SessionStatus = Literal["RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "INTERRUPTED"]
 _STATUS: dict[str, SessionStatus] = {
@@ -41,22 +39,47 @@ _STATUS: dict[str, SessionStatus] = {
 }
 
 
-class SessionExecution:
-    """Runs the tasks of one operation in one OpenJD session on this worker."""
+class OpenJDExecutor:
+    """Runs OpenJD assignments: each opens a session that runs more of its operation's tasks."""
+
+    def __init__(self, reports: ReportBatcher, *, grace: float, workdir: Path) -> None:
+        """Report to `reports`; `grace` caps a cancel's notify period (seconds).
+
+        Each session gets its working directory under `workdir`.
+        """
+        self._reports = reports
+        self._grace = grace
+        self._workdir = workdir
+
+    def execution(self, assignment: Assignment, next_task: NextTask) -> OpenJDExecution:
+        """The session that `assignment` opens; it asks `next_task` for more work."""
+        return OpenJDExecution(
+            assignment, self._reports, next_task, grace=self._grace, workdir=self._workdir
+        )
+
+    def drain(self) -> None:
+        """Nothing to do: a session ends with its work."""
+
+    async def close(self) -> None:
+        """Nothing to do: no session outlives its work."""
+
+
+class OpenJDExecution:
+    """Runs the tasks of one operation in one OpenJD session on this worker (an `Execution`)."""
 
     def __init__(
         self,
         assignment: Assignment,
         reports: ReportBatcher,
-        claim_more: ClaimMore,
+        next_task: NextTask,
         *,
         grace: float,
         workdir: Path,
     ) -> None:
-        """Prepare to run `assignment` and whatever more of its operation `claim_more` gives."""
+        """Prepare to run `assignment` and whatever more of its operation `next_task` gives."""
         self.assignment = assignment
         self._reports = reports
-        self._claim_more = claim_more
+        self._next_task = next_task
         self._grace = grace
         self._workdir = workdir / assignment.session_id
         self._session: OpenJDSession | None = None
@@ -116,7 +139,7 @@ class SessionExecution:
                 self._report(outcome)
                 if self.reason is not None or not outcome.succeeded:
                     break
-                current = await self._claim_more(current)
+                current = await self._next_task(current)
             if self.reason is StopReason.LOST:
                 await session.kill()
             else:

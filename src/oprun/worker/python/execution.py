@@ -1,4 +1,9 @@
-"""`Execution`: one assignment running on one child, its events turned into reports.
+"""The python executor: a pool of child processes, and a task's run on one of them.
+
+`PythonExecutor` keeps the pool; each `PythonExecution` runs one assignment on a
+child of it, the child's events turned into reports. A child is reused for task
+after task; one that was canceled, killed or died is discarded, and a fresh one
+started on demand.
 
 The outcome reported is what happened: the child's own outcome when it gave
 one, else why the worker stopped it (`canceled`, `TIMEOUT`, `released`), else
@@ -20,7 +25,7 @@ from oprun.context import MAX_MESSAGE_CHARS, MAX_STEP_CODE_CHARS
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.protocol import Assignment
 from oprun.worker._subprocess import cut_bytes
-from oprun.worker.executor import StopReason
+from oprun.worker.executor import NextTask, StopReason
 from oprun.worker.python.process import ChildEvent, ChildProcess, Exited, OutputLine, TaskSpec
 from oprun.worker.reports import ReportBatcher
 
@@ -29,13 +34,69 @@ log = logging.getLogger("oprun.worker.python.execution")
 MAX_ERROR_MESSAGE_CHARS = 16_384
 
 
-class Execution:
-    """Runs one assignment on a child and reports what happens, in order."""
+class PythonExecutor:
+    """Runs python assignments, one at a time per child, over a pool of reusable children."""
+
+    def __init__(self, reports: ReportBatcher, *, grace: float, workdir: Path) -> None:
+        """Report to `reports`; `grace` is the SIGTERM-to-SIGKILL delay of a cancel.
+
+        Each task gets `input` and `output` directories under `workdir`.
+        """
+        self._reports = reports
+        self._grace = grace
+        self._workdir = workdir
+        self._idle: list[ChildProcess] = []
+        self._draining = False
+        self._seq = 0
+
+    def execution(self, assignment: Assignment, next_task: NextTask) -> PythonExecution:
+        """The execution of `assignment` (a python task runs alone: `next_task` is unused)."""
+        self._seq += 1
+        return PythonExecution(
+            assignment, self._reports, self, seq=self._seq, grace=self._grace, workdir=self._workdir
+        )
+
+    def drain(self) -> None:
+        """The worker is stopping: children that finish a task are closed, not kept."""
+        self._draining = True
+
+    async def close(self) -> None:
+        """Close the idle children."""
+        children, self._idle = self._idle, []
+        results: list[Any] = await asyncio.gather(
+            *(c.close() for c in children), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("child_close_failed error=%s", result)
+
+    async def acquire(self) -> ChildProcess:
+        """An idle child that is still alive, or a new one."""
+        while self._idle:
+            child = self._idle.pop()
+            if child.alive:
+                return child
+            await child.close()
+        child = ChildProcess()
+        await child.start()
+        return child
+
+    async def give_back(self, child: ChildProcess, *, reusable: bool) -> None:
+        """Keep `child` for the next task, or close it."""
+        if reusable and not self._draining:
+            self._idle.append(child)
+        else:
+            await child.close()
+
+
+class PythonExecution:
+    """Runs one assignment on a child of its executor's pool (an `Execution`)."""
 
     def __init__(
         self,
         assignment: Assignment,
         reports: ReportBatcher,
+        pool: PythonExecutor,
         *,
         seq: int,
         grace: float,
@@ -44,6 +105,7 @@ class Execution:
         """Prepare to run `assignment`; `grace` is the SIGTERM-to-SIGKILL delay of a cancel."""
         self.assignment = assignment
         self._reports = reports
+        self._pool = pool
         self._seq = seq
         self._grace = grace
         self._dir = workdir / assignment.session_action_id
@@ -78,7 +140,16 @@ class Execution:
         elif not self._stoppers:
             self._stoppers.append(asyncio.create_task(self._child.cancel(grace)))
 
-    async def run(self, child: ChildProcess) -> bool:
+    async def run(self) -> None:
+        """Run the task on a child of the pool until it ends, then give the child back."""
+        child = await self._pool.acquire()
+        reusable = False
+        try:
+            reusable = await self._run_on(child)
+        finally:
+            await self._pool.give_back(child, reusable=reusable)
+
+    async def _run_on(self, child: ChildProcess) -> bool:
         """Run the task on `child` until it ends; returns whether `child` may be reused."""
         a = self.assignment
         if self.reason is not None:
