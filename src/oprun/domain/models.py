@@ -10,6 +10,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from oprun.domain.backoff import backoff
 from oprun.domain.limits import MAX_NAME_LENGTH
 from oprun.domain.params import ParameterSpec
 from oprun.domain.roles import Role
@@ -126,9 +127,7 @@ class RetryPolicy(Input):
         `backoff_max_seconds`) with "equal jitter": `jitter` in [0, 1) keeps between
         half and all of it, so retries of many tasks failed together spread out.
         """
-        growth: float = 2.0 ** max(attempt - 1, 0)
-        base = min(self.backoff_max_seconds, self.backoff_seconds * growth)
-        return base * (0.5 + jitter / 2)
+        return backoff(attempt - 1, self.backoff_seconds, self.backoff_max_seconds, jitter)
 
 
 class Requirements(Input):

@@ -18,6 +18,7 @@ import httpx
 from pydantic import BaseModel
 
 from oprun._version import __version__
+from oprun.domain.backoff import backoff
 from oprun.domain.errors import OprunError, ServerError, Throttled, Unavailable, error_from_body
 from oprun.domain.models import Worker
 from oprun.domain.protocol import (
@@ -168,5 +169,4 @@ def _delay(attempt: int, error: OprunError) -> float:
             return max(0.0, float(error.details.get("retry_after") or ""))
         except ValueError:
             pass
-    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt - 1, 10))
-    return random.uniform(ceiling / 2, ceiling)  # jitter, not a secret
+    return backoff(attempt - 1, BACKOFF_FIRST, BACKOFF_MAX, random.random())  # jitter, not a secret
