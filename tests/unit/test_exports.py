@@ -16,6 +16,7 @@ EXPECTED = {
     "Client",
     "Conflict",
     "Context",
+    "HttpRetry",
     "NoOp",
     "NotFound",
     "Operation",
@@ -34,9 +35,41 @@ EXPECTED = {
 }
 
 
+SDK_EXPECTED = {
+    "AsyncClient",
+    "AsyncEvents",
+    "AsyncNoOp",
+    "AsyncOperation",
+    "Client",
+    "DefinesActions",
+    "Events",
+    "HttpRetry",
+    "NoOp",
+    "Operation",
+    "OperationFailed",
+    "ProjectCreated",
+    "TokenCreated",
+}
+
+
 def test_oprun_all_is_pinned():
     assert set(oprun.__all__) == EXPECTED
     assert len(oprun.__all__) == len(EXPECTED)
+
+
+def test_oprun_sdk_all_is_pinned():
+    assert set(oprun.sdk.__all__) == SDK_EXPECTED
+    assert len(oprun.sdk.__all__) == len(SDK_EXPECTED)
+
+
+def test_one_name_per_concept():
+    # Task retries are the domain's RetryPolicy; the SDK's HTTP retries are HttpRetry.
+    from oprun.domain.models import RetryPolicy
+    from oprun.sdk._retry import HttpRetry
+
+    assert oprun.RetryPolicy is RetryPolicy
+    assert oprun.HttpRetry is oprun.sdk.HttpRetry is HttpRetry
+    assert not hasattr(oprun.sdk, "RetryPolicy")
 
 
 def test_every_exported_name_exists():

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from oprun import AccessDenied, ServerError, Unavailable, ValidationError
-from oprun.sdk import RetryPolicy
+from oprun.sdk import HttpRetry
 from oprun.sdk.events import EventCursor
 
 from ._sdk_stub import NOW, Stub, error
@@ -84,7 +84,7 @@ def test_outages_are_retried_with_backoff_until_patience_runs_out():
     )
     with contextlib.closing(stub.client().events.stream(after=0)) as events:
         assert next(events).id == 1
-    assert len(stub.sleeps) == 2 and all(s <= RetryPolicy().max_outage_backoff for s in stub.sleeps)
+    assert len(stub.sleeps) == 2 and all(s <= HttpRetry().max_outage_backoff for s in stub.sleeps)
 
     stub = Stub().on("GET", EVENTS, httpx.ConnectError("refused"))
     with pytest.raises(Unavailable, match=r"cannot reach oprun at http://oprun\.test"):
@@ -102,7 +102,7 @@ def test_refusals_and_non_streams_raise_at_once():
     with pytest.raises(ServerError, match="unreadable event"):
         next(stub.client().events.stream())
     with pytest.raises(ValidationError):
-        EventCursor("http://x", -1, types=None, entity_id=None, patience=None, policy=RetryPolicy())
+        EventCursor("http://x", -1, types=None, entity_id=None, patience=None, policy=HttpRetry())
 
 
 def test_the_async_stream_reads_and_resumes_the_same_way():

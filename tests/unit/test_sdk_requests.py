@@ -11,7 +11,7 @@ from oprun.sdk import _endpoints as E
 from oprun.sdk._requests import (
     DEFAULT_URL,
     Call,
-    Settings,
+    ConnectionSettings,
     connection_error,
     error_from_response,
     handle,
@@ -31,21 +31,23 @@ def _response(status: int, request: httpx.Request | None = None, **kw) -> httpx.
 def test_settings_default_to_environment_then_local_server(monkeypatch):
     monkeypatch.delenv("OPRUN_URL", raising=False)
     monkeypatch.delenv("OPRUN_TOKEN", raising=False)
-    assert Settings.resolve(None, None, None).url == DEFAULT_URL == "http://127.0.0.1:8710"
+    assert (
+        ConnectionSettings.resolve(None, None, None).url == DEFAULT_URL == "http://127.0.0.1:8710"
+    )
     monkeypatch.setenv("OPRUN_URL", "https://ops.example.com/")
     monkeypatch.setenv("OPRUN_TOKEN", "from-env")
-    settings = Settings.resolve(None, None, None)
+    settings = ConnectionSettings.resolve(None, None, None)
     assert (settings.url, settings.token) == ("https://ops.example.com", "from-env")
-    assert Settings.resolve("http://other:1", "given", 5).token == "given"
+    assert ConnectionSettings.resolve("http://other:1", "given", 5).token == "given"
 
 
 def test_settings_refuse_a_url_without_scheme():
     with pytest.raises(ValidationError, match="http:// or https://"):
-        Settings.resolve("localhost:8710", None, None)
+        ConnectionSettings.resolve("localhost:8710", None, None)
 
 
 def test_token_travels_in_the_header_and_never_in_repr():
-    settings = Settings.resolve(URL, TOKEN, None)
+    settings = ConnectionSettings.resolve(URL, TOKEN, None)
     assert settings.headers()["Authorization"] == f"Bearer {TOKEN}"
     assert TOKEN not in repr(settings)
     stub = Stub().on("GET", "/v1/operations/op_1", ok(op_json()))
@@ -58,7 +60,7 @@ def test_token_travels_in_the_header_and_never_in_repr():
 
 
 def test_long_poll_adds_its_wait_to_the_read_timeout():
-    settings = Settings.resolve(URL, None, 10)
+    settings = ConnectionSettings.resolve(URL, None, 10)
     timeout = settings.timeout_for(E.wait_operation("op_1", 30))
     assert (timeout.connect, timeout.read) == (10, 40)
 

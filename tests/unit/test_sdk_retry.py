@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from oprun import Conflict, Throttled, Unavailable
-from oprun.sdk import RetryPolicy
+from oprun.sdk import HttpRetry
 from oprun.sdk import _endpoints as E
 
 from ._sdk_stub import Stub, body, error, ok, op_json
@@ -36,7 +36,7 @@ def test_503_is_retried_with_growing_backoff():
     )
     stub.client().operations.get("op_1")
     assert len(stub.sleeps) == 3
-    policy = RetryPolicy()
+    policy = HttpRetry()
     for attempt, slept in enumerate(stub.sleeps):
         step = min(policy.max_backoff, policy.backoff * 2**attempt)
         assert step / 2 <= slept <= step
@@ -48,6 +48,36 @@ def test_connection_errors_are_retried_then_raise_unavailable():
         stub.client(retries=2).operations.get("op_1")
     assert len(stub.requests) == 3
     assert len(stub.sleeps) == 2
+
+
+def test_a_client_takes_its_whole_http_retry_policy_as_retry():
+    stub = Stub().on("GET", OP, httpx.ConnectError("refused"))
+    policy = HttpRetry(retries=4, backoff=1.0, max_backoff=1.0)
+    with pytest.raises(Unavailable):
+        stub.client(retry=policy).operations.get("op_1")
+    assert len(stub.requests) == 5
+    assert all(0.5 <= slept <= 1.0 for slept in stub.sleeps) and len(stub.sleeps) == 4
+    stub = Stub().on("GET", OP, httpx.ConnectError("refused"))
+    with pytest.raises(Unavailable):
+        stub.client(retry=policy, retries=1).operations.get("op_1")  # retries: its count
+    assert len(stub.requests) == 2
+
+
+def test_async_client_takes_retry_too():
+    stub = Stub().on("GET", OP, error("UNAVAILABLE", 503))
+
+    async def scenario():
+        async with stub.async_client(retry=HttpRetry(retries=0)) as client:
+            await client.operations.get("op_1")
+
+    with pytest.raises(Unavailable):
+        asyncio.run(scenario())
+    assert len(stub.requests) == 1 and stub.sleeps == []
+
+
+def test_an_http_retry_policy_refuses_a_negative_setting():
+    with pytest.raises(ValueError, match=r"HttpRetry\.backoff must be 0 or more"):
+        HttpRetry(backoff=-1)
 
 
 def test_exhausted_retries_raise_the_last_error():
@@ -124,7 +154,7 @@ def test_async_client_retries_by_the_same_rules():
 
 
 def test_policy_is_pure():
-    policy = RetryPolicy(retries=2)
+    policy = HttpRetry(retries=2)
     get = E.get_operation("op_1")
     assert policy.delay(get, 2, httpx.ConnectError("x")) is None
     assert policy.delay(get, 0, httpx.Response(500)) is None
@@ -134,7 +164,7 @@ def test_policy_is_pure():
 
 
 def test_with_a_deadline_retries_are_unbounded_and_never_pass_it():
-    policy = RetryPolicy(retries=1)
+    policy = HttpRetry(retries=1)
     get = E.get_operation("op_1")
     refused = httpx.ConnectError("refused")
     assert policy.delay(get, 1, refused) is None  # the count is spent
@@ -158,4 +188,4 @@ def test_wait_retries_connection_failures_until_its_timeout():
     )
     op = stub.client(retries=1).operations.wait("op_1", timeout=120)
     assert op.state == "SUCCEEDED"
-    assert len(stub.sleeps) == 6 and max(stub.sleeps) <= RetryPolicy().max_outage_backoff
+    assert len(stub.sleeps) == 6 and max(stub.sleeps) <= HttpRetry().max_outage_backoff

@@ -5,7 +5,7 @@ from `oprun`.
 """
 
 from oprun.sdk._endpoints import ProjectCreated, TokenCreated
-from oprun.sdk._retry import RetryPolicy
+from oprun.sdk._retry import HttpRetry
 from oprun.sdk.async_client import AsyncClient
 from oprun.sdk.client import Client, DefinesActions
 from oprun.sdk.errors import OperationFailed
@@ -20,10 +20,10 @@ __all__ = [
     "Client",
     "DefinesActions",
     "Events",
+    "HttpRetry",
     "NoOp",
     "Operation",
     "OperationFailed",
     "ProjectCreated",
-    "RetryPolicy",
     "TokenCreated",
 ]

@@ -1,4 +1,4 @@
-"""How the SDK speaks HTTP, with no I/O: calls, response parsing, error mapping, settings.
+"""How the SDK speaks HTTP, with no I/O: calls, response parsing, error mapping, connection.
 
 `Client` and `AsyncClient` differ only in how they send a `Call`; everything about
 what is sent and what an answer means lives here (and in `_endpoints.py`), once.
@@ -62,7 +62,7 @@ class Call(Generic[T]):
 
 
 @dataclass(frozen=True)
-class Settings:
+class ConnectionSettings:
     """Where and how a client connects; resolved once from arguments and environment."""
 
     url: str
@@ -76,7 +76,7 @@ class Settings:
         token: str | None,
         timeout: float | None,
         profile: str | None = None,
-    ) -> Settings:
+    ) -> ConnectionSettings:
         """Arguments, then ``OPRUN_URL`` / ``OPRUN_TOKEN``, then the profile file, then defaults.
 
         A profile named by `profile` ranks with the arguments; ``OPRUN_PROFILE`` picks

@@ -3,19 +3,24 @@
 A call is retried only when repeating it cannot do anything twice: reads (GET),
 deletes, and invocations, which always carry an idempotency key. It is retried on a
 connection failure, on 429 (after the server's ``Retry-After``) and on 503, with
-exponential backoff and jitter in between: `RetryPolicy.retries` times, or, for a
-call sent with a deadline (the requests of ``wait()``), for as long as the deadline
-allows, so that waiting rides out a server restart.
+exponential backoff and jitter in between (`oprun.domain.backoff`): `HttpRetry.retries`
+times, or, for a call sent with a deadline (the requests of ``wait()``), for as long
+as the deadline allows, so that waiting rides out a server restart.
+
+`HttpRetry` is about HTTP calls only; which failed *tasks* run again is the action's
+`oprun.RetryPolicy`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from oprun.domain.backoff import backoff as backoff_delay
 from oprun.sdk._requests import Call, retry_after_seconds
 
 RETRY_STATUSES = frozenset({429, 503})
@@ -25,8 +30,12 @@ server that is down or answers 429/503 before they raise the error."""
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How many times and how patiently a client retries a failed call.
+class HttpRetry:
+    """How many times and how patiently a client retries a failed HTTP call.
+
+    Give one to a client to change the defaults::
+
+        client = oprun.Client(retry=oprun.HttpRetry(retries=5, max_backoff=30))
 
     Attributes:
         retries: extra attempts after the first one (0 disables retrying).
@@ -44,6 +53,12 @@ class RetryPolicy:
     max_backoff: float = 8.0
     max_retry_after: float = 60.0
     max_outage_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("retries", "backoff", "max_backoff", "max_retry_after", "max_outage_backoff"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"HttpRetry.{name} must be 0 or more, got {value!r}")
 
     def delay(
         self,
@@ -81,6 +96,11 @@ class RetryPolicy:
         return min(delay, left) if left > 0 else None
 
     def backoff_for(self, attempt: int) -> float:
-        """Exponential backoff with jitter: half the step fixed, half random."""
-        step = min(self.max_backoff, self.backoff * (2.0 ** min(attempt, 32)))
-        return step / 2 + random.uniform(0, step / 2)
+        """Exponential backoff with equal jitter: half the step fixed, half random."""
+        return backoff_delay(attempt, self.backoff, self.max_backoff, random.random())
+
+
+def http_retry(retry: HttpRetry | None, retries: int | None) -> HttpRetry:
+    """A client's policy: `retry` (else the defaults), its count replaced by `retries` if given."""
+    policy = retry or HttpRetry()
+    return policy if retries is None else dataclasses.replace(policy, retries=retries)

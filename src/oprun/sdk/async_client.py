@@ -29,8 +29,8 @@ from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus
 from oprun.sdk import _endpoints as E
 from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
-from oprun.sdk._requests import Call, Settings, connection_error, handle, succeeded
-from oprun.sdk._retry import OUTAGE_PATIENCE, RetryPolicy
+from oprun.sdk._requests import Call, ConnectionSettings, connection_error, handle, succeeded
+from oprun.sdk._retry import OUTAGE_PATIENCE, HttpRetry, http_retry
 from oprun.sdk._snapshot import statuses
 from oprun.sdk._templates import TemplateSource, read_template
 from oprun.sdk.client import (
@@ -58,12 +58,13 @@ class AsyncClient:
         token: str | None = None,
         *,
         timeout: float | None = None,
-        retries: int = 3,
+        retries: int | None = None,
+        retry: HttpRetry | None = None,
         profile: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._settings = Settings.resolve(url, token, timeout, profile)
-        self._retry = RetryPolicy(retries=retries)
+        self._settings = ConnectionSettings.resolve(url, token, timeout, profile)
+        self._retry = http_retry(retry, retries)
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._http = httpx.AsyncClient(
             base_url=self._settings.url,

@@ -24,8 +24,8 @@ from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus
 from oprun.sdk import _endpoints as E
 from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
-from oprun.sdk._requests import Call, Settings, connection_error, handle, succeeded
-from oprun.sdk._retry import OUTAGE_PATIENCE, RetryPolicy
+from oprun.sdk._requests import Call, ConnectionSettings, connection_error, handle, succeeded
+from oprun.sdk._retry import OUTAGE_PATIENCE, HttpRetry, http_retry
 from oprun.sdk._snapshot import statuses
 from oprun.sdk._templates import TemplateSource, read_template
 from oprun.sdk.errors import OperationFailed
@@ -58,9 +58,11 @@ class Client:
         timeout: seconds to connect, send or read (long polls add their wait).
         retries: how often a call that is safe to repeat is retried after a connection
             failure, a 429 or a 503 (exponential backoff with jitter; `Retry-After` is
-            honoured). Reads, deletes and invocations (which always carry an idempotency
-            key) are safe to repeat; other writes are never retried. `wait()` and
-            `events` keep retrying until their deadline instead.
+            honoured); 3 by default. Reads, deletes and invocations (which always carry
+            an idempotency key) are safe to repeat; other writes are never retried.
+            `wait()` and `events` keep retrying until their deadline instead.
+        retry: the whole HTTP retry policy (`HttpRetry`: count, backoff, longest
+            `Retry-After` waited for); `retries`, when given, replaces its count.
         profile: a profile of ``~/.config/oprun/config.toml`` (written by
             ``oprun login``) to take the url and token from; it ranks above the
             environment. Without it, ``OPRUN_PROFILE`` (else ``[default]``) is used
@@ -82,12 +84,13 @@ class Client:
         token: str | None = None,
         *,
         timeout: float | None = None,
-        retries: int = 3,
+        retries: int | None = None,
+        retry: HttpRetry | None = None,
         profile: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._settings = Settings.resolve(url, token, timeout, profile)
-        self._retry = RetryPolicy(retries=retries)
+        self._settings = ConnectionSettings.resolve(url, token, timeout, profile)
+        self._retry = http_retry(retry, retries)
         self._sleep: Callable[[float], None] = time.sleep
         self._http = httpx.Client(
             base_url=self._settings.url,

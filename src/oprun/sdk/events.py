@@ -30,8 +30,14 @@ import pydantic
 from oprun.domain import models
 from oprun.domain.errors import ServerError, ValidationError
 from oprun.sdk import _endpoints as E
-from oprun.sdk._requests import Call, Settings, connection_error, error_from_response, unexpected
-from oprun.sdk._retry import OUTAGE_PATIENCE, RetryPolicy
+from oprun.sdk._requests import (
+    Call,
+    ConnectionSettings,
+    connection_error,
+    error_from_response,
+    unexpected,
+)
+from oprun.sdk._retry import OUTAGE_PATIENCE, HttpRetry
 from oprun.sdk._sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -59,7 +65,7 @@ class EventCursor:
         types: Iterable[str] | None,
         entity_id: str | None,
         patience: float | None,
-        policy: RetryPolicy,
+        policy: HttpRetry,
     ) -> None:
         if after is not None and after < 0:
             raise ValidationError(f"after must be 0 or more, got {after}", field="after")
@@ -74,7 +80,9 @@ class EventCursor:
         self.decoder = SSEDecoder()
         self.reconnect_after = DEFAULT_RECONNECT_SECONDS
 
-    def connect(self, settings: Settings) -> tuple[Call[None], dict[str, str], httpx.Timeout]:
+    def connect(
+        self, settings: ConnectionSettings
+    ) -> tuple[Call[None], dict[str, str], httpx.Timeout]:
         """The request for the next connection: the call, its headers and its timeout."""
         self.decoder = SSEDecoder()
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
