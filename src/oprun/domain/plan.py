@@ -12,11 +12,17 @@ MAIN_STEP = "main"
 
 @dataclass(frozen=True)
 class StepPlan:
-    """One step: its name, the steps it waits for, and the parameters of each of its tasks."""
+    """One step: its name, the steps it waits for, and the parameters of each of its tasks.
+
+    `single_step` plans a Python action; `oprun.openjd.plan_job` plans a job template.
+    """
 
     name: str
     depends_on: tuple[str, ...] = ()
+    """Names of the steps this one waits for (OpenJD's `dependencies: [{dependsOn: ...}]`)."""
     tasks: tuple[dict[str, Any], ...] = field(default_factory=lambda: ({},))
+    """Each task's parameters: the operation's for a Python action; for an OpenJD step,
+    Deadline's tagged union (`{"Frame": {"int": "3"}}`), `({},)` without a parameter space."""
 
 
 def single_step(parameters: dict[str, Any]) -> list[StepPlan]:

@@ -7,7 +7,6 @@ worker runs them with `openjd-sessions` (see `oprun.worker.openjd.session`).
 from oprun.openjd.job import OpenJDJob, TaskParameters, create_job, task_parameter_set
 from oprun.openjd.plan import (
     MAX_TASKS_PER_STEP,
-    StepPlan,
     job_environment_names,
     plan_job,
     step_environment_names,
@@ -25,7 +24,6 @@ __all__ = [
     "MAX_TASKS_PER_STEP",
     "SUPPORTED_EXTENSIONS",
     "OpenJDJob",
-    "StepPlan",
     "TaskParameters",
     "command_template",
     "create_job",

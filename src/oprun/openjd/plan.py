@@ -14,32 +14,24 @@ Adaptive chunking (`targetRuntimeSeconds`) is planned with fixed chunks of
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from openjd.model import StepDependencyGraph, StepParameterSpaceIterator
 
 from oprun.domain.errors import TooLarge, ValidationError
-from oprun.openjd.job import TaskParameters, create_job, tag_task_parameters
+from oprun.domain.plan import StepPlan
+from oprun.openjd.job import create_job, tag_task_parameters
 from oprun.openjd.template import decode
 
 MAX_TASKS_PER_STEP = 100_000
 """A step whose parameter space has more tasks than this is refused."""
 
 
-@dataclass(frozen=True)
-class StepPlan:
-    """One step of a planned job."""
-
-    name: str
-    depends_on: tuple[str, ...]
-    """Names of the steps this one depends on (`dependencies: [{dependsOn: ...}]`)."""
-    tasks: tuple[TaskParameters, ...]
-    """Each task's parameters as Deadline's tagged union; `({},)` without a parameter space."""
-
-
 def plan_job(template: Mapping[str, Any], job_parameters: Mapping[str, Any]) -> list[StepPlan]:
     """The job's steps in a valid topological order, each with all of its tasks.
+
+    Each task's parameters are Deadline's tagged union (`oprun.openjd.TaskParameters`);
+    a step without a parameter space has the one task `{}`.
 
     Raises:
         ValidationError: the template is invalid or the job parameters are not

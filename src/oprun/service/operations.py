@@ -74,10 +74,7 @@ class OperationService:
 
             template = action.definition.template
             assert isinstance(template, dict)  # saved definitions hold the parsed template
-            plan = [
-                StepPlan(step.name, step.depends_on, step.tasks)
-                for step in plan_job(template, parameters)
-            ]
+            plan = plan_job(template, parameters)
         return NewOperation(
             project_id=principal.project_id,
             action=action,
