@@ -68,6 +68,16 @@ def test_a_validation_error_exits_2(cli, stub):
     )
 
 
+def test_a_bad_server_setting_is_one_line_naming_its_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPRUN_DATABASE_URL", f"sqlite:///{tmp_path / 'oprun.db'}")
+    monkeypatch.setenv("OPRUN_LEASE_SECONDS", "abc")
+    result = CliRunner().invoke(app, ["server", "--port", "1"])
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result)
+    assert line.startswith("error: VALIDATION: OPRUN_LEASE_SECONDS='abc' is not valid: "), line
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     "args",
     [

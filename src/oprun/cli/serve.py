@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         url = os.environ.get("OPRUN_DATABASE_URL") or f"sqlite:///{folder / 'oprun.db'}"
         actions = _load_app(worker_app)
-        services, made = open_services(Settings(database_url=url))
+        services, made = open_services(Settings.load(database_url=url))
         token_path = folder / TOKEN_FILE
         if made is not None:
             token_path.write_text(made.secret + "\n")
@@ -177,7 +177,7 @@ def register(app: typer.Typer) -> None:
         from oprun.api.server import open_services, uvicorn_server
         from oprun.service.settings import Settings
 
-        settings = Settings(database_url=database_url) if database_url else Settings()
+        settings = Settings.load(database_url=database_url) if database_url else Settings.load()
         services, made = open_services(settings)
         if made is not None and not settings.bootstrap_token:
             typer.echo(f"admin token: {made.secret}  (shown once; store it now)")
@@ -243,6 +243,6 @@ def register(app: typer.Typer) -> None:
         from oprun.service.settings import Settings
         from oprun.store.migrate import upgrade
 
-        url = database_url or Settings().database_url
+        url = database_url or Settings.load().database_url
         upgrade(url)
         typer.echo(f"database at {url.split('@')[-1]} is up to date")

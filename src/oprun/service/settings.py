@@ -1,49 +1,82 @@
-"""Server settings, from arguments or `OPRUN_*` environment variables."""
+"""Server settings, from arguments or `OPRUN_*` environment variables (pydantic-settings).
+
+Each setting is read from its variable (`OPRUN_LEASE_SECONDS`, ...) unless given as an
+argument; an empty variable counts as unset. A value that is not valid raises
+`oprun.ValidationError` naming the variable, its value and what was expected
+(`Settings.load`), which the CLI prints as one line.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
+
+import pydantic
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from oprun.domain.errors import ValidationError
 
 
 def default_data_dir() -> Path:
-    """Where `oprun up` keeps its SQLite file and admin token."""
+    """Where `oprun up` keeps its SQLite file and admin token (`OPRUN_DATA_DIR`)."""
     return Path(os.environ.get("OPRUN_DATA_DIR", "~/.local/share/oprun")).expanduser()
 
 
 def default_database_url() -> str:
-    """`OPRUN_DATABASE_URL`, else a SQLite file in the data directory."""
-    url = os.environ.get("OPRUN_DATABASE_URL")
-    if url:
-        return url
+    """A SQLite file in the data directory: the database when `OPRUN_DATABASE_URL` is unset."""
     return f"sqlite:///{default_data_dir() / 'oprun.db'}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How the server behaves."""
+class Settings(BaseSettings):
+    """How the server behaves.
 
-    database_url: str = field(default_factory=default_database_url)
-    lease_seconds: float = field(
-        default_factory=lambda: float(os.environ.get("OPRUN_LEASE_SECONDS", "30"))
+    Arguments win over the environment: ``Settings(database_url=url)`` still reads
+    the lease, reap interval and bootstrap token from theirs.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        populate_by_name=True,  # Settings(lease_seconds=...) as well as OPRUN_LEASE_SECONDS
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="forbid",
     )
+
+    database_url: str = Field(
+        default_factory=default_database_url, validation_alias="OPRUN_DATABASE_URL"
+    )
+    """``sqlite:///path`` or ``postgresql://...``; a SQLite file under `OPRUN_DATA_DIR` by default."""
+    lease_seconds: float = Field(default=30.0, gt=0, validation_alias="OPRUN_LEASE_SECONDS")
     """How long a claimed task stays owned without a heartbeat."""
-    reap_interval: float = field(
-        default_factory=lambda: float(os.environ.get("OPRUN_REAP_INTERVAL", "2"))
-    )
+    reap_interval: float = Field(default=2.0, gt=0, validation_alias="OPRUN_REAP_INTERVAL")
     """How often each API process looks for lapsed leases."""
-    bootstrap_token: str | None = field(
-        default_factory=lambda: os.environ.get("OPRUN_BOOTSTRAP_TOKEN") or None
+    bootstrap_token: str | None = Field(
+        default=None, repr=False, validation_alias="OPRUN_BOOTSTRAP_TOKEN"
     )
     """The first admin token's secret; generated when unset."""
-    token_cache_seconds: float = 5.0
-    """How long a verified token is trusted before it is looked up again."""
-    worker_silence_seconds: float | None = field(
-        default_factory=lambda: _float_or_none(os.environ.get("OPRUN_WORKER_SILENCE"))
+    worker_silence_seconds: float | None = Field(
+        default=None, gt=0, validation_alias="OPRUN_WORKER_SILENCE"
     )
     """After how long without a heartbeat a worker is NOT_RESPONDING (and told to stop
     when it comes back); three lease periods when unset."""
+
+    token_cache_seconds: ClassVar[float] = 5.0
+    """How long a verified token is trusted before it is looked up again."""
+
+    @classmethod
+    def load(cls, **given: Any) -> Settings:
+        """The settings from `given` values and the environment, checked.
+
+        Raises:
+            ValidationError: a value is not valid; the message names its variable
+                (or argument), the value and what was expected.
+        """
+        try:
+            return cls(**given)
+        except pydantic.ValidationError as exc:
+            raise _invalid(exc) from None
 
     @property
     def worker_silence(self) -> float:
@@ -58,5 +91,10 @@ class Settings:
         return 3 * self.lease_seconds
 
 
-def _float_or_none(value: str | None) -> float | None:
-    return float(value) if value else None
+def _invalid(exc: pydantic.ValidationError) -> ValidationError:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "settings"
+    return ValidationError(
+        f"{where}={first.get('input')!r} is not valid: {first['msg']}",
+        field=where,
+    )
