@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from oprun.domain.errors import ValidationError
 
 DEFAULT_URL = "http://127.0.0.1:8710"
@@ -198,53 +200,9 @@ def resolve(
 
 
 # -- writing -----------------------------------------------------------------------------
-def _toml_string(value: str) -> str:
-    out = ['"']
-    for char in value:
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    raise ValidationError(
-        f"cannot rewrite the profile file: {where} holds a {type(value).__name__}; "
-        "profiles hold strings, numbers and booleans only",
-        field="profile",
-    )
-
-
-def _toml_key(key: str) -> str:
-    return key if PROFILE_NAME.match(key) else _toml_string(key)
-
-
 def dumps(config: Mapping[str, Any]) -> str:
-    """TOML text for a profile file: top-level values, then one table per profile."""
-    lines: list[str] = []
-    for key, value in config.items():
-        if not isinstance(value, dict):
-            lines.append(f"{_toml_key(key)} = {_toml_value(value, key)}")
-    for name, section in config.items():
-        if isinstance(section, dict):
-            if lines:
-                lines.append("")
-            lines.append(f"[{_toml_key(name)}]")
-            for key, value in section.items():
-                lines.append(f"{_toml_key(key)} = {_toml_value(value, f'{name}.{key}')}")
-    return "\n".join(lines) + "\n"
+    """TOML text for a profile file: top-level values, then one table per profile (tomli-w)."""
+    return tomli_w.dumps(config)
 
 
 def save_profile(name: str, url: str, token: str, path: Path | None = None) -> Path:
