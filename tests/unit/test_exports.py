@@ -92,3 +92,11 @@ def test_statuses_are_the_domain_enums():
 
     assert oprun.OperationStatus is OperationStatus
     assert oprun.SessionActionStatus is SessionActionStatus
+
+
+def test_the_package_is_marked_typed_for_its_users():
+    # PEP 561: mypy and pyright read oprun's annotations only when py.typed ships with it
+    # (hatch puts every file under src/oprun in the wheel).
+    from importlib.resources import files
+
+    assert files("oprun").joinpath("py.typed").is_file()
