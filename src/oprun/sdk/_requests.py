@@ -1,7 +1,7 @@
 """How the SDK speaks HTTP, with no I/O: calls, response parsing, error mapping, connection.
 
 `Client` and `AsyncClient` differ only in how they send a `Call`; everything about
-what is sent and what an answer means lives here (and in `_endpoints.py`), once.
+what is sent and what an answer means lives here (and in `_endpoints/`), once.
 """
 
 from __future__ import annotations

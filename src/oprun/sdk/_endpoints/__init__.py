@@ -1,0 +1,101 @@
+"""One builder per REST endpoint (see docs/api.md): each returns the `Call` to send.
+
+Builders validate what they can before anything is sent (a bad invocation fails
+here, with oprun's `ValidationError`), and pair each request with the parser of
+its answer. Nothing here does I/O. One module per resource: `actions`,
+`operations` (with session actions) and `project` (queues, workers, tokens,
+events, health); `_common` holds the parsers they share. The clients use them as
+``from oprun.sdk import _endpoints as E``.
+"""
+
+from oprun.sdk._endpoints._common import (
+    ActionRef,
+    ProjectCreated,
+    TokenCreated,
+    action_name,
+    new_idempotency_key,
+    page_size,
+)
+from oprun.sdk._endpoints.actions import (
+    action_versions,
+    get_action,
+    list_actions,
+    openjd_definition,
+    save_action,
+)
+from oprun.sdk._endpoints.operations import (
+    SESSION_ACTION_FILTERS,
+    as_invocation,
+    cancel_operation,
+    check_session_action_filters,
+    delete_operation,
+    get_operation,
+    get_session_action,
+    invocation,
+    invoke,
+    invoke_many,
+    list_operations,
+    list_session_actions,
+    operation_logs,
+    operation_session_actions,
+    operation_tasks,
+    read_invocation,
+    retry_operation,
+    wait_operation,
+)
+from oprun.sdk._endpoints.project import (
+    configure_queue,
+    create_project,
+    create_token,
+    current_project,
+    get_worker,
+    health,
+    list_queues,
+    list_tokens,
+    list_workers,
+    revoke_token,
+    stream_events,
+)
+
+__all__ = [
+    "SESSION_ACTION_FILTERS",
+    "ActionRef",
+    "ProjectCreated",
+    "TokenCreated",
+    "action_name",
+    "action_versions",
+    "as_invocation",
+    "cancel_operation",
+    "check_session_action_filters",
+    "configure_queue",
+    "create_project",
+    "create_token",
+    "current_project",
+    "delete_operation",
+    "get_action",
+    "get_operation",
+    "get_session_action",
+    "get_worker",
+    "health",
+    "invocation",
+    "invoke",
+    "invoke_many",
+    "list_actions",
+    "list_operations",
+    "list_queues",
+    "list_session_actions",
+    "list_tokens",
+    "list_workers",
+    "new_idempotency_key",
+    "openjd_definition",
+    "operation_logs",
+    "operation_session_actions",
+    "operation_tasks",
+    "page_size",
+    "read_invocation",
+    "retry_operation",
+    "revoke_token",
+    "save_action",
+    "stream_events",
+    "wait_operation",
+]
