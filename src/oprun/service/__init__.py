@@ -1,25 +1,26 @@
-"""Use cases: the only writers of state. Knows nothing of HTTP."""
+"""Use cases: the only writers of state and the only users of the store. Knows nothing of HTTP."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from oprun.service import reaper
 from oprun.service.actions import ActionService
-from oprun.service.auth import Authenticator, Principal, TokenService
+from oprun.service.auth import Authenticator, Principal, TokenService, bootstrap
+from oprun.service.events import EventService
 from oprun.service.operations import OperationService
 from oprun.service.queues import QueueService
 from oprun.service.settings import Settings
 from oprun.service.workers import WorkerService
-from oprun.store import Store
+from oprun.store import Store, open_store
 
-__all__ = ["Principal", "Services", "Settings"]
+__all__ = ["Bootstrapped", "Principal", "Services", "Settings", "open_services"]
 
 
 @dataclass(frozen=True)
 class Services:
-    """Every use case, over one store."""
+    """Every use case, over one store that no caller outside `service/` sees."""
 
-    store: Store
     settings: Settings
     auth: Authenticator
     tokens: TokenService
@@ -27,13 +28,14 @@ class Services:
     operations: OperationService
     workers: WorkerService
     queues: QueueService
+    events: EventService
+    _store: Store = field(repr=False)
 
     @classmethod
     def build(cls, store: Store, settings: Settings) -> Services:
         """Wire the services over `store`."""
         auth = Authenticator(store, settings.token_cache_seconds)
         return cls(
-            store=store,
             settings=settings,
             auth=auth,
             tokens=TokenService(store, auth),
@@ -41,4 +43,42 @@ class Services:
             operations=OperationService(store),
             workers=WorkerService(store, settings),
             queues=QueueService(store),
+            events=EventService(store),
+            _store=store,
         )
+
+    def now(self) -> float:
+        """The store's clock in epoch seconds: pages show ages against it, not the web server's."""
+        return self._store.now()
+
+    async def reap_forever(self) -> None:
+        """Reap lapsed leases and deadlines every `reap_interval` seconds until cancelled."""
+        await reaper.reap_forever(self._store, self.settings)
+
+    def shutdown(self) -> None:
+        """The server is stopping: long polls and event streams answer now, new ones at once."""
+        self._store.notifier.shutdown()
+
+    def close(self) -> None:
+        """Release the store's connections (after the server stopped)."""
+        self._store.close()
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    """What a first start created: the project and its admin token's secret."""
+
+    project_id: str
+    secret: str
+
+
+def open_services(settings: Settings) -> tuple[Services, Bootstrapped | None]:
+    """Migrate and open the store, bootstrap an empty database, wire the services.
+
+    Returns the services and, when this start created the first project and admin
+    token, what it created (the secret is shown once).
+    """
+    store = open_store(settings.database_url)
+    made = bootstrap(store, settings.bootstrap_token)
+    services = Services.build(store, settings)
+    return services, (Bootstrapped(made[0].id, made[1]) if made else None)

@@ -74,7 +74,7 @@ def jobs(
     created_by = (created_by or "").strip() or None
     q = (q or "").strip() or None
     # Read the event position first: every change after it reaches the page's stream.
-    after = svc.store.last_event_id(caller.project_id)
+    after = svc.events.latest(caller)
     next_cursor: str | None = None
     if q is not None:
         try:
@@ -140,7 +140,7 @@ def _operation_parts(svc: Svc, page: PageContext, operation_id: str) -> dict[str
 async def operation(request: Request, operation_id: str, page: Page, svc: Svc) -> Response:
     """One operation: status, progress, timeline, tasks, attempts, live logs, outcome."""
     # Read the event position first: every change after it reaches the page's stream.
-    after = await run_sync(svc.store.last_event_id, page.caller.project_id)
+    after = await run_sync(svc.events.latest, page.caller)
     parts = await run_sync(_operation_parts, svc, page, operation_id)
     logs = await svc.operations.logs(page.caller, operation_id, 0, LOG_LINES_IN_PAGE, 0)
     return render(

@@ -62,7 +62,7 @@ def page_context(request: Request, caller: Caller, svc: Svc) -> PageContext:
     context = PageContext(
         caller=caller,
         project=svc.tokens.current_project(caller),
-        now=svc.store.now(),
+        now=svc.now(),
         can_invoke=caller.role.allows(Permission.INVOKE),
     )
     request.state.page = context
