@@ -13,11 +13,11 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
-from oprun.api.app import create_app
 from oprun.domain.models import Operation, SessionAction, StatusRecord
+from oprun.server import build_app
 from oprun.service import Services, Settings
 from oprun.service.auth import bootstrap
-from oprun.store import open_store, schema
+from oprun.store import Store, open_store, schema
 from oprun.web import views
 from oprun.web.session import safe_next
 from oprun.web.templating import STATIC_DIR
@@ -27,13 +27,17 @@ SAME = {"Origin": "http://testserver"}
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    url = f"sqlite:///{tmp_path / 'oprun.db'}"
-    store = open_store(url)
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = open_store(f"sqlite:///{tmp_path / 'oprun.db'}")
     bootstrap(store, ADMIN)
-    svc = Services.build(store, Settings(database_url=url, bootstrap_token=ADMIN))
-    yield svc
+    yield store
     store.close()
+
+
+@pytest.fixture
+def services(store: Store, tmp_path: Path) -> Services:
+    url = f"sqlite:///{tmp_path / 'oprun.db'}"
+    return Services.build(store, Settings(database_url=url, bootstrap_token=ADMIN))
 
 
 class Client:
@@ -58,7 +62,7 @@ class Client:
 
 @pytest.fixture
 def client(services: Services) -> Iterator[Client]:
-    web = Client(create_app(services, run_reaper=False))
+    web = Client(build_app(services, run_reaper=False))
     yield web
     web.close()
 
@@ -357,7 +361,7 @@ def test_session_actions_are_grouped_by_session_each_in_the_order_it_ran() -> No
 
 
 def test_operation_page_names_each_session_actions_kind_session_by_session(
-    client: Client, services: Services
+    client: Client, store: Store
 ) -> None:
     admin = {"Authorization": f"Bearer {ADMIN}"}
     definition = {
@@ -375,7 +379,7 @@ def test_operation_page_names_each_session_actions_kind_session_by_session(
     listed = client.get("/v1/session-actions", params={"operation_id": op_id}, headers=admin)
     (task_run,) = listed.json()["items"]
     # Environment actions of the same session, as the worker reports them (written directly).
-    with services.store.engine.begin() as conn:
+    with store.engine.begin() as conn:
         for n, definition in enumerate(
             [{"envEnter": {"environmentId": "JobEnv"}}, {"envExit": {"environmentId": "JobEnv"}}]
         ):

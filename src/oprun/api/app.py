@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error shape, body limit, reaper, web UI."""
+"""The API application: routers, error shape, body limit and the reaper (not the web UI)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,24 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from oprun import web
 from oprun._version import __version__
 from oprun.api import actions, errors, events, operations, queues, tokens, workers
 from oprun.api.errors import error_response
 from oprun.domain.errors import TooLarge
 from oprun.domain.limits import MAX_REQUEST_BYTES
 from oprun.service import Services
-from oprun.service.reaper import reap_forever
 
 
 def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
-    """The API over `services`; with `run_reaper`, lapsed leases are reaped in the background."""
+    """The API over `services`; with `run_reaper`, lapsed leases are reaped in the background.
+
+    The web UI is not part of it: the composition root (`oprun.server.build_app`)
+    mounts it on this app.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(reap_forever(services.store, services.settings))
+        task = asyncio.create_task(services.reap_forever())
         if not run_reaper:
             task.cancel()
         try:
@@ -65,5 +67,4 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
         """Liveness."""
         return {"status": "ok", "version": __version__}
 
-    web.install(app)
     return app

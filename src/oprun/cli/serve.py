@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         Example: oprun up --port 8710 --app mymodule:app
         """
         _logging(verbose)
-        from oprun.api.server import open_services, uvicorn_server
+        from oprun.server import open_services, uvicorn_server
         from oprun.service.settings import Settings, default_data_dir
         from oprun.worker import WorkerAgent
 
@@ -153,11 +153,9 @@ def register(app: typer.Typer) -> None:
                 base, secret, actions, name=f"{socket.gethostname()}-up", concurrency=concurrency
             )
         try:
-            asyncio.run(
-                _run_until_signalled(server, agent, banner, services.store.notifier.shutdown)
-            )
+            asyncio.run(_run_until_signalled(server, agent, banner, services.shutdown))
         finally:
-            services.store.close()
+            services.close()
 
     @app.command()
     def server(
@@ -174,7 +172,7 @@ def register(app: typer.Typer) -> None:
         Example: OPRUN_DATABASE_URL=postgresql://db/oprun oprun server --host 0.0.0.0
         """
         _logging(verbose)
-        from oprun.api.server import open_services, uvicorn_server
+        from oprun.server import open_services, uvicorn_server
         from oprun.service.settings import Settings
 
         settings = Settings.load(database_url=database_url) if database_url else Settings.load()
@@ -187,11 +185,11 @@ def register(app: typer.Typer) -> None:
                     uvicorn_server(services, host, port),
                     None,
                     lambda: typer.echo(f"oprun server at http://{host}:{port}"),
-                    services.store.notifier.shutdown,
+                    services.shutdown,
                 )
             )
         finally:
-            services.store.close()
+            services.close()
 
     @app.command()
     def worker(

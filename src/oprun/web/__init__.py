@@ -1,4 +1,4 @@
-"""The web UI: server-rendered pages over the services, served by the API server itself."""
+"""The web UI: server-rendered pages over the services, mounted on the API app by `oprun.server`."""
 
 from __future__ import annotations
 
