@@ -238,9 +238,9 @@ def register(app: typer.Typer) -> None:
 
         Example: OPRUN_DATABASE_URL=postgresql://db/oprun oprun db upgrade
         """
+        from oprun.service import upgrade_database
         from oprun.service.settings import Settings
-        from oprun.store.migrate import upgrade
 
         url = database_url or Settings.load().database_url
-        upgrade(url)
+        upgrade_database(url)
         typer.echo(f"database at {url.split('@')[-1]} is up to date")

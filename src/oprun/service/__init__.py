@@ -13,8 +13,16 @@ from oprun.service.queues import QueueService
 from oprun.service.settings import Settings
 from oprun.service.workers import WorkerService
 from oprun.store import Store, open_store
+from oprun.store.migrate import upgrade
 
-__all__ = ["Bootstrapped", "Principal", "Services", "Settings", "open_services"]
+__all__ = [
+    "Bootstrapped",
+    "Principal",
+    "Services",
+    "Settings",
+    "open_services",
+    "upgrade_database",
+]
 
 
 @dataclass(frozen=True)
@@ -82,3 +90,8 @@ def open_services(settings: Settings) -> tuple[Services, Bootstrapped | None]:
     made = bootstrap(store, settings.bootstrap_token)
     services = Services.build(store, settings)
     return services, (Bootstrapped(made[0].id, made[1]) if made else None)
+
+
+def upgrade_database(database_url: str) -> None:
+    """Apply every schema migration to the database (`open_services` also does, at start)."""
+    upgrade(database_url)
