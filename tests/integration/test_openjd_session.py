@@ -11,13 +11,19 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
+from oprun.domain import session_kinds
 from oprun.domain.errors import ValidationError
-from oprun.worker.openjd.events import ActionEvent, ActionOutcome, OutputEvent
+from oprun.worker.openjd.events import (
+    ActionEvent,
+    ActionOutcome,
+    OutputEvent,
+    SessionActionKind,
+)
 from oprun.worker.openjd.session import OpenJDSession
 
 pytestmark = pytest.mark.timeout(30)
@@ -163,6 +169,10 @@ def read_pids(path: Path, count: int, within: float = 10.0) -> list[int]:
     raise AssertionError(f"{path} never listed {count} pids")
 
 
+def test_the_kinds_of_session_action_a_session_reports_are_the_domains_words():
+    assert set(get_args(SessionActionKind)) <= set(session_kinds.KINDS)
+
+
 def test_environments_are_entered_once_across_five_tasks_of_a_step(tmp_path, figure):
     log = tmp_path / "log.txt"
     s, rec = session(tmp_path, yaml.safe_load(ENVS_TEMPLATE), {"Log": str(log)})
@@ -189,9 +199,9 @@ def test_environments_are_entered_once_across_five_tasks_of_a_step(tmp_path, fig
         "exit JobEnv",
     ]
     started = [(a.kind, a.environment) for a in rec.actions if a.phase == "started"]
-    assert started.count(("env_enter", "JobEnv")) == 1
-    assert started.count(("env_enter", "EnvA")) == 1
-    assert started.count(("task_run", None)) == 5
+    assert started.count(("envEnter", "JobEnv")) == 1
+    assert started.count(("envEnter", "EnvA")) == 1
+    assert started.count(("taskRun", None)) == 5
     assert s.environments == ()
 
 
@@ -221,7 +231,7 @@ def test_a_new_step_exits_the_previous_steps_environments_first(tmp_path):
         "exit EnvA",
         "exit JobEnv",
     ]
-    assert ("env_exit", "EnvA", "SUCCEEDED") in rec.ended()
+    assert ("envExit", "EnvA", "SUCCEEDED") in rec.ended()
 
 
 def test_progress_status_and_fail_lines_become_events_and_the_outcome(tmp_path):
@@ -453,8 +463,8 @@ def test_an_environment_that_fails_to_enter_fails_the_task_without_running_it(tm
     outcome = run(body)
     assert outcome.status == "FAILED"
     assert outcome.message == "step 'A' environment 'EnvA' failed to enter: no GPU here"
-    assert ("env_enter", "EnvA", "FAILED") in rec.ended()
-    assert not any(a.kind == "task_run" for a in rec.actions)
+    assert ("envEnter", "EnvA", "FAILED") in rec.ended()
+    assert not any(a.kind == "taskRun" for a in rec.actions)
     # openjd-sessions exits an environment even when entering it failed
     assert log.read_text().splitlines() == ["enter JobEnv", "exit EnvA", "exit JobEnv"]
 
@@ -477,8 +487,8 @@ def test_cancel_while_an_environment_is_entering_skips_the_task(tmp_path):
 
     outcome = run(body)
     assert outcome.status == "CANCELED"
-    assert ("env_enter", "JobEnv", "CANCELED") in rec.ended()
-    assert not any(a.kind == "task_run" for a in rec.actions)
+    assert ("envEnter", "JobEnv", "CANCELED") in rec.ended()
+    assert not any(a.kind == "taskRun" for a in rec.actions)
     assert log.read_text().splitlines() == ["exit JobEnv"]
 
 

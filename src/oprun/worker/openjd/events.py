@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 OutcomeStatus = Literal["SUCCEEDED", "FAILED", "CANCELED", "TIMEOUT"]
-ActionKind = Literal["env_enter", "env_exit", "task_run"]
+SessionActionKind = Literal["envEnter", "envExit", "taskRun"]
+"""What a session action does, in the domain's words: the tag of its definition
+(``{"envEnter": {"environmentId": "JobEnv"}}``), as `oprun.domain.session_kinds`
+reads it."""
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,12 @@ class ActionOutcome:
 class ActionEvent:
     """A session action started or ended.
 
-    `environment` names the environment for `env_enter`/`env_exit` (None for a
+    `environment` names the environment for `envEnter`/`envExit` (None for a
     task run); `step` is the step of a step environment or task (None for a job
     environment). An `ended` event carries the `outcome`.
     """
 
-    kind: ActionKind
+    kind: SessionActionKind
     environment: str | None
     phase: Literal["started", "ended"]
     step: str | None = None

@@ -197,12 +197,13 @@ class OpenJDExecution:
         if self.reason is StopReason.LOST:
             return
         a = self.assignment
-        if event.kind == "task_run":
+        if event.kind == "taskRun":
             if event.phase == "started":
                 self._reports.add(a.session_action_id, a.lease_epoch, "running")
             return
-        kind = "envEnter" if event.kind == "env_enter" else "envExit"
-        definition = {kind: {"environmentId": event.environment or ""}}
+        definition: dict[str, dict[str, str]] = {
+            event.kind: {"environmentId": event.environment or ""}
+        }
         if event.phase == "started":
             self._env = (new_id("session_action"), definition)
             self._session_action(definition, "RUNNING", self._env[0])

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from oprun.openjd.plan import job_environment_names, step_environment_names
-from oprun.worker.openjd.events import ActionEvent, ActionKind, ActionOutcome, OutputEvent
+from oprun.worker.openjd.events import ActionEvent, ActionOutcome, OutputEvent, SessionActionKind
 from oprun.worker.openjd.link import HostLink
 
 log = logging.getLogger("oprun.worker.openjd")
@@ -140,7 +140,7 @@ class OpenJDSession:
             if blocked is not None:
                 return blocked
             return await self._act(
-                "task_run",
+                "taskRun",
                 None,
                 step,
                 {"cmd": "run", "step": step, "parameters": parameters, "timeout": timeout},
@@ -204,7 +204,7 @@ class OpenJDSession:
             return ActionOutcome("CANCELED", message="canceled before the task started")
         self._stack.append((step, name))  # openjd exits an environment even if entering failed
         outcome = await self._act(
-            "env_enter", name, step, {"cmd": "enter", "env": name, "step": step}
+            "envEnter", name, step, {"cmd": "enter", "env": name, "step": step}
         )
         if outcome.succeeded:
             return None
@@ -226,7 +226,7 @@ class OpenJDSession:
                 break
             self._stack.pop()
             await self._act(
-                "env_exit",
+                "envExit",
                 name,
                 step,
                 {"cmd": "exit", "env": name, "step": step, "keep_running": keep_running},
@@ -246,7 +246,7 @@ class OpenJDSession:
 
     # -- actions --------------------------------------------------------------------------
     async def _act(
-        self, kind: ActionKind, env: str | None, step: str | None, command: dict[str, Any]
+        self, kind: SessionActionKind, env: str | None, step: str | None, command: dict[str, Any]
     ) -> ActionOutcome:
         """Send one action to the host and wait for its end, reporting both."""
         if self._inflight is not None and not self._inflight.done():
