@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from oprun.store.invocations import NewOperation
 from oprun.store.migrate import upgrade
-from oprun.store.reads import ReadQueries as Store
+from oprun.store.sql import SqlStore as Store
 from oprun.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:

@@ -25,10 +25,11 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import rows
 from oprun.store import schema as t
-from oprun.store.base import Tx
+from oprun.store.base import StoreBase, Tx
 from oprun.store.notify import operation_key, work_key, worker_key
 from oprun.store.schema import WAITING_ON_STEPS
-from oprun.store.transitions import LIVE_SA, TransitionQueries
+from oprun.store.tenancy import ensure_queue
+from oprun.store.transitions import LIVE_SA, move_sa, move_task, settle
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,86 @@ def _requirements(definition: ActionDefinition) -> dict[str, Any] | None:
     return found or None
 
 
-class InvocationQueries(TransitionQueries):
+def _operation_row(
+    tx: Tx,
+    item: NewOperation,
+    queue_id: str,
+    plan: Sequence[StepPlan],
+    policies: dict[str, Any],
+) -> dict[str, Any]:
+    action = item.action
+    definition = action.definition
+    return {
+        "id": new_id("operation"),
+        "project_id": item.project_id,
+        "action_id": action.id,
+        "action_version_id": action.version_id,
+        "action_name": action.name,
+        "action_version": action.version,
+        "action_digest": action.digest,
+        "queue_id": queue_id,
+        "queue_name": item.queue,
+        "status": OS.QUEUED.value,
+        "step_code": None,
+        "progress_percent": None,
+        "progress_message": None,
+        "n_queued": sum(len(step.tasks) for step in plan),
+        "n_running": 0,
+        "n_succeeded": 0,
+        "n_failed": 0,
+        "n_canceled": 0,
+        "parameters": item.parameters,
+        "params_digest": item.params_digest,
+        "result": None,
+        "error": None,
+        "exit_reason": None,
+        "created_by": item.created_by,
+        "source_type": item.source_type.value,
+        "source_id": item.source_id,
+        "idempotency_key": item.idempotency_key,
+        "timeout": item.timeout,
+        "deadline_at": tx.now + item.timeout if item.timeout else None,
+        "attempts": 0,
+        "max_attempts": definition.max_attempts,
+        "worker_id": None,
+        "log_bytes": 0,
+        "steps": dependencies(plan),
+        **policies,
+        "created_at": tx.now,
+        "updated_at": tx.now,
+        "started_at": None,
+        "ended_at": None,
+    }
+
+
+def _task_rows(
+    tx: Tx, op: dict[str, Any], definition: ActionDefinition, plan: Sequence[StepPlan]
+) -> list[dict[str, Any]]:
+    found = []
+    for step in plan:
+        available_at = WAITING_ON_STEPS if step.depends_on else tx.now
+        for parameters in step.tasks:
+            found.append(
+                {
+                    "id": new_id("task"),
+                    "operation_id": op["id"],
+                    "project_id": op["project_id"],
+                    "queue_id": op["queue_id"],
+                    "step_id": step.name,
+                    "status": OS.QUEUED.value,
+                    "priority": 0,
+                    "parameters": parameters,
+                    "attempts": 0,
+                    "max_attempts": definition.max_attempts,
+                    "available_at": available_at,
+                    "created_at": tx.now,
+                    "updated_at": tx.now,
+                }
+            )
+    return found
+
+
+class InvocationQueries(StoreBase):
     """Operations from invocation to deletion."""
 
     # -- invoke --------------------------------------------------------------------------
@@ -115,14 +195,14 @@ class InvocationQueries(TransitionQueries):
                     continue
                 qkey = (item.project_id, item.queue)
                 if qkey not in queue_ids:
-                    queue_ids[qkey] = self._ensure_queue(tx, item.project_id, item.queue)
+                    queue_ids[qkey] = ensure_queue(tx, item.project_id, item.queue)
                 plan = item.plan or single_step(item.parameters)
                 vid = item.action.version_id
                 if vid not in policies:  # the same for all of a version's operations
                     policies[vid] = _policies(item.action.definition)
-                new = self._operation_row(tx, item, queue_ids[qkey], plan, policies[vid])
+                new = _operation_row(tx, item, queue_ids[qkey], plan, policies[vid])
                 op_rows.append(new)
-                task_rows.extend(self._task_rows(tx, new, item.action.definition, plan))
+                task_rows.extend(_task_rows(tx, new, item.action.definition, plan))
                 if item.idempotency_key:
                     existing[key] = SimpleNamespace(**new)
                 results.append((rows.operation(SimpleNamespace(**new)), True))
@@ -133,85 +213,6 @@ class InvocationQueries(TransitionQueries):
                 conn.execute(insert(t.operations), op_rows)
                 conn.execute(insert(t.tasks), task_rows)
             return results
-
-    @staticmethod
-    def _operation_row(
-        tx: Tx,
-        item: NewOperation,
-        queue_id: str,
-        plan: Sequence[StepPlan],
-        policies: dict[str, Any],
-    ) -> dict[str, Any]:
-        action = item.action
-        definition = action.definition
-        return {
-            "id": new_id("operation"),
-            "project_id": item.project_id,
-            "action_id": action.id,
-            "action_version_id": action.version_id,
-            "action_name": action.name,
-            "action_version": action.version,
-            "action_digest": action.digest,
-            "queue_id": queue_id,
-            "queue_name": item.queue,
-            "status": OS.QUEUED.value,
-            "step_code": None,
-            "progress_percent": None,
-            "progress_message": None,
-            "n_queued": sum(len(step.tasks) for step in plan),
-            "n_running": 0,
-            "n_succeeded": 0,
-            "n_failed": 0,
-            "n_canceled": 0,
-            "parameters": item.parameters,
-            "params_digest": item.params_digest,
-            "result": None,
-            "error": None,
-            "exit_reason": None,
-            "created_by": item.created_by,
-            "source_type": item.source_type.value,
-            "source_id": item.source_id,
-            "idempotency_key": item.idempotency_key,
-            "timeout": item.timeout,
-            "deadline_at": tx.now + item.timeout if item.timeout else None,
-            "attempts": 0,
-            "max_attempts": definition.max_attempts,
-            "worker_id": None,
-            "log_bytes": 0,
-            "steps": dependencies(plan),
-            **policies,
-            "created_at": tx.now,
-            "updated_at": tx.now,
-            "started_at": None,
-            "ended_at": None,
-        }
-
-    @staticmethod
-    def _task_rows(
-        tx: Tx, op: dict[str, Any], definition: ActionDefinition, plan: Sequence[StepPlan]
-    ) -> list[dict[str, Any]]:
-        found = []
-        for step in plan:
-            available_at = WAITING_ON_STEPS if step.depends_on else tx.now
-            for parameters in step.tasks:
-                found.append(
-                    {
-                        "id": new_id("task"),
-                        "operation_id": op["id"],
-                        "project_id": op["project_id"],
-                        "queue_id": op["queue_id"],
-                        "step_id": step.name,
-                        "status": OS.QUEUED.value,
-                        "priority": 0,
-                        "parameters": parameters,
-                        "attempts": 0,
-                        "max_attempts": definition.max_attempts,
-                        "available_at": available_at,
-                        "created_at": tx.now,
-                        "updated_at": tx.now,
-                    }
-                )
-        return found
 
     def find_cached_success(self, action_version_id: str, params_digest: str) -> str | None:
         """The id of a SUCCEEDED operation of this version with these parameters."""
@@ -230,74 +231,7 @@ class InvocationQueries(TransitionQueries):
     def cancel_operation(self, project_id: str, operation_id: str, detail: str) -> None:
         """Cancel an operation: waiting tasks at once, running ones via their workers."""
         with self.write() as tx:
-            self._cancel_in(tx, project_id, operation_id, detail)
-
-    def _cancel_in(
-        self,
-        tx: Tx,
-        project_id: str,
-        operation_id: str,
-        detail: str,
-        *,
-        reason: str = "CANCELED",
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        """Cancel inside `tx`; `reason` TIMEOUT makes the operation end FAILED, not CANCELED."""
-        conn = tx.conn
-        op = conn.execute(
-            select(t.operations.c.status)
-            .where(t.operations.c.id == operation_id, t.operations.c.project_id == project_id)
-            .with_for_update()
-        ).first()
-        if op is None:
-            raise NotFound(f"no operation {operation_id}", id=operation_id)
-        status = OS(op.status)
-        if status is OS.CANCELING:
-            return
-        if status.is_terminal():
-            raise Conflict(
-                f"operation {operation_id} is already {status.value}", status=status.value
-            )
-        conn.execute(
-            update(t.operations)
-            .where(t.operations.c.id == operation_id, t.operations.c.status == status.value)
-            .values(status=OS.CANCELING.value, updated_at=tx.now)
-        )
-        tx.history(operation_id, OS.CANCELING.value, detail)
-        tx.event(project_id, "operation.status", operation_id, {"status": "CANCELING"})
-        tasks = conn.execute(
-            select(t.tasks.c.id, t.tasks.c.status).where(t.tasks.c.operation_id == operation_id)
-        ).all()
-        for task in tasks:
-            if task.status == OS.QUEUED.value:
-                self._move_task(tx, task.id, operation_id, OS.CANCELED, detail)
-            elif not OS(task.status).is_terminal():
-                self._move_task(tx, task.id, operation_id, OS.CANCELING, detail)
-        for sa in conn.execute(
-            select(
-                t.session_actions.c.id,
-                t.session_actions.c.status,
-                t.session_actions.c.worker_id,
-            )
-            .where(
-                t.session_actions.c.operation_id == operation_id,
-                t.session_actions.c.status.in_(LIVE_SA),
-                t.session_actions.c.task_id.isnot(None),
-            )
-            .order_by(t.session_actions.c.id)
-        ).all():
-            if sa.status == SAS.RUNNING.value:
-                self._move_sa(tx, dict(sa._mapping), SAS.CANCELING, detail)
-            tx.keys.add(worker_key(sa.worker_id))
-        values: dict[str, Any] = {"exit_reason": reason}
-        if error is not None:
-            values["error"] = error
-        conn.execute(
-            update(t.operations)
-            .where(t.operations.c.id == operation_id, t.operations.c.exit_reason.is_(None))
-            .values(**values)
-        )
-        self._settle(tx, [operation_id])
+            cancel_in(tx, project_id, operation_id, detail)
 
     def delete_operation(self, project_id: str, operation_id: str) -> None:
         """Delete a finished operation and everything recorded about it."""
@@ -342,3 +276,68 @@ class InvocationQueries(TransitionQueries):
             conn.execute(delete(t.operations).where(t.operations.c.id == operation_id))
             tx.event(project_id, "operation.deleted", operation_id, {})
             tx.keys.add(operation_key(operation_id))
+
+
+def cancel_in(
+    tx: Tx,
+    project_id: str,
+    operation_id: str,
+    detail: str,
+    *,
+    reason: str = "CANCELED",
+    error: dict[str, Any] | None = None,
+) -> None:
+    """Cancel inside `tx`; `reason` TIMEOUT makes the operation end FAILED, not CANCELED."""
+    conn = tx.conn
+    op = conn.execute(
+        select(t.operations.c.status)
+        .where(t.operations.c.id == operation_id, t.operations.c.project_id == project_id)
+        .with_for_update()
+    ).first()
+    if op is None:
+        raise NotFound(f"no operation {operation_id}", id=operation_id)
+    status = OS(op.status)
+    if status is OS.CANCELING:
+        return
+    if status.is_terminal():
+        raise Conflict(f"operation {operation_id} is already {status.value}", status=status.value)
+    conn.execute(
+        update(t.operations)
+        .where(t.operations.c.id == operation_id, t.operations.c.status == status.value)
+        .values(status=OS.CANCELING.value, updated_at=tx.now)
+    )
+    tx.history(operation_id, OS.CANCELING.value, detail)
+    tx.event(project_id, "operation.status", operation_id, {"status": "CANCELING"})
+    tasks = conn.execute(
+        select(t.tasks.c.id, t.tasks.c.status).where(t.tasks.c.operation_id == operation_id)
+    ).all()
+    for task in tasks:
+        if task.status == OS.QUEUED.value:
+            move_task(tx, task.id, operation_id, OS.CANCELED, detail)
+        elif not OS(task.status).is_terminal():
+            move_task(tx, task.id, operation_id, OS.CANCELING, detail)
+    for sa in conn.execute(
+        select(
+            t.session_actions.c.id,
+            t.session_actions.c.status,
+            t.session_actions.c.worker_id,
+        )
+        .where(
+            t.session_actions.c.operation_id == operation_id,
+            t.session_actions.c.status.in_(LIVE_SA),
+            t.session_actions.c.task_id.isnot(None),
+        )
+        .order_by(t.session_actions.c.id)
+    ).all():
+        if sa.status == SAS.RUNNING.value:
+            move_sa(tx, dict(sa._mapping), SAS.CANCELING, detail)
+        tx.keys.add(worker_key(sa.worker_id))
+    values: dict[str, Any] = {"exit_reason": reason}
+    if error is not None:
+        values["error"] = error
+    conn.execute(
+        update(t.operations)
+        .where(t.operations.c.id == operation_id, t.operations.c.exit_reason.is_(None))
+        .values(**values)
+    )
+    settle(tx, [operation_id])

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from oprun.store.base import Tx
 from oprun.store.notify import Notifier
-from oprun.store.reads import ReadQueries
+from oprun.store.sql import SqlStore
 
 log = logging.getLogger("oprun.store")
 CHANNEL = "oprun"
@@ -58,7 +58,7 @@ class PgNotifier(Notifier):
         self._thread.join(timeout=5)
 
 
-class PostgresStore(ReadQueries):
+class PostgresStore(SqlStore):
     """Store on PostgreSQL."""
 
     dialect_name = "postgresql"

@@ -19,14 +19,13 @@ from oprun.domain.models import (
 from oprun.domain.status import OperationStatus
 from oprun.store import rows
 from oprun.store import schema as t
-from oprun.store.base import at
-from oprun.store.work import WorkQueries
+from oprun.store.base import StoreBase, at
 
 THROUGHPUT_MINUTES = 60
 """How many one-minute buckets a queue's throughput covers (the last hour)."""
 
 
-class ReadQueries(WorkQueries):
+class ReadQueries(StoreBase):
     """What clients read."""
 
     def _history(self, conn: Connection, entity_id: str) -> list[StatusRecord]:

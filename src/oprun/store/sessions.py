@@ -17,15 +17,15 @@ from oprun.domain.protocol import ReportOutcome, SessionReport
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
-from oprun.store.base import Tx
-from oprun.store.endings import EndingQueries
+from oprun.store.base import StoreBase, Tx
 from oprun.store.notify import logs_key, operation_key
+from oprun.store.transitions import end_session, lock_operations
 
 _REPORTING = (WorkerStatus.IDLE.value, WorkerStatus.RUNNING.value, WorkerStatus.STOPPING.value)
 SESSION_ACTION_KINDS = frozenset({"envEnter", "envExit", "syncInputJobAttachments"})
 
 
-class SessionQueries(EndingQueries):
+class SessionQueries(StoreBase):
     """Reports about whole sessions."""
 
     def apply_session_reports(
@@ -44,30 +44,13 @@ class SessionQueries(EndingQueries):
                     )
                     for r in reports
                 ]
-            sessions = self._sessions_of(tx, [r.session_id for r in reports] + list(ended))
-            self._lock_operations(tx, (s.operation_id for s in sessions.values()))
+            sessions = sessions_of(tx, [r.session_id for r in reports] + list(ended))
+            lock_operations(tx, (s.operation_id for s in sessions.values()))
             outcomes = (
                 self._apply_session_reports(tx, worker_id, sessions, reports) if reports else []
             )
             self._close_sessions(tx, worker_id, sessions, ended)
             return outcomes
-
-    @staticmethod
-    def _sessions_of(tx: Tx, session_ids: Sequence[str]) -> dict[str, Any]:
-        if not session_ids:
-            return {}
-        return {
-            r.id: r
-            for r in tx.conn.execute(
-                select(
-                    t.sessions.c.id,
-                    t.sessions.c.worker_id,
-                    t.sessions.c.operation_id,
-                    t.sessions.c.project_id,
-                    t.sessions.c.ended_at,
-                ).where(t.sessions.c.id.in_(sorted(set(session_ids))))
-            )
-        }
 
     def _apply_session_reports(
         self,
@@ -176,7 +159,25 @@ class SessionQueries(EndingQueries):
         for session_id in ids:
             session = sessions.get(session_id)
             if is_open_for(session, worker_id):
-                self._end_session(tx, session_id, "session closed by its worker")
+                end_session(tx, session_id, "session closed by its worker")
+
+
+def sessions_of(tx: Tx, session_ids: Sequence[str]) -> dict[str, Any]:
+    """The sessions rows with these ids, by id (ids not found are left out)."""
+    if not session_ids:
+        return {}
+    return {
+        r.id: r
+        for r in tx.conn.execute(
+            select(
+                t.sessions.c.id,
+                t.sessions.c.worker_id,
+                t.sessions.c.operation_id,
+                t.sessions.c.project_id,
+                t.sessions.c.ended_at,
+            ).where(t.sessions.c.id.in_(sorted(set(session_ids))))
+        )
+    }
 
 
 def is_open_for(session: Any, worker_id: str) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy.pool import QueuePool
 
 from oprun.store.base import Tx
 from oprun.store.notify import Notifier
-from oprun.store.reads import ReadQueries
+from oprun.store.sql import SqlStore
 
 
 def _engine(url: str, begin: str) -> Engine:
@@ -43,7 +43,7 @@ def _engine(url: str, begin: str) -> Engine:
     return engine
 
 
-class SqliteStore(ReadQueries):
+class SqliteStore(SqlStore):
     """Store on a SQLite file; wake-ups stay in this process."""
 
     dialect_name = "sqlite"

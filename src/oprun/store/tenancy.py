@@ -78,6 +78,22 @@ def _actions_join() -> Any:
     return t.actions.join(t.action_versions, t.action_versions.c.action_id == t.actions.c.id)
 
 
+def ensure_queue(tx: Tx, project_id: str, name: str) -> str:
+    """The id of the project's queue `name`, created (priority 0, no limit) if new."""
+    qid = tx.conn.execute(
+        select(t.queues.c.id).where(t.queues.c.project_id == project_id, t.queues.c.name == name)
+    ).scalar()
+    if qid is not None:
+        return str(qid)
+    qid = new_id("queue")
+    tx.conn.execute(
+        insert(t.queues).values(
+            id=qid, project_id=project_id, name=name, priority=0, created_at=tx.now
+        )
+    )
+    return qid
+
+
 class TenancyQueries(StoreBase):
     """Projects, tokens, queues, actions and workers."""
 
@@ -87,7 +103,7 @@ class TenancyQueries(StoreBase):
         with self.write() as tx:
             pid = new_id("project")
             tx.conn.execute(insert(t.projects).values(id=pid, name=name, created_at=tx.now))
-            self._ensure_queue(tx, pid, "default")
+            ensure_queue(tx, pid, "default")
             return Project(id=pid, name=name, created_at=at(tx.now))
 
     def get_project(self, project_id: str) -> Project:
@@ -175,7 +191,7 @@ class TenancyQueries(StoreBase):
     ) -> Queue:
         """Set a queue's priority and concurrency limit (the queue is created if new)."""
         with self.write() as tx:
-            qid = self._ensure_queue(tx, project_id, name)
+            qid = ensure_queue(tx, project_id, name)
             tx.conn.execute(
                 update(t.queues)
                 .where(t.queues.c.id == qid)
@@ -192,22 +208,6 @@ class TenancyQueries(StoreBase):
                 created_at=at(row.created_at),
             )
 
-    def _ensure_queue(self, tx: Tx, project_id: str, name: str) -> str:
-        qid = tx.conn.execute(
-            select(t.queues.c.id).where(
-                t.queues.c.project_id == project_id, t.queues.c.name == name
-            )
-        ).scalar()
-        if qid is not None:
-            return str(qid)
-        qid = new_id("queue")
-        tx.conn.execute(
-            insert(t.queues).values(
-                id=qid, project_id=project_id, name=name, priority=0, created_at=tx.now
-            )
-        )
-        return qid
-
     # -- actions -----------------------------------------------------------------------
     def save_action(self, project_id: str, definition: ActionDefinition) -> tuple[Action, bool]:
         """Save a new version of an action unless one with the same digest exists.
@@ -217,7 +217,7 @@ class TenancyQueries(StoreBase):
         digest = definition.digest()
         with self.write() as tx:
             conn = tx.conn
-            self._ensure_queue(tx, project_id, definition.queue)
+            ensure_queue(tx, project_id, definition.queue)
             action = conn.execute(
                 select(t.actions)
                 .where(t.actions.c.project_id == project_id, t.actions.c.name == definition.name)
@@ -339,7 +339,7 @@ class TenancyQueries(StoreBase):
         """Register a new worker (a restarted agent registers afresh)."""
         with self.write() as tx:
             for queue in queues:
-                self._ensure_queue(tx, project_id, queue)
+                ensure_queue(tx, project_id, queue)
             wid = new_id("worker")
             tx.conn.execute(
                 insert(t.workers).values(

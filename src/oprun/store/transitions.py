@@ -21,7 +21,6 @@ from oprun.store import schema as t
 from oprun.store.base import Tx
 from oprun.store.counters import COUNTER_OF, bump
 from oprun.store.notify import operation_key, work_key
-from oprun.store.tenancy import TenancyQueries
 
 LIVE_SA = (SAS.ASSIGNED.value, SAS.RUNNING.value, SAS.CANCELING.value)
 """Session action statuses that hold a worker (and a lease)."""
@@ -38,220 +37,217 @@ _SETTLE = (
 )
 
 
-class TransitionQueries(TenancyQueries):
-    """Moves of session actions, tasks and operations along their status machines."""
+def end_attempt(
+    tx: Tx, sa: dict[str, Any], status: SAS, detail: str, *, requeue_free: bool = False
+) -> None:
+    """End an attempt that did not finish; requeue its task if it may run again.
 
-    def _end_attempt(
-        self, tx: Tx, sa: dict[str, Any], status: SAS, detail: str, *, requeue_free: bool = False
-    ) -> None:
-        """End an attempt that did not finish; requeue its task if it may run again.
-
-        Unless the worker gave the attempt back (`requeue_free`), the attempt's session
-        is over too: its environment actions still running are interrupted, and the
-        session accepts no more reports.
-        """
-        if requeue_free and sa["status"] == SAS.ASSIGNED.value:
-            status = SAS.NEVER_ATTEMPTED  # given back before it started
-        self._move_sa(tx, sa, status, detail, ended_at=tx.now, lease_expires_at=None)
-        if not requeue_free:
-            self._end_session(tx, sa["session_id"], detail)
-        task = tx.conn.execute(
-            select(t.tasks.c.status, t.tasks.c.attempts, t.tasks.c.max_attempts)
-            .where(t.tasks.c.id == sa["task_id"])
-            .with_for_update()
-        ).one()
-        op_id = sa["operation_id"]
-        if task.status == OS.CANCELING.value:
-            self._move_task(tx, sa["task_id"], op_id, OS.CANCELED, detail)
-            tx.conn.execute(
-                update(t.operations)
-                .where(t.operations.c.id == op_id, t.operations.c.exit_reason.is_(None))
-                .values(exit_reason="CANCELED")
-            )
-        elif requeue_free or task.attempts < task.max_attempts:
-            attempts = task.attempts - 1 if requeue_free else task.attempts
-            self._move_task(
-                tx, sa["task_id"], op_id, OS.QUEUED, detail, attempts=attempts, available_at=tx.now
-            )
-            if requeue_free:
-                tx.conn.execute(
-                    update(t.operations)
-                    .where(t.operations.c.id == op_id)
-                    .values(attempts=t.operations.c.attempts - 1)
-                )
-            tx.keys.add(work_key(sa["project_id"]))
-        elif self._move_task(tx, sa["task_id"], op_id, OS.FAILED, detail):
-            message = f"{detail}; gave up after {task.attempts} attempt(s)"
+    Unless the worker gave the attempt back (`requeue_free`), the attempt's session
+    is over too: its environment actions still running are interrupted, and the
+    session accepts no more reports.
+    """
+    if requeue_free and sa["status"] == SAS.ASSIGNED.value:
+        status = SAS.NEVER_ATTEMPTED  # given back before it started
+    move_sa(tx, sa, status, detail, ended_at=tx.now, lease_expires_at=None)
+    if not requeue_free:
+        end_session(tx, sa["session_id"], detail)
+    task = tx.conn.execute(
+        select(t.tasks.c.status, t.tasks.c.attempts, t.tasks.c.max_attempts)
+        .where(t.tasks.c.id == sa["task_id"])
+        .with_for_update()
+    ).one()
+    op_id = sa["operation_id"]
+    if task.status == OS.CANCELING.value:
+        move_task(tx, sa["task_id"], op_id, OS.CANCELED, detail)
+        tx.conn.execute(
+            update(t.operations)
+            .where(t.operations.c.id == op_id, t.operations.c.exit_reason.is_(None))
+            .values(exit_reason="CANCELED")
+        )
+    elif requeue_free or task.attempts < task.max_attempts:
+        attempts = task.attempts - 1 if requeue_free else task.attempts
+        move_task(
+            tx, sa["task_id"], op_id, OS.QUEUED, detail, attempts=attempts, available_at=tx.now
+        )
+        if requeue_free:
             tx.conn.execute(
                 update(t.operations)
                 .where(t.operations.c.id == op_id)
-                .values(
-                    error={"code": "LEASE_EXPIRED", "message": message, "details": {}},
-                    exit_reason="LEASE_EXPIRED",
-                )
+                .values(attempts=t.operations.c.attempts - 1)
             )
-
-    @classmethod
-    def _end_session(cls, tx: Tx, session_id: str, detail: str) -> None:
-        """Close a session: its running environment actions end INTERRUPTED."""
-        conn = tx.conn
-        conn.execute(
-            update(t.sessions)
-            .where(t.sessions.c.id == session_id, t.sessions.c.ended_at.is_(None))
-            .values(ended_at=tx.now)
-        )
-        cls._interrupt_environments(tx, t.session_actions.c.session_id == session_id, detail)
-
-    @staticmethod
-    def _interrupt_environments(tx: Tx, where: ColumnElement[bool], detail: str) -> None:
-        """End the running session-level actions (environments) matching `where`."""
-        for sa_id in tx.conn.execute(
-            update(t.session_actions)
-            .where(
-                where,
-                t.session_actions.c.task_id.is_(None),
-                t.session_actions.c.status.in_(LIVE_SA),
-            )
-            .values(status=SAS.INTERRUPTED.value, ended_at=tx.now)
-            .returning(t.session_actions.c.id)
-        ).scalars():
-            tx.history(sa_id, SAS.INTERRUPTED.value, detail)
-
-    # -- status machinery ----------------------------------------------------------------
-    def _lock_attempts(
-        self, tx: Tx, *where: ColumnElement[bool], limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Lock the session actions matching `where`, their operations first (lock order).
-
-        Rows another transaction holds are skipped; they are that transaction's to end.
-        """
-        conn = tx.conn
-        self._lock_operations(
-            tx,
-            conn.execute(
-                select(t.session_actions.c.operation_id).where(*where).limit(limit)
-            ).scalars(),
-        )
-        found = conn.execute(
-            select(
-                t.session_actions.c.id,
-                t.session_actions.c.status,
-                t.session_actions.c.operation_id,
-                t.session_actions.c.task_id,
-                t.session_actions.c.project_id,
-                t.session_actions.c.session_id,
-            )
-            .where(*where)
-            .order_by(t.session_actions.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return [dict(r._mapping) for r in found]
-
-    @staticmethod
-    def _lock_operations(tx: Tx, operation_ids: Iterable[str]) -> None:
-        """Lock operations in id order: every writer takes them first, so none deadlock."""
-        ids = sorted(set(operation_ids))
-        if ids:
-            tx.conn.execute(
-                select(t.operations.c.id)
-                .where(t.operations.c.id.in_(ids))
-                .order_by(t.operations.c.id)
-                .with_for_update()
-            ).all()
-
-    def _move_sa(
-        self, tx: Tx, sa: dict[str, Any], target: SAS, detail: str | None, **values: Any
-    ) -> bool:
-        sources = [s.value for s in SAS.sources_of(target)]
-        done = tx.conn.execute(
-            update(t.session_actions)
-            .where(t.session_actions.c.id == sa["id"], t.session_actions.c.status.in_(sources))
-            .values(status=target.value, **values)
-        ).rowcount
-        if done:
-            sa["status"] = target.value
-            tx.history(sa["id"], target.value, detail)
-        return bool(done)
-
-    def _move_task(
-        self,
-        tx: Tx,
-        task_id: str,
-        operation_id: str,
-        target: OS,
-        detail: str | None,
-        **values: Any,
-    ) -> bool:
-        current = tx.conn.execute(
-            select(t.tasks.c.status).where(t.tasks.c.id == task_id).with_for_update()
-        ).scalar_one()
-        if not OS(current).can_transition_to(target):
-            return False
+        tx.keys.add(work_key(sa["project_id"]))
+    elif move_task(tx, sa["task_id"], op_id, OS.FAILED, detail):
+        message = f"{detail}; gave up after {task.attempts} attempt(s)"
         tx.conn.execute(
-            update(t.tasks)
-            .where(t.tasks.c.id == task_id, t.tasks.c.status == current)
-            .values(status=target.value, updated_at=tx.now, **values)
+            update(t.operations)
+            .where(t.operations.c.id == op_id)
+            .values(
+                error={"code": "LEASE_EXPIRED", "message": message, "details": {}},
+                exit_reason="LEASE_EXPIRED",
+            )
         )
-        tx.history(task_id, target.value, detail)
-        before, after = COUNTER_OF[OS(current)], COUNTER_OF[target]
-        if before != after:
-            bump(tx, {operation_id: {before: -1, after: 1}})
-        return True
 
-    def _settle(self, tx: Tx, operation_ids: Sequence[str]) -> None:
-        """Bring each operation's status in line with its tasks."""
-        if not operation_ids:
-            return
-        conn = tx.conn
-        ops = conn.execute(
-            select(t.operations)
-            .where(t.operations.c.id.in_(operation_ids))
+
+def end_session(tx: Tx, session_id: str, detail: str) -> None:
+    """Close a session: its running environment actions end INTERRUPTED."""
+    conn = tx.conn
+    conn.execute(
+        update(t.sessions)
+        .where(t.sessions.c.id == session_id, t.sessions.c.ended_at.is_(None))
+        .values(ended_at=tx.now)
+    )
+    interrupt_environments(tx, t.session_actions.c.session_id == session_id, detail)
+
+
+def interrupt_environments(tx: Tx, where: ColumnElement[bool], detail: str) -> None:
+    """End the running session-level actions (environments) matching `where`."""
+    for sa_id in tx.conn.execute(
+        update(t.session_actions)
+        .where(
+            where,
+            t.session_actions.c.task_id.is_(None),
+            t.session_actions.c.status.in_(LIVE_SA),
+        )
+        .values(status=SAS.INTERRUPTED.value, ended_at=tx.now)
+        .returning(t.session_actions.c.id)
+    ).scalars():
+        tx.history(sa_id, SAS.INTERRUPTED.value, detail)
+
+
+def lock_attempts(
+    tx: Tx, *where: ColumnElement[bool], limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Lock the session actions matching `where`, their operations first (lock order).
+
+    Rows another transaction holds are skipped; they are that transaction's to end.
+    """
+    conn = tx.conn
+    lock_operations(
+        tx,
+        conn.execute(select(t.session_actions.c.operation_id).where(*where).limit(limit)).scalars(),
+    )
+    found = conn.execute(
+        select(
+            t.session_actions.c.id,
+            t.session_actions.c.status,
+            t.session_actions.c.operation_id,
+            t.session_actions.c.task_id,
+            t.session_actions.c.project_id,
+            t.session_actions.c.session_id,
+        )
+        .where(*where)
+        .order_by(t.session_actions.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [dict(r._mapping) for r in found]
+
+
+def lock_operations(tx: Tx, operation_ids: Iterable[str]) -> None:
+    """Lock operations in id order: every writer takes them first, so none deadlock."""
+    ids = sorted(set(operation_ids))
+    if ids:
+        tx.conn.execute(
+            select(t.operations.c.id)
+            .where(t.operations.c.id.in_(ids))
             .order_by(t.operations.c.id)
             .with_for_update()
         ).all()
-        started = set(
-            conn.execute(
-                select(t.tasks.c.operation_id)
-                .where(
-                    t.tasks.c.operation_id.in_(operation_ids),
-                    t.tasks.c.status.in_([OS.RUNNING.value, OS.CANCELING.value]),
-                )
-                .distinct()
-            ).scalars()
-        )
-        changes: list[dict[str, Any]] = []
-        for op in ops:
-            tx.keys.add(operation_key(op.id))
-            current = OS(op.status)
-            target = rollup(current, rows.counts_of(op), op.id in started)
-            if target is OS.CANCELED and op.exit_reason == "TIMEOUT":
-                target = OS.FAILED  # canceled by its deadline: it failed
-            if target is current:
-                continue
-            path = current.path_to(target) or [target]
-            if op.id in tx.started and OS.RUNNING not in path and current is not OS.RUNNING:
-                # Work that started and ended in one batch still ran: record RUNNING.
-                to_running = current.path_to(OS.RUNNING)
-                onwards = OS.RUNNING.path_to(target)
-                if to_running is not None and onwards is not None:
-                    path = to_running + onwards
-            started_at = op.started_at
-            if OS.RUNNING in path and started_at is None:
-                started_at = tx.now
-            changes.append(
-                {
-                    "b_id": op.id,
-                    "b_from": current.value,
-                    "v_status": target.value,
-                    "v_updated_at": tx.now,
-                    "v_started_at": started_at,
-                    "v_ended_at": tx.now if target.is_terminal() else op.ended_at,
-                    "v_exit_reason": "SUCCEEDED" if target is OS.SUCCEEDED else op.exit_reason,
-                }
+
+
+def move_sa(tx: Tx, sa: dict[str, Any], target: SAS, detail: str | None, **values: Any) -> bool:
+    """Move a session action to `target` if its status allows it; False if it did not."""
+    sources = [s.value for s in SAS.sources_of(target)]
+    done = tx.conn.execute(
+        update(t.session_actions)
+        .where(t.session_actions.c.id == sa["id"], t.session_actions.c.status.in_(sources))
+        .values(status=target.value, **values)
+    ).rowcount
+    if done:
+        sa["status"] = target.value
+        tx.history(sa["id"], target.value, detail)
+    return bool(done)
+
+
+def move_task(
+    tx: Tx,
+    task_id: str,
+    operation_id: str,
+    target: OS,
+    detail: str | None,
+    **values: Any,
+) -> bool:
+    """Move a task to `target` if its status allows it, keeping its operation's counters."""
+    current = tx.conn.execute(
+        select(t.tasks.c.status).where(t.tasks.c.id == task_id).with_for_update()
+    ).scalar_one()
+    if not OS(current).can_transition_to(target):
+        return False
+    tx.conn.execute(
+        update(t.tasks)
+        .where(t.tasks.c.id == task_id, t.tasks.c.status == current)
+        .values(status=target.value, updated_at=tx.now, **values)
+    )
+    tx.history(task_id, target.value, detail)
+    before, after = COUNTER_OF[OS(current)], COUNTER_OF[target]
+    if before != after:
+        bump(tx, {operation_id: {before: -1, after: 1}})
+    return True
+
+
+def settle(tx: Tx, operation_ids: Sequence[str]) -> None:
+    """Bring each operation's status in line with its tasks."""
+    if not operation_ids:
+        return
+    conn = tx.conn
+    ops = conn.execute(
+        select(t.operations)
+        .where(t.operations.c.id.in_(operation_ids))
+        .order_by(t.operations.c.id)
+        .with_for_update()
+    ).all()
+    started = set(
+        conn.execute(
+            select(t.tasks.c.operation_id)
+            .where(
+                t.tasks.c.operation_id.in_(operation_ids),
+                t.tasks.c.status.in_([OS.RUNNING.value, OS.CANCELING.value]),
             )
-            for step in path:
-                tx.history(op.id, step.value, None)
-            tx.event(op.project_id, "operation.status", op.id, {"status": target.value})
-        if changes:
-            conn.execute(_SETTLE, changes)
+            .distinct()
+        ).scalars()
+    )
+    changes: list[dict[str, Any]] = []
+    for op in ops:
+        tx.keys.add(operation_key(op.id))
+        current = OS(op.status)
+        target = rollup(current, rows.counts_of(op), op.id in started)
+        if target is OS.CANCELED and op.exit_reason == "TIMEOUT":
+            target = OS.FAILED  # canceled by its deadline: it failed
+        if target is current:
+            continue
+        path = current.path_to(target) or [target]
+        if op.id in tx.started and OS.RUNNING not in path and current is not OS.RUNNING:
+            # Work that started and ended in one batch still ran: record RUNNING.
+            to_running = current.path_to(OS.RUNNING)
+            onwards = OS.RUNNING.path_to(target)
+            if to_running is not None and onwards is not None:
+                path = to_running + onwards
+        started_at = op.started_at
+        if OS.RUNNING in path and started_at is None:
+            started_at = tx.now
+        changes.append(
+            {
+                "b_id": op.id,
+                "b_from": current.value,
+                "v_status": target.value,
+                "v_updated_at": tx.now,
+                "v_started_at": started_at,
+                "v_ended_at": tx.now if target.is_terminal() else op.ended_at,
+                "v_exit_reason": "SUCCEEDED" if target is OS.SUCCEEDED else op.exit_reason,
+            }
+        )
+        for step in path:
+            tx.history(op.id, step.value, None)
+        tx.event(op.project_id, "operation.status", op.id, {"status": target.value})
+    if changes:
+        conn.execute(_SETTLE, changes)

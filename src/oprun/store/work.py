@@ -16,12 +16,22 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
-from oprun.store.base import Tx
+from oprun.store.base import StoreBase, Tx
 from oprun.store.counters import bump
+from oprun.store.endings import advance_steps, after_endings
 from oprun.store.reporting import FAST_KINDS, OP_COLUMNS, SA_COLUMNS, ReportEffects
 from oprun.store.schema import TASK_ACTIVE
-from oprun.store.sessions import SessionQueries, is_open_for
-from oprun.store.transitions import LIVE_SA
+from oprun.store.sessions import is_open_for, sessions_of
+from oprun.store.transitions import (
+    LIVE_SA,
+    end_attempt,
+    interrupt_environments,
+    lock_attempts,
+    lock_operations,
+    move_sa,
+    move_task,
+    settle,
+)
 
 _REPORT_SA_COLUMNS = (
     t.session_actions.c.id,
@@ -78,7 +88,7 @@ def _task_parameters(definition: ActionDefinition, parameters: dict[str, Any]) -
     return {k: tagged(v, types.get(k, "json")) for k, v in parameters.items()}
 
 
-class WorkQueries(SessionQueries):
+class WorkQueries(StoreBase):
     """The hot paths of oprun: what worker agents do, and the reaper."""
 
     # -- claim ---------------------------------------------------------------------------
@@ -253,13 +263,13 @@ class WorkQueries(SessionQueries):
                 .where(t.workers.c.id == worker_id, t.workers.c.status == WorkerStatus.IDLE.value)
                 .values(status=WorkerStatus.RUNNING.value)
             )
-            self._settle(tx, op_ids)
+            settle(tx, op_ids)
             return assignments
 
     def _session_open(
         self, tx: Tx, session_id: str, worker_id: str, operation_id: str | None
     ) -> bool:
-        session: Any = self._sessions_of(tx, [session_id]).get(session_id)
+        session: Any = sessions_of(tx, [session_id]).get(session_id)
         return is_open_for(session, worker_id) and (
             operation_id is None or session.operation_id == operation_id
         )
@@ -325,7 +335,7 @@ class WorkQueries(SessionQueries):
             # instead, or a report of that operation would end the session early.
             locked: list[Any] = [t.operations, t.tasks]
             if operation_id is not None:
-                self._lock_operations(tx, [operation_id])
+                lock_operations(tx, [operation_id])
                 locked = [t.tasks]
                 query = query.where(t.tasks.c.operation_id == operation_id)
                 if step_id is not None:
@@ -453,17 +463,17 @@ class WorkQueries(SessionQueries):
 
     def _end_worker(self, worker_id: str, detail: str, *, requeue_free: bool) -> int:
         with self.write() as tx:
-            held = self._lock_attempts(
+            held = lock_attempts(
                 tx,
                 t.session_actions.c.worker_id == worker_id,
                 t.session_actions.c.status.in_(LIVE_SA),
             )
             for sa in held:
-                self._end_attempt(tx, sa, SAS.INTERRUPTED, detail, requeue_free=requeue_free)
-            self._interrupt_environments(tx, t.session_actions.c.worker_id == worker_id, detail)
+                end_attempt(tx, sa, SAS.INTERRUPTED, detail, requeue_free=requeue_free)
+            interrupt_environments(tx, t.session_actions.c.worker_id == worker_id, detail)
             touched = sorted({sa["operation_id"] for sa in held})
-            self._advance_steps(tx, touched)
-            self._settle(tx, touched)
+            advance_steps(tx, touched)
+            settle(tx, touched)
             return len(held)
 
     # -- reports -------------------------------------------------------------------------
@@ -510,8 +520,8 @@ class WorkQueries(SessionQueries):
                     )
                 )
             effects.flush()
-            self._after_endings(tx, effects.failures, effects.ended_in_steps)
-            self._settle(tx, sorted(touched))
+            after_endings(tx, effects.failures, effects.ended_in_steps)
+            settle(tx, sorted(touched))
             return outcomes
 
     def _locked_operations(self, tx: Tx, operation_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -562,9 +572,9 @@ class WorkQueries(SessionQueries):
     def _apply_rare_report(self, tx: Tx, sa: dict[str, Any], report: Report) -> None:
         """`released` and `canceled`: rare, so applied statement by statement."""
         if report.kind == "released":
-            self._end_attempt(tx, sa, SAS.INTERRUPTED, "released by worker", requeue_free=True)
+            end_attempt(tx, sa, SAS.INTERRUPTED, "released by worker", requeue_free=True)
             return
-        self._move_sa(
+        move_sa(
             tx,
             sa,
             SAS.NEVER_ATTEMPTED if sa["status"] == SAS.ASSIGNED.value else SAS.CANCELED,
@@ -575,8 +585,8 @@ class WorkQueries(SessionQueries):
             worker_updated_at=tx.now,
         )
         task_id, op_id = sa["task_id"], sa["operation_id"]
-        self._move_task(tx, task_id, op_id, OS.CANCELING, "cancel reached the worker")
-        if self._move_task(tx, task_id, op_id, OS.CANCELED, None):
+        move_task(tx, task_id, op_id, OS.CANCELING, "cancel reached the worker")
+        if move_task(tx, task_id, op_id, OS.CANCELED, None):
             tx.conn.execute(
                 update(t.operations)
                 .where(t.operations.c.id == op_id, t.operations.c.exit_reason.is_(None))
@@ -591,15 +601,15 @@ class WorkQueries(SessionQueries):
         """
         with self.write() as tx:
             conn = tx.conn
-            lapsed = self._lock_attempts(
+            lapsed = lock_attempts(
                 tx,
                 t.session_actions.c.lease_expires_at < tx.now,
                 t.session_actions.c.status.in_(LIVE_SA),
                 limit=batch,
             )
             for sa in lapsed:
-                self._end_attempt(tx, sa, SAS.INTERRUPTED, "lease expired")
-            self._advance_steps(tx, {sa["operation_id"] for sa in lapsed})
+                end_attempt(tx, sa, SAS.INTERRUPTED, "lease expired")
+            advance_steps(tx, {sa["operation_id"] for sa in lapsed})
             conn.execute(
                 update(t.workers)
                 .where(
@@ -614,5 +624,5 @@ class WorkQueries(SessionQueries):
                 )
                 .values(status=WorkerStatus.NOT_RESPONDING.value)
             )
-            self._settle(tx, sorted({sa["operation_id"] for sa in lapsed}))
+            settle(tx, sorted({sa["operation_id"] for sa in lapsed}))
             return len(lapsed)

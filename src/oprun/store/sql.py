@@ -1,0 +1,26 @@
+"""The store over SQLAlchemy: every query module composed over one base.
+
+Each query module is a mixin on `StoreBase` (its transactions and clock) and
+shares helpers by importing functions, so their order here carries no meaning.
+The backends (`sqlite.py`, `postgres.py`) only override the base's hooks.
+"""
+
+from __future__ import annotations
+
+from oprun.store.deadlines import DeadlineQueries
+from oprun.store.invocations import InvocationQueries
+from oprun.store.reads import ReadQueries
+from oprun.store.sessions import SessionQueries
+from oprun.store.tenancy import TenancyQueries
+from oprun.store.work import WorkQueries
+
+
+class SqlStore(
+    TenancyQueries,
+    InvocationQueries,
+    WorkQueries,
+    SessionQueries,
+    DeadlineQueries,
+    ReadQueries,
+):
+    """Every store query over one engine; a backend supplies the engine and hooks."""
