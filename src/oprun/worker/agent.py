@@ -3,10 +3,11 @@
 Three loops share one event loop:
 
 - claim: long-polls `:claim` for as many tasks as there are free slots and
-  starts an `Execution` for each on an idle (or new) child process;
-- heartbeat: long-polls `:heartbeat` with every held lease, renewing them every
-  `lease_seconds / 3`; answers with work to cancel (canceled, SIGTERM then
-  SIGKILL) and work the worker lost (killed, never reported again);
+  starts each in `Slots`, on the executor of its action's kind (a python child
+  from a pool, or an OpenJD session);
+- heartbeat: the `HeartbeatLoop` renews every held lease every `lease_seconds / 3`
+  and applies the answer: work to cancel (canceled, SIGTERM then SIGKILL) and
+  work the worker lost (killed, never reported again);
 - reports: the `ReportBatcher`, one batch in flight, order kept.
 
 `request_stop()` drains: no more claims, running work gets `grace` seconds to
@@ -28,7 +29,7 @@ import sys
 import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
@@ -40,8 +41,6 @@ from oprun.domain.models import ActionKind
 from oprun.domain.protocol import (
     Assignment,
     ClaimRequest,
-    Heartbeat,
-    HeartbeatResponse,
     Report,
     ReportBatchResponse,
     ReportOutcome,
@@ -49,6 +48,7 @@ from oprun.domain.protocol import (
 )
 from oprun.worker.client import WorkerClient
 from oprun.worker.executor import Executor
+from oprun.worker.heartbeat import HeartbeatLoop
 from oprun.worker.openjd.execution import OpenJDExecutor
 from oprun.worker.python.execution import PythonExecutor
 from oprun.worker.reports import ReportBatcher
@@ -56,20 +56,14 @@ from oprun.worker.slots import Slots
 
 log = logging.getLogger("oprun.worker")
 
-DEFAULT_HEARTBEAT_SECONDS = 3.0
-"""Heartbeat period until the server has said how long its leases last."""
-MIN_HEARTBEAT_GAP = 1.0
-"""Newly claimed work restarts a heartbeat long poll (so its cancel arrives at once), at most this often."""
 RELEASE_GRACE = 2.0
 """SIGTERM-to-SIGKILL delay for work released at the end of a drain."""
 FLUSH_TIMEOUT = 10.0
 """How long a stopping worker tries to deliver its last reports."""
 CLAIM_SETTLE = 0.5
+"""How long a stopping worker that gave work back waits for its last claim to answer."""
 CLAIM_GATHER = 0.005
 """While work runs, how long a freed slot waits for others before claiming for them all."""
-"""How long a stopping worker that gave work back waits for its last claim to answer."""
-
-WorkerState = Literal["RUNNING", "IDLE", "STOPPING", "STOPPED"]
 
 
 class WorkerAgent:
@@ -128,7 +122,7 @@ class WorkerAgent:
         self._client: WorkerClient | None = None
         self._reports = ReportBatcher(self._send_reports, self._on_settled)
         self._slots: Slots | None = None
-        self._lease_seconds: float | None = None
+        self._heartbeats: HeartbeatLoop | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._stopping = False
@@ -159,6 +153,14 @@ class WorkerAgent:
             self.concurrency, self._reports, executors, claim=self._claim_for_session
         )
         self._client = WorkerClient(self._url, self._token, transport=self._transport)
+        heartbeats = self._heartbeats = HeartbeatLoop(
+            self._client,
+            slots,
+            interval=self.heartbeat_interval,
+            worker_id=lambda: self.worker_id,
+            on_unknown=self._reregister,
+            on_stop=self._stop_requested_by_server,
+        )
         loops: list[asyncio.Task[Any]] = []
         try:
             registered = await self._until_stopped(self._register(self._client))
@@ -166,7 +168,7 @@ class WorkerAgent:
                 return
             loops = [
                 asyncio.create_task(self._claim_loop(), name="oprun-claim"),
-                asyncio.create_task(self._heartbeat_loop(), name="oprun-heartbeat"),
+                asyncio.create_task(heartbeats.run(), name="oprun-heartbeat"),
                 asyncio.create_task(self._reports.run(), name="oprun-reports"),
             ]
             stopped = asyncio.create_task(self._stop.wait())
@@ -241,6 +243,7 @@ class WorkerAgent:
     # -- claim ----------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         assert self._client is not None and self._slots is not None
+        assert self._heartbeats is not None
         slots = self._slots
         while not self._stop.is_set():
             if slots.free <= 0:
@@ -260,99 +263,16 @@ class WorkerAgent:
                 await self._reregister(worker_id)
                 continue
             for assignment in response.assignments:
-                self._lease_seconds = assignment.lease_seconds
+                self._heartbeats.lease_seconds = assignment.lease_seconds
                 slots.start(assignment)
             if response.stop:
                 log.info("worker_stop_requested_by_server worker_id=%s", self.worker_id)
                 self.request_stop()
 
-    # -- heartbeat ----------------------------------------------------------------------
-    def _interval(self) -> float:
-        if self.heartbeat_interval is not None:
-            return self.heartbeat_interval
-        if self._lease_seconds:
-            return min(MAX_WAIT_SECONDS, max(0.1, self._lease_seconds / 3))
-        return DEFAULT_HEARTBEAT_SECONDS
-
-    def _state(self) -> WorkerState:
-        if self._stopping:
-            return "STOPPING"
-        return "RUNNING" if self._slots is not None and self._slots.running else "IDLE"
-
-    async def _heartbeat_loop(self) -> None:
-        assert self._slots is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            interval = self._interval()
-            held = self._slots.held()
-            beat = Heartbeat(held=held, status=self._state())
-            started = loop.time()
-            self._slots.held_added.clear()
-            worker_id = self.worker_id
-            try:
-                response = await self._beat(worker_id, beat, interval if held else 0.0, started)
-            except NotFound:
-                await self._reregister(worker_id)
-                continue
-            if response is None:
-                continue  # new work is held: beat again with it
-            if self._on_heartbeat(response):
-                continue
-            interval = self._interval()  # the first answer brings the server's lease
-            await self._pause(until=started + interval, earliest=started + MIN_HEARTBEAT_GAP)
-
-    async def _beat(
-        self, worker_id: str | None, beat: Heartbeat, wait: float, started: float
-    ) -> HeartbeatResponse | None:
-        """One heartbeat; None when it was cut short to include newly claimed work."""
-        assert self._client is not None and self._slots is not None and worker_id is not None
-        loop = asyncio.get_running_loop()
-        request = asyncio.create_task(self._client.heartbeat(worker_id, beat, wait))
-        added = asyncio.create_task(self._slots.held_added.wait())
-        try:
-            done, _ = await asyncio.wait({request, added}, return_when=asyncio.FIRST_COMPLETED)
-            if request not in done:
-                gap = started + MIN_HEARTBEAT_GAP - loop.time()
-                if gap > 0:
-                    await asyncio.wait({request}, timeout=gap)
-                if not request.done():
-                    return None
-            return request.result()
-        finally:
-            added.cancel()
-            if not request.done():
-                request.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await request
-
-    async def _pause(self, *, until: float, earliest: float) -> None:
-        """Sleep until `until`, or until new work is held (but not before `earliest`)."""
-        assert self._slots is not None
-        loop = asyncio.get_running_loop()
-        remaining = until - loop.time()
-        if remaining <= 0:
-            return
-        try:
-            await asyncio.wait_for(self._slots.held_added.wait(), remaining)
-        except TimeoutError:
-            return
-        gap = min(earliest, until) - loop.time()
-        if gap > 0:
-            await asyncio.sleep(gap)
-
-    def _on_heartbeat(self, response: HeartbeatResponse) -> bool:
-        """Act on a heartbeat's answer; True when it held news."""
-        assert self._slots is not None
-        self._lease_seconds = response.lease_seconds
-        news = False
-        for sa in response.cancel:
-            news = self._slots.cancel(sa) or news
-        for sa in response.lost:
-            news = self._slots.lose(sa, "lease lapsed or superseded") or news
-        if response.stop and not self._stop.is_set():
+    def _stop_requested_by_server(self) -> None:
+        if not self._stop.is_set():
             log.info("worker_stop_requested_by_server worker_id=%s", self.worker_id)
             self.request_stop()
-        return news
 
     # -- reports --------------------------------------------------------------------------
     async def _send_reports(self, body: str) -> ReportBatchResponse:
@@ -371,12 +291,12 @@ class WorkerAgent:
 
     # -- stopping -------------------------------------------------------------------------
     async def _drain(self, loops: list[asyncio.Task[Any]]) -> None:
-        assert self._slots is not None
+        assert self._slots is not None and self._heartbeats is not None
         slots = self._slots
         self._stopping = True
         slots.drain()
         claim = loops[0]  # it ends after its current long poll; until then it may catch work
-        await self._heartbeat_once("STOPPING")
+        await self._heartbeats.once("STOPPING")
         log.info(
             "worker_draining worker_id=%s running=%s grace=%s",
             self.worker_id,
@@ -409,26 +329,13 @@ class WorkerAgent:
         for task in loops[1:]:
             task.cancel()
         await asyncio.gather(*loops[1:], return_exceptions=True)
-        await self._heartbeat_once("STOPPED")
+        await self._heartbeats.once("STOPPED")
 
     async def _flush(self) -> None:
         try:
             await asyncio.wait_for(self._reports.flush(), FLUSH_TIMEOUT)
         except TimeoutError:
             log.warning("reports_not_delivered count=%s", len(self._reports))
-
-    async def _heartbeat_once(self, status: WorkerState) -> None:
-        """One heartbeat, not retried: say STOPPING before giving work back, STOPPED at the end."""
-        if self._client is None or self._slots is None or self.worker_id is None:
-            return
-        held = self._slots.held() if status != "STOPPED" else []
-        beat = Heartbeat(held=held, status=status)
-        with contextlib.suppress(OprunError, TimeoutError):
-            response = await asyncio.wait_for(
-                self._client.heartbeat(self.worker_id, beat, 0.0, retry=False), 5.0
-            )
-            if status != "STOPPED":
-                self._on_heartbeat(response)
 
     async def _until_stopped(self, coro: Coroutine[Any, Any, bool]) -> bool:
         """Run `coro` unless a stop comes first (then False)."""
