@@ -7,18 +7,22 @@ The backends (`sqlite.py`, `postgres.py`) only override the base's hooks.
 
 from __future__ import annotations
 
+from oprun.store.claims import ClaimQueries
 from oprun.store.deadlines import DeadlineQueries
 from oprun.store.invocations import InvocationQueries
+from oprun.store.leases import LeaseQueries
 from oprun.store.reads import ReadQueries
+from oprun.store.reports import ReportQueries
 from oprun.store.sessions import SessionQueries
 from oprun.store.tenancy import TenancyQueries
-from oprun.store.work import WorkQueries
 
 
 class SqlStore(
     TenancyQueries,
     InvocationQueries,
-    WorkQueries,
+    ClaimQueries,
+    LeaseQueries,
+    ReportQueries,
     SessionQueries,
     DeadlineQueries,
     ReadQueries,

@@ -1,9 +1,9 @@
-"""Queries of the worker protocol: claim, heartbeat, report, release; and the reaper."""
+"""Claims: a worker takes waiting tasks, each under a new lease."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, select, update
@@ -11,57 +11,16 @@ from sqlalchemy import bindparam, case, func, insert, select, update
 from oprun.domain.ids import new_id
 from oprun.domain.models import ActionDefinition, ActionKind, Requirements
 from oprun.domain.params import tagged
-from oprun.domain.protocol import Assignment, Held, Report, ReportOutcome
+from oprun.domain.protocol import Assignment
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
 from oprun.store.counters import bump
-from oprun.store.endings import advance_steps, after_endings
-from oprun.store.reporting import FAST_KINDS, OP_COLUMNS, SA_COLUMNS, ReportEffects
 from oprun.store.schema import TASK_ACTIVE
 from oprun.store.sessions import is_open_for, sessions_of
-from oprun.store.transitions import (
-    LIVE_SA,
-    end_attempt,
-    interrupt_environments,
-    lock_attempts,
-    lock_operations,
-    move_sa,
-    move_task,
-    settle,
-)
-
-_REPORT_SA_COLUMNS = (
-    t.session_actions.c.id,
-    t.session_actions.c.lease_epoch,
-    t.session_actions.c.worker_id,
-    t.session_actions.c.operation_id,
-    t.session_actions.c.task_id,
-    t.session_actions.c.project_id,
-    t.session_actions.c.session_id,
-    *(getattr(t.session_actions.c, c) for c in SA_COLUMNS),
-    t.tasks.c.status.label("task_status"),
-    t.tasks.c.attempts.label("task_attempts"),
-    t.tasks.c.max_attempts.label("task_max_attempts"),
-    t.tasks.c.available_at.label("task_available_at"),
-)
-_REPORT_OP_COLUMNS = (
-    t.operations.c.id,
-    t.operations.c.project_id,
-    t.operations.c.policy,
-    t.operations.c.steps,
-    (
-        t.operations.c.n_queued
-        + t.operations.c.n_running
-        + t.operations.c.n_succeeded
-        + t.operations.c.n_failed
-        + t.operations.c.n_canceled
-    ).label("n_tasks"),
-    *(getattr(t.operations.c, c) for c in OP_COLUMNS),
-)
-
+from oprun.store.transitions import lock_operations, settle
 
 _NOT_CLAIMING = (
     WorkerStatus.STOPPING.value,
@@ -88,10 +47,9 @@ def _task_parameters(definition: ActionDefinition, parameters: dict[str, Any]) -
     return {k: tagged(v, types.get(k, "json")) for k, v in parameters.items()}
 
 
-class WorkQueries(StoreBase):
-    """The hot paths of oprun: what worker agents do, and the reaper."""
+class ClaimQueries(StoreBase):
+    """The claim, the hottest path of oprun."""
 
-    # -- claim ---------------------------------------------------------------------------
     def claim(
         self,
         worker_id: str,
@@ -384,245 +342,3 @@ class WorkQueries(StoreBase):
         ):
             busy[queue_id] = count
         return busy
-
-    # -- heartbeat -----------------------------------------------------------------------
-    def heartbeat(
-        self, worker_id: str, held: Sequence[Held], status: WorkerStatus, lease_seconds: float
-    ) -> tuple[list[str], list[str]]:
-        """Renew the leases a worker still holds.
-
-        Returns the held session actions to cancel and those the worker has lost.
-        """
-        with self.write() as tx:
-            conn = tx.conn
-            replaceable = [s.value for s in status.reported_over()]
-            conn.execute(
-                update(t.workers)
-                .where(t.workers.c.id == worker_id)
-                .values(
-                    status=case(
-                        (t.workers.c.status.in_(replaceable), status.value),
-                        else_=t.workers.c.status,
-                    ),
-                    last_heartbeat_at=tx.now,
-                )
-            )
-            if not held:
-                return [], []
-            epochs = {h.session_action_id: h.lease_epoch for h in held}
-            found = conn.execute(
-                select(
-                    t.session_actions.c.id,
-                    t.session_actions.c.status,
-                    t.session_actions.c.lease_epoch,
-                    t.session_actions.c.worker_id,
-                    t.tasks.c.status.label("task_status"),
-                )
-                .select_from(
-                    t.session_actions.join(t.tasks, t.tasks.c.id == t.session_actions.c.task_id)
-                )
-                .where(t.session_actions.c.id.in_(list(epochs)))
-                .order_by(t.session_actions.c.id)
-                .with_for_update(of=t.session_actions)
-            ).all()
-            live = [
-                r
-                for r in found
-                if r.worker_id == worker_id
-                and r.status in LIVE_SA
-                and r.lease_epoch == epochs[r.id]
-            ]
-            live_ids = [r.id for r in live]
-            if live_ids:
-                conn.execute(
-                    update(t.session_actions)
-                    .where(
-                        t.session_actions.c.id.in_(live_ids),
-                        t.session_actions.c.status.in_(LIVE_SA),
-                    )
-                    .values(lease_expires_at=tx.now + lease_seconds)
-                )
-            cancel = [r.id for r in live if r.task_status == OS.CANCELING.value]
-            lost = sorted(set(epochs) - set(live_ids))
-            return cancel, lost
-
-    def abandon_worker(self, worker_id: str) -> int:
-        """A worker that stopped answering came back: end its attempts (they count).
-
-        It was marked NOT_RESPONDING, so its work may already run elsewhere; it is told
-        to stop, and nothing more it reports is accepted. Returns the attempts ended.
-        """
-        return self._end_worker(worker_id, "worker stopped responding", requeue_free=False)
-
-    def release_worker(self, worker_id: str) -> int:
-        """A worker has stopped: give back whatever it still holds, without spending attempts.
-
-        Returns how many attempts were released.
-        """
-        return self._end_worker(worker_id, "worker stopped", requeue_free=True)
-
-    def _end_worker(self, worker_id: str, detail: str, *, requeue_free: bool) -> int:
-        with self.write() as tx:
-            held = lock_attempts(
-                tx,
-                t.session_actions.c.worker_id == worker_id,
-                t.session_actions.c.status.in_(LIVE_SA),
-            )
-            for sa in held:
-                end_attempt(tx, sa, SAS.INTERRUPTED, detail, requeue_free=requeue_free)
-            interrupt_environments(tx, t.session_actions.c.worker_id == worker_id, detail)
-            touched = sorted({sa["operation_id"] for sa in held})
-            advance_steps(tx, touched)
-            settle(tx, touched)
-            return len(held)
-
-    # -- reports -------------------------------------------------------------------------
-    def apply_reports(self, worker_id: str, reports: Sequence[Report]) -> list[ReportOutcome]:
-        """Apply a worker's reports in order; each is accepted or refused on its own."""
-        with self.write() as tx:
-            conn = tx.conn
-            ids = sorted({r.session_action_id for r in reports})
-            op_ids = conn.execute(
-                select(t.session_actions.c.operation_id).where(t.session_actions.c.id.in_(ids))
-            ).scalars()
-            ops = self._locked_operations(tx, op_ids)
-            sas = {
-                r.id: dict(r._mapping)
-                for r in conn.execute(
-                    select(*_REPORT_SA_COLUMNS)
-                    .select_from(
-                        t.session_actions.join(t.tasks, t.tasks.c.id == t.session_actions.c.task_id)
-                    )
-                    .where(t.session_actions.c.id.in_(ids))
-                    .order_by(t.session_actions.c.id)
-                    .with_for_update(of=t.session_actions)
-                )
-            }
-            effects = ReportEffects(tx, sas, ops)
-            touched: set[str] = set()
-            outcomes = []
-            for report in reports:
-                sa = sas.get(report.session_action_id)
-                reason = self._refusal(sa, worker_id, report)
-                if reason is None and sa is not None:
-                    touched.add(sa["operation_id"])
-                    if report.kind in FAST_KINDS:
-                        effects.apply(sa, report)
-                    else:
-                        effects.flush()
-                        self._apply_rare_report(tx, sa, report)
-                        self._reload(tx, sa, ops)
-                outcomes.append(
-                    ReportOutcome(
-                        session_action_id=report.session_action_id,
-                        accepted=reason is None,
-                        reason=reason,
-                    )
-                )
-            effects.flush()
-            after_endings(tx, effects.failures, effects.ended_in_steps)
-            settle(tx, sorted(touched))
-            return outcomes
-
-    def _locked_operations(self, tx: Tx, operation_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Lock operations in id order and return what reports may change of them."""
-        ids = sorted(set(operation_ids))
-        if not ids:
-            return {}
-        found = tx.conn.execute(
-            select(*_REPORT_OP_COLUMNS)
-            .where(t.operations.c.id.in_(ids))
-            .order_by(t.operations.c.id)
-            .with_for_update()
-        )
-        return {r.id: dict(r._mapping) for r in found}
-
-    @staticmethod
-    def _reload(tx: Tx, sa: dict[str, Any], ops: dict[str, dict[str, Any]]) -> None:
-        """Re-read a session action, its task and its operation after a rare report."""
-        sa.update(
-            tx.conn.execute(
-                select(*_REPORT_SA_COLUMNS)
-                .select_from(
-                    t.session_actions.join(t.tasks, t.tasks.c.id == t.session_actions.c.task_id)
-                )
-                .where(t.session_actions.c.id == sa["id"])
-            )
-            .one()
-            ._mapping
-        )
-        ops[sa["operation_id"]].update(
-            tx.conn.execute(
-                select(*_REPORT_OP_COLUMNS).where(t.operations.c.id == sa["operation_id"])
-            )
-            .one()
-            ._mapping
-        )
-
-    @staticmethod
-    def _refusal(sa: dict[str, Any] | None, worker_id: str, report: Report) -> str | None:
-        if sa is None or sa["worker_id"] != worker_id:
-            return "unknown session action"
-        if sa["lease_epoch"] != report.lease_epoch:
-            return f"lease epoch {report.lease_epoch} superseded by {sa['lease_epoch']}"
-        if sa["status"] not in LIVE_SA:
-            return f"session action is {sa['status']}"
-        return None
-
-    def _apply_rare_report(self, tx: Tx, sa: dict[str, Any], report: Report) -> None:
-        """`released` and `canceled`: rare, so applied statement by statement."""
-        if report.kind == "released":
-            end_attempt(tx, sa, SAS.INTERRUPTED, "released by worker", requeue_free=True)
-            return
-        move_sa(
-            tx,
-            sa,
-            SAS.NEVER_ATTEMPTED if sa["status"] == SAS.ASSIGNED.value else SAS.CANCELED,
-            None,
-            ended_at=tx.now,
-            lease_expires_at=None,
-            process_exit_code=report.exit_code,
-            worker_updated_at=tx.now,
-        )
-        task_id, op_id = sa["task_id"], sa["operation_id"]
-        move_task(tx, task_id, op_id, OS.CANCELING, "cancel reached the worker")
-        if move_task(tx, task_id, op_id, OS.CANCELED, None):
-            tx.conn.execute(
-                update(t.operations)
-                .where(t.operations.c.id == op_id, t.operations.c.exit_reason.is_(None))
-                .values(exit_reason="CANCELED")
-            )
-
-    # -- reaper --------------------------------------------------------------------------
-    def reap(self, worker_silence: float, batch: int = 500) -> int:
-        """Interrupt attempts whose lease lapsed; mark silent workers NOT_RESPONDING.
-
-        Safe to run in every API process at once. Returns how many attempts ended.
-        """
-        with self.write() as tx:
-            conn = tx.conn
-            lapsed = lock_attempts(
-                tx,
-                t.session_actions.c.lease_expires_at < tx.now,
-                t.session_actions.c.status.in_(LIVE_SA),
-                limit=batch,
-            )
-            for sa in lapsed:
-                end_attempt(tx, sa, SAS.INTERRUPTED, "lease expired")
-            advance_steps(tx, {sa["operation_id"] for sa in lapsed})
-            conn.execute(
-                update(t.workers)
-                .where(
-                    t.workers.c.last_heartbeat_at < tx.now - worker_silence,
-                    t.workers.c.status.in_(
-                        [
-                            WorkerStatus.IDLE.value,
-                            WorkerStatus.RUNNING.value,
-                            WorkerStatus.STOPPING.value,
-                        ]
-                    ),
-                )
-                .values(status=WorkerStatus.NOT_RESPONDING.value)
-            )
-            settle(tx, sorted({sa["operation_id"] for sa in lapsed}))
-            return len(lapsed)
