@@ -1,17 +1,20 @@
-"""Persistence: one store over SQLite or PostgreSQL, chosen by the database URL."""
+"""Persistence: the `Store` protocol, over SQLite or PostgreSQL as the database URL says."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oprun.store.invocations import NewOperation
 from oprun.store.migrate import upgrade
-from oprun.store.sql import SqlStore as Store
+from oprun.store.protocol import NewOperation, Store
 from oprun.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from oprun.store.postgres import PostgresStore
+
+    # Both backends implement the protocol: mypy fails here when one drifts from it.
+    _SQLITE: type[Store] = SqliteStore
+    _POSTGRES: type[Store] = PostgresStore
 
 __all__ = ["NewOperation", "PostgresStore", "SqliteStore", "Store", "open_store", "sqlite_url"]
 

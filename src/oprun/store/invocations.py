@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,10 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from oprun.domain.errors import Conflict, NotFound
 from oprun.domain.ids import new_id
 from oprun.domain.models import (
-    Action,
     ActionDefinition,
     ActionKind,
-    InvocationSource,
     Operation,
 )
 from oprun.domain.plan import StepPlan, dependencies, single_step
@@ -27,27 +24,10 @@ from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
 from oprun.store.notify import operation_key, work_key, worker_key
+from oprun.store.protocol import NewOperation
 from oprun.store.schema import WAITING_ON_STEPS
 from oprun.store.tenancy import ensure_queue
 from oprun.store.transitions import LIVE_SA, move_sa, move_task, settle
-
-
-@dataclass(frozen=True)
-class NewOperation:
-    """A validated invocation, ready to be written."""
-
-    project_id: str
-    action: Action
-    queue: str
-    parameters: dict[str, Any]
-    params_digest: str
-    created_by: str
-    source_type: InvocationSource
-    source_id: str
-    idempotency_key: str | None
-    timeout: float | None
-    plan: Sequence[StepPlan] = ()
-    """The operation's steps and tasks; empty: one task carrying `parameters`."""
 
 
 def _policies(definition: ActionDefinition) -> dict[str, Any]:

@@ -1,0 +1,280 @@
+"""The store's contract: every operation the services need, and nothing of how it is done.
+
+Services, the API and the web UI are typed against `Store`; `open_store` returns
+one. The SQL backends (`SqliteStore`, `PostgresStore`) implement it, and mypy
+checks that they do (see the end of `oprun.store`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from oprun.domain.models import (
+    Action,
+    ActionDefinition,
+    Event,
+    InvocationSource,
+    LogRecord,
+    Operation,
+    Project,
+    Queue,
+    QueueStats,
+    SessionAction,
+    Task,
+    Token,
+    Worker,
+)
+from oprun.domain.plan import StepPlan
+from oprun.domain.protocol import Assignment, Held, Report, ReportOutcome, SessionReport
+from oprun.domain.roles import Role
+from oprun.domain.status import OperationStatus, WorkerStatus
+from oprun.store.notify import Notifier
+
+
+@dataclass(frozen=True)
+class NewOperation:
+    """A validated invocation, ready to be written."""
+
+    project_id: str
+    action: Action
+    queue: str
+    parameters: dict[str, Any]
+    params_digest: str
+    created_by: str
+    source_type: InvocationSource
+    source_id: str
+    idempotency_key: str | None
+    timeout: float | None
+    plan: Sequence[StepPlan] = ()
+    """The operation's steps and tasks; empty: one task carrying `parameters`."""
+
+
+class Store(Protocol):
+    """Persistence of projects, actions, operations and their work, with wake-ups."""
+
+    @property
+    def notifier(self) -> Notifier:
+        """Wake-ups of waiters in this process when what they wait on changes."""
+        ...
+
+    def now(self) -> float:
+        """The store's clock (epoch seconds), for timeouts and ages."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and listeners."""
+        ...
+
+    # -- projects and tokens -------------------------------------------------------------
+    def create_project(self, name: str) -> Project:
+        """Create a project with its `default` queue."""
+        ...
+
+    def get_project(self, project_id: str) -> Project:
+        """One project, or NotFound."""
+        ...
+
+    def first_project(self) -> Project:
+        """The oldest project (the one `oprun up` bootstrapped), or NotFound."""
+        ...
+
+    def count_tokens(self) -> int:
+        """How many tokens exist in all projects (zero on a fresh database)."""
+        ...
+
+    def create_token(self, project_id: str, name: str, role: Role, secret_hash: str) -> Token:
+        """Store a token by the hash of its secret; Conflict if that secret exists."""
+        ...
+
+    def token_by_hash(self, secret_hash: str) -> Token | None:
+        """The live token whose secret hashes to `secret_hash`."""
+        ...
+
+    def list_tokens(self, project_id: str) -> list[Token]:
+        """Every token of a project, oldest first."""
+        ...
+
+    def revoke_token(self, project_id: str, token_id: str) -> Token:
+        """Revoke a token of the project, or NotFound."""
+        ...
+
+    # -- queues and actions --------------------------------------------------------------
+    def configure_queue(
+        self, project_id: str, name: str, priority: int, max_concurrency: int | None
+    ) -> Queue:
+        """Set a queue's priority and concurrency limit (the queue is created if new)."""
+        ...
+
+    def queue_stats(self, project_id: str) -> list[QueueStats]:
+        """Every queue of a project with its depth, running work and last hour's throughput."""
+        ...
+
+    def save_action(self, project_id: str, definition: ActionDefinition) -> tuple[Action, bool]:
+        """Save a new version of an action unless an equal one exists; True if created."""
+        ...
+
+    def get_action(self, project_id: str, name: str, version: int | None = None) -> Action:
+        """The given (default latest) version of an action, or NotFound."""
+        ...
+
+    def list_actions(self, project_id: str, after: str | None, limit: int) -> list[Action]:
+        """Latest version of each action, by name, after the name `after`."""
+        ...
+
+    def list_action_versions(
+        self, project_id: str, name: str, after: int | None, limit: int
+    ) -> list[Action]:
+        """Every version of one action, newest first, older than version `after`."""
+        ...
+
+    # -- workers -------------------------------------------------------------------------
+    def register_worker(
+        self,
+        project_id: str,
+        name: str,
+        hostname: str,
+        queues: Sequence[str],
+        capabilities: dict[str, Any],
+    ) -> Worker:
+        """Register a new worker (a restarted agent registers afresh)."""
+        ...
+
+    def get_worker(self, project_id: str, worker_id: str) -> Worker:
+        """One worker of the project, or NotFound."""
+        ...
+
+    def list_workers(self, project_id: str, after: str | None, limit: int) -> list[Worker]:
+        """Workers of a project, newest first, older than the id `after`."""
+        ...
+
+    # -- operations ----------------------------------------------------------------------
+    def create_operations(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
+        """Write operations and their tasks in one transaction; True for each one created."""
+        ...
+
+    def find_cached_success(self, action_version_id: str, params_digest: str) -> str | None:
+        """The id of a SUCCEEDED operation of this version with these parameters."""
+        ...
+
+    def find_by_idempotency_key(self, project_id: str, key: str) -> str | None:
+        """The id of the project's operation created with this idempotency key."""
+        ...
+
+    def cancel_operation(self, project_id: str, operation_id: str, detail: str) -> None:
+        """Cancel an operation: waiting tasks at once, running ones via their workers."""
+        ...
+
+    def delete_operation(self, project_id: str, operation_id: str) -> None:
+        """Delete a finished operation and everything recorded about it."""
+        ...
+
+    def get_operation(self, project_id: str, operation_id: str) -> Operation:
+        """One operation with its status history, or NotFound (also for other projects)."""
+        ...
+
+    def list_operations(
+        self,
+        project_id: str,
+        *,
+        status: OperationStatus | None = None,
+        action: str | None = None,
+        created_by: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> list[Operation]:
+        """Operations of a project matching the filters, newest first, older than `before`."""
+        ...
+
+    def list_tasks(self, project_id: str, operation_id: str) -> list[Task]:
+        """The tasks of one operation."""
+        ...
+
+    def list_session_actions(self, project_id: str, operation_id: str) -> list[SessionAction]:
+        """Every attempt of an operation's work, oldest first."""
+        ...
+
+    def find_session_actions(
+        self,
+        project_id: str,
+        *,
+        operation_id: str | None = None,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[SessionAction]:
+        """Session actions matching every filter given, oldest first, after the id `after`."""
+        ...
+
+    def get_session_action(self, project_id: str, session_action_id: str) -> SessionAction:
+        """One session action with its status history, or NotFound."""
+        ...
+
+    def list_logs(
+        self, project_id: str, operation_id: str, after: int, limit: int
+    ) -> list[LogRecord]:
+        """Log records of an operation after sequence number `after`."""
+        ...
+
+    def list_events(self, project_id: str, after: int, limit: int) -> list[Event]:
+        """Events of a project after sequence number `after`, oldest first."""
+        ...
+
+    def last_event_id(self, project_id: str) -> int:
+        """The newest event's id in a project (0 when none)."""
+        ...
+
+    # -- the worker protocol -------------------------------------------------------------
+    def claim(
+        self,
+        worker_id: str,
+        project_id: str,
+        queue_names: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        operation_id: str | None = None,
+        session_id: str | None = None,
+        step_id: str | None = None,
+    ) -> list[Assignment]:
+        """Take up to `limit` waiting tasks for a worker, each under a new lease."""
+        ...
+
+    def heartbeat(
+        self, worker_id: str, held: Sequence[Held], status: WorkerStatus, lease_seconds: float
+    ) -> tuple[list[str], list[str]]:
+        """Renew a worker's leases; the held session actions to cancel, and those it lost."""
+        ...
+
+    def apply_reports(self, worker_id: str, reports: Sequence[Report]) -> list[ReportOutcome]:
+        """Apply a worker's reports in order; each is accepted or refused on its own."""
+        ...
+
+    def apply_session_reports(
+        self, worker_id: str, reports: Sequence[SessionReport], ended: Sequence[str] = ()
+    ) -> list[ReportOutcome]:
+        """Record a worker's session-level actions in order, then close `ended` sessions."""
+        ...
+
+    def abandon_worker(self, worker_id: str) -> int:
+        """End the attempts of a worker that stopped answering (they count); how many."""
+        ...
+
+    def release_worker(self, worker_id: str) -> int:
+        """Give back what a stopped worker holds, without spending attempts; how many."""
+        ...
+
+    # -- the reaper ----------------------------------------------------------------------
+    def reap(self, worker_silence: float, batch: int = 500) -> int:
+        """Interrupt attempts whose lease lapsed, mark silent workers; how many ended."""
+        ...
+
+    def time_out_operations(self, batch: int = 100) -> int:
+        """Cancel operations past their deadline (they end FAILED, TIMEOUT); how many."""
+        ...
+
+    def wake_for_due_retries(self, since: float) -> float:
+        """Wake claims of projects whose delayed tasks came due after `since`; the new since."""
+        ...
