@@ -166,7 +166,12 @@ def wait_for_line(log: Path, pattern: re.Pattern[str], process: subprocess.Popen
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    """`oprun up` as in the tour's first terminal, on a data directory and port of its own."""
+    """`oprun up` as in the tour's first terminal, on a data directory and port of its own.
+
+    It runs from the tour's directory, as every `.venv/bin/oprun` line of the tour does:
+    its built-in worker serves the default queue too, so it may be the one that claims
+    a `resize` task, and must then import media.py as well.
+    """
     root = tmp_path_factory.mktemp("tour")
     home = root / "tour"
     home.mkdir()
@@ -178,7 +183,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         process = subprocess.Popen(
             [str(OPRUN), *command[1:], "--port", str(free_port())],
             env=base_env(OPRUN_DATA_DIR=str(data), XDG_CONFIG_HOME=str(root / "config")),
-            cwd=root,
+            cwd=home,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
