@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import case, func, insert, select, update
 
-from oprun.domain.plan import steps_blocked_by_failure, steps_to_release
+from oprun.domain.policy import quarantine_after
+from oprun.domain.quarantine import is_quarantined, quarantine_message
 from oprun.domain.status import OperationStatus as OS
+from oprun.domain.status import SessionActionStatus as SAS
+from oprun.domain.steps import StepTally, release_steps
 from oprun.store import schema as t
 from oprun.store.base import Tx
 from oprun.store.counters import bump
 from oprun.store.notify import logs_key, work_key
-
-_SUCCEEDED, _FAILED, _CANCELED = OS.SUCCEEDED.value, OS.FAILED.value, OS.CANCELED.value
 
 
 def advance_steps(tx: Tx, operation_ids: Iterable[str]) -> None:
@@ -28,26 +28,19 @@ def advance_steps(tx: Tx, operation_ids: Iterable[str]) -> None:
         ).first()
         if op is None or not op.steps or OS(op.status).is_terminal():
             continue
-        total: dict[str, int] = defaultdict(int)
-        succeeded: dict[str, int] = defaultdict(int)
-        failed: set[str] = set()
-        waiting: set[str] = set()
         held_back = func.sum(case((t.tasks.c.available_at >= t.WAITING_ON_STEPS, 1), else_=0))
-        for step, status, count, held in conn.execute(
-            select(t.tasks.c.step_id, t.tasks.c.status, func.count(), held_back)
-            .where(t.tasks.c.operation_id == op_id)
-            .group_by(t.tasks.c.step_id, t.tasks.c.status)
-        ):
-            total[step] += count
-            if status == _SUCCEEDED:
-                succeeded[step] += count
-            elif status in (_FAILED, _CANCELED):
-                failed.add(step)
-            elif status == OS.QUEUED.value and held:
-                waiting.add(step)
-        done = {step for step, n in total.items() if succeeded[step] == n}
-        released = set(op.steps) - waiting
-        ready = steps_to_release(op.steps, done, released)
+        release = release_steps(
+            op.steps,
+            (
+                StepTally(step, OS(status), count, int(held or 0))
+                for step, status, count, held in conn.execute(
+                    select(t.tasks.c.step_id, t.tasks.c.status, func.count(), held_back)
+                    .where(t.tasks.c.operation_id == op_id)
+                    .group_by(t.tasks.c.step_id, t.tasks.c.status)
+                )
+            ),
+        )
+        ready, never = release.ready, release.never
         if ready:
             conn.execute(
                 update(t.tasks)
@@ -60,7 +53,6 @@ def advance_steps(tx: Tx, operation_ids: Iterable[str]) -> None:
                 .values(available_at=tx.now, updated_at=tx.now)
             )
             tx.keys.add(work_key(op.project_id))
-        never = sorted(steps_blocked_by_failure(op.steps, failed) & waiting)
         if never:
             canceled = conn.execute(
                 update(t.tasks)
@@ -69,7 +61,7 @@ def advance_steps(tx: Tx, operation_ids: Iterable[str]) -> None:
                     t.tasks.c.step_id.in_(never),
                     t.tasks.c.status == OS.QUEUED.value,
                 )
-                .values(status=_CANCELED, updated_at=tx.now)
+                .values(status=OS.CANCELED.value, updated_at=tx.now)
             ).rowcount
             bump(tx, {op_id: {"n_queued": -canceled, "n_canceled": canceled}})
             system_log(
@@ -88,25 +80,21 @@ def quarantine(tx: Tx, failures: Sequence[tuple[str, str]]) -> None:
                 t.operations.c.id == op_id
             )
         ).first()
-        limit = int((op.policy or {}).get("quarantine_after", 3)) if op else 0
+        limit = quarantine_after(op.policy) if op else 0
         if not limit:
             continue
-        recent = (
-            conn.execute(
-                select(t.session_actions.c.status)
-                .where(
-                    t.session_actions.c.operation_id == op_id,
-                    t.session_actions.c.worker_id == worker_id,
-                    t.session_actions.c.task_id.isnot(None),
-                    t.session_actions.c.ended_at.isnot(None),
-                )
-                .order_by(t.session_actions.c.ended_at.desc(), t.session_actions.c.id.desc())
-                .limit(limit)
+        last_ended = conn.execute(
+            select(t.session_actions.c.status)
+            .where(
+                t.session_actions.c.operation_id == op_id,
+                t.session_actions.c.worker_id == worker_id,
+                t.session_actions.c.task_id.isnot(None),
+                t.session_actions.c.ended_at.isnot(None),
             )
-            .scalars()
-            .all()
-        )
-        if len(recent) < limit or any(status != _FAILED for status in recent):
+            .order_by(t.session_actions.c.ended_at.desc(), t.session_actions.c.id.desc())
+            .limit(limit)
+        ).scalars()
+        if not is_quarantined([SAS(status) for status in last_ended], limit):
             continue
         already = conn.execute(
             select(t.quarantines.c.worker_id).where(
@@ -119,11 +107,7 @@ def quarantine(tx: Tx, failures: Sequence[tuple[str, str]]) -> None:
             insert(t.quarantines).values(operation_id=op_id, worker_id=worker_id, created_at=tx.now)
         )
         assert op is not None
-        message = (
-            f"worker {worker_id} failed {limit} tasks in a row: it takes no more of this "
-            "operation's tasks"
-        )
-        system_log(tx, op_id, message)
+        system_log(tx, op_id, quarantine_message(worker_id, limit))
         tx.event(op.project_id, "operation.quarantine", op_id, {"worker_id": worker_id})
         tx.keys.add(work_key(op.project_id))
 

@@ -12,12 +12,9 @@ from sqlalchemy.exc import IntegrityError
 
 from oprun.domain.errors import Conflict, NotFound
 from oprun.domain.ids import new_id
-from oprun.domain.models import (
-    ActionDefinition,
-    ActionKind,
-    Operation,
-)
+from oprun.domain.models import ActionDefinition, Operation
 from oprun.domain.plan import StepPlan, dependencies, single_step
+from oprun.domain.policy import operation_policy, requirements_of
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import rows
@@ -32,23 +29,7 @@ from oprun.store.transitions import LIVE_SA, move_sa, move_task, settle
 
 def _policies(definition: ActionDefinition) -> dict[str, Any]:
     """The columns an operation copies from its action's policies."""
-    return {
-        "policy": {
-            "retry": definition.retry.model_dump(mode="json"),
-            "quarantine_after": definition.quarantine_after,
-        },
-        "requirements": _requirements(definition),
-    }
-
-
-def _requirements(definition: ActionDefinition) -> dict[str, Any] | None:
-    """What a worker needs to take the operation's tasks (None: any worker will do)."""
-    found: dict[str, Any] = {}
-    if not definition.requirements.is_empty():
-        found.update(definition.requirements.model_dump(mode="json"))
-    if definition.kind is not ActionKind.PYTHON:
-        found["kind"] = definition.kind.value
-    return found or None
+    return {"policy": operation_policy(definition), "requirements": requirements_of(definition)}
 
 
 def _operation_row(

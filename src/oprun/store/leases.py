@@ -8,7 +8,6 @@ from sqlalchemy import case, select, update
 
 from oprun.domain.protocol import Held
 from oprun.domain.status import OperationStatus as OS
-from oprun.domain.status import SessionActionStatus as SAS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase
@@ -91,16 +90,16 @@ class LeaseQueries(StoreBase):
         It was marked NOT_RESPONDING, so its work may already run elsewhere; it is told
         to stop, and nothing more it reports is accepted. Returns the attempts ended.
         """
-        return self._end_worker(worker_id, "worker stopped responding", requeue_free=False)
+        return self._end_worker(worker_id, "worker stopped responding", given_back=False)
 
     def release_worker(self, worker_id: str) -> int:
         """A worker has stopped: give back whatever it still holds, without spending attempts.
 
         Returns how many attempts were released.
         """
-        return self._end_worker(worker_id, "worker stopped", requeue_free=True)
+        return self._end_worker(worker_id, "worker stopped", given_back=True)
 
-    def _end_worker(self, worker_id: str, detail: str, *, requeue_free: bool) -> int:
+    def _end_worker(self, worker_id: str, detail: str, *, given_back: bool) -> int:
         with self.write() as tx:
             held = lock_attempts(
                 tx,
@@ -108,7 +107,7 @@ class LeaseQueries(StoreBase):
                 t.session_actions.c.status.in_(LIVE_SA),
             )
             for sa in held:
-                end_attempt(tx, sa, SAS.INTERRUPTED, detail, requeue_free=requeue_free)
+                end_attempt(tx, sa, detail, given_back=given_back)
             interrupt_environments(tx, t.session_actions.c.worker_id == worker_id, detail)
             touched = sorted({sa["operation_id"] for sa in held})
             advance_steps(tx, touched)
@@ -129,7 +128,7 @@ class LeaseQueries(StoreBase):
                 limit=batch,
             )
             for sa in lapsed:
-                end_attempt(tx, sa, SAS.INTERRUPTED, "lease expired")
+                end_attempt(tx, sa, "lease expired")
             advance_steps(tx, {sa["operation_id"] for sa in lapsed})
             conn.execute(
                 update(t.workers)

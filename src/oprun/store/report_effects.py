@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import bindparam, insert, update
 
 from oprun.domain.limits import MAX_LOG_LINE_BYTES, MAX_OPERATION_LOG_BYTES
-from oprun.domain.models import RetryPolicy
+from oprun.domain.policy import retry_policy
 from oprun.domain.protocol import Report
+from oprun.domain.retry import retry_after_failure
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import schema as t
@@ -69,11 +70,6 @@ _UPDATE_OP = (
     .where(t.operations.c.id == bindparam("b_id"))
     .values({c: bindparam(f"v_{c}") for c in (*OP_COLUMNS, "updated_at")})
 )
-
-
-def retry_policy(policy: dict[str, Any] | None) -> RetryPolicy:
-    """An operation's retry policy, as copied from its action when it was invoked."""
-    return RetryPolicy.model_validate((policy or {}).get("retry", {}))
 
 
 class ReportEffects:
@@ -222,22 +218,24 @@ class ReportEffects:
 
     def _retry(self, sa: dict[str, Any], report: Report) -> bool:
         """Queue a failed attempt's task again, after a backoff, if its policy says so."""
-        op = self._ops[sa["operation_id"]]
-        policy = retry_policy(op["policy"])
-        attempts = sa["task_attempts"]
-        if attempts >= sa["task_max_attempts"] or not policy.retries(report.error_code):
+        retry = retry_after_failure(
+            retry_policy(self._ops[sa["operation_id"]]["policy"]),
+            sa["task_attempts"],
+            sa["task_max_attempts"],
+            report.error_code,
+            random.random(),
+        )
+        if retry is None:
             return False
-        delay = policy.delay(attempts, random.random())
-        code = report.error_code or "FAILED"
-        message = f"attempt {attempts} failed ({code}); attempt {attempts + 1} in {delay:.1f} s"
-        if not self._task_to(sa, OS.QUEUED, message, available_at=self._tx.now + delay):
+        available_at = self._tx.now + retry.delay
+        if not self._task_to(sa, OS.QUEUED, retry.message, available_at=available_at):
             return False
         self._logs.append(
             {
                 "operation_id": sa["operation_id"],
                 "session_action_id": sa["id"],
                 "stream": "system",
-                "line": message,
+                "line": retry.message,
                 "at": self._tx.now,
             }
         )

@@ -144,7 +144,7 @@ class ReportQueries(StoreBase):
     def _apply_rare_report(self, tx: Tx, sa: dict[str, Any], report: Report) -> None:
         """`released` and `canceled`: rare, so applied statement by statement."""
         if report.kind == "released":
-            end_attempt(tx, sa, SAS.INTERRUPTED, "released by worker", requeue_free=True)
+            end_attempt(tx, sa, "released by worker", given_back=True)
             return
         move_sa(
             tx,

@@ -13,6 +13,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, select, update
 
+from oprun.domain.retry import (
+    AfterInterruption,
+    after_interruption,
+    gave_up_message,
+    interrupted_status,
+)
 from oprun.domain.rollup import rollup
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
@@ -37,19 +43,16 @@ _SETTLE = (
 )
 
 
-def end_attempt(
-    tx: Tx, sa: dict[str, Any], status: SAS, detail: str, *, requeue_free: bool = False
-) -> None:
-    """End an attempt that did not finish; requeue its task if it may run again.
+def end_attempt(tx: Tx, sa: dict[str, Any], detail: str, *, given_back: bool = False) -> None:
+    """End an attempt that did not finish; what becomes of its task is `after_interruption`.
 
-    Unless the worker gave the attempt back (`requeue_free`), the attempt's session
-    is over too: its environment actions still running are interrupted, and the
-    session accepts no more reports.
+    Unless the worker gave the attempt back, the attempt's session is over too: its
+    environment actions still running are interrupted, and the session accepts no
+    more reports.
     """
-    if requeue_free and sa["status"] == SAS.ASSIGNED.value:
-        status = SAS.NEVER_ATTEMPTED  # given back before it started
+    status = interrupted_status(SAS(sa["status"]), given_back=given_back)
     move_sa(tx, sa, status, detail, ended_at=tx.now, lease_expires_at=None)
-    if not requeue_free:
+    if not given_back:
         end_session(tx, sa["session_id"], detail)
     task = tx.conn.execute(
         select(t.tasks.c.status, t.tasks.c.attempts, t.tasks.c.max_attempts)
@@ -57,35 +60,40 @@ def end_attempt(
         .with_for_update()
     ).one()
     op_id = sa["operation_id"]
-    if task.status == OS.CANCELING.value:
+    outcome = after_interruption(
+        OS(task.status), task.attempts, task.max_attempts, given_back=given_back
+    )
+    if outcome is AfterInterruption.CANCELED:
         move_task(tx, sa["task_id"], op_id, OS.CANCELED, detail)
         tx.conn.execute(
             update(t.operations)
             .where(t.operations.c.id == op_id, t.operations.c.exit_reason.is_(None))
             .values(exit_reason="CANCELED")
         )
-    elif requeue_free or task.attempts < task.max_attempts:
-        attempts = task.attempts - 1 if requeue_free else task.attempts
+    elif outcome is AfterInterruption.GAVE_UP:
+        if move_task(tx, sa["task_id"], op_id, OS.FAILED, detail):
+            message = gave_up_message(detail, task.attempts)
+            tx.conn.execute(
+                update(t.operations)
+                .where(t.operations.c.id == op_id)
+                .values(
+                    error={"code": "LEASE_EXPIRED", "message": message, "details": {}},
+                    exit_reason="LEASE_EXPIRED",
+                )
+            )
+    else:
+        free = outcome is AfterInterruption.GIVEN_BACK
+        attempts = task.attempts - 1 if free else task.attempts
         move_task(
             tx, sa["task_id"], op_id, OS.QUEUED, detail, attempts=attempts, available_at=tx.now
         )
-        if requeue_free:
+        if free:
             tx.conn.execute(
                 update(t.operations)
                 .where(t.operations.c.id == op_id)
                 .values(attempts=t.operations.c.attempts - 1)
             )
         tx.keys.add(work_key(sa["project_id"]))
-    elif move_task(tx, sa["task_id"], op_id, OS.FAILED, detail):
-        message = f"{detail}; gave up after {task.attempts} attempt(s)"
-        tx.conn.execute(
-            update(t.operations)
-            .where(t.operations.c.id == op_id)
-            .values(
-                error={"code": "LEASE_EXPIRED", "message": message, "details": {}},
-                exit_reason="LEASE_EXPIRED",
-            )
-        )
 
 
 def end_session(tx: Tx, session_id: str, detail: str) -> None:
