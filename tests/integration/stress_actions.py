@@ -36,8 +36,7 @@ def gate(
     sleeper = subprocess.Popen(["sleep", "600"]) if grandchild else None
     if sleeper is not None:
         pids["grandchild"] = sleeper.pid
-    (folder / f".start-{name}").write_text(json.dumps(pids))
-    (folder / f".start-{name}").rename(folder / f"start-{name}")  # atomic: never half-written
+    _write_marker(folder, f"start-{name}", pids)
     try:
         deadline = time.monotonic() + limit
         while not Path(gate).exists():
@@ -48,8 +47,14 @@ def gate(
         if sleeper is not None:
             sleeper.kill()
             sleeper.wait()
-    (folder / f"done-{name}").write_text(json.dumps(pids))
+    _write_marker(folder, f"done-{name}", pids)
     return {"session_action_id": ctx.session_action_id, "attempt": ctx.attempt}
+
+
+def _write_marker(folder: Path, name: str, pids: dict[str, int]) -> None:
+    """Write a marker atomically: a reader never sees it half-written."""
+    (folder / f".{name}").write_text(json.dumps(pids))
+    (folder / f".{name}").rename(folder / name)
 
 
 @app.action(name="quick", max_attempts=1)
