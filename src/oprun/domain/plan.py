@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,27 +35,3 @@ def dependencies(plan: Sequence[StepPlan]) -> dict[str, list[str]] | None:
     if not any(step.depends_on for step in plan):
         return None
     return {step.name: list(step.depends_on) for step in plan}
-
-
-def steps_to_release(
-    depends_on: Mapping[str, Sequence[str]], succeeded: set[str], released: set[str]
-) -> list[str]:
-    """Steps not yet released whose every dependency has all its tasks succeeded."""
-    return sorted(
-        name
-        for name, deps in depends_on.items()
-        if name not in released and all(dep in succeeded for dep in deps)
-    )
-
-
-def steps_blocked_by_failure(depends_on: Mapping[str, Sequence[str]], failed: set[str]) -> set[str]:
-    """Steps that can never run because a step they (transitively) wait for failed."""
-    blocked: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, deps in depends_on.items():
-            if name not in blocked and any(d in failed or d in blocked for d in deps):
-                blocked.add(name)
-                changed = True
-    return blocked

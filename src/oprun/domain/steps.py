@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from oprun.domain.plan import steps_blocked_by_failure, steps_to_release
 from oprun.domain.status import OperationStatus
 
 
@@ -62,3 +61,27 @@ def release_steps(
         ready=steps_to_release(depends_on, done, released),
         never=sorted(steps_blocked_by_failure(depends_on, failed) & waiting),
     )
+
+
+def steps_to_release(
+    depends_on: Mapping[str, Sequence[str]], succeeded: set[str], released: set[str]
+) -> list[str]:
+    """Steps not yet released whose every dependency has all its tasks succeeded."""
+    return sorted(
+        name
+        for name, deps in depends_on.items()
+        if name not in released and all(dep in succeeded for dep in deps)
+    )
+
+
+def steps_blocked_by_failure(depends_on: Mapping[str, Sequence[str]], failed: set[str]) -> set[str]:
+    """Steps that can never run because a step they (transitively) wait for failed."""
+    blocked: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, deps in depends_on.items():
+            if name not in blocked and any(d in failed or d in blocked for d in deps):
+                blocked.add(name)
+                changed = True
+    return blocked
