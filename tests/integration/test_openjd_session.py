@@ -11,18 +11,16 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 import yaml
 
-from oprun.domain import session_kinds
 from oprun.domain.errors import ValidationError
 from oprun.worker.openjd.events import (
     ActionEvent,
     ActionOutcome,
     OutputEvent,
-    SessionActionKind,
 )
 from oprun.worker.openjd.session import OpenJDSession
 
@@ -167,10 +165,6 @@ def read_pids(path: Path, count: int, within: float = 10.0) -> list[int]:
                 return pids
         time.sleep(0.02)
     raise AssertionError(f"{path} never listed {count} pids")
-
-
-def test_the_kinds_of_session_action_a_session_reports_are_the_domains_words():
-    assert set(get_args(SessionActionKind)) <= set(session_kinds.KINDS)
 
 
 def test_environments_are_entered_once_across_five_tasks_of_a_step(tmp_path, figure):

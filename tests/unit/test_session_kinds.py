@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from rich.console import Console
 
 from oprun.cli._render import session_action_detail, session_actions_table
+from oprun.domain import session_kinds
 from oprun.domain.errors import ValidationError
 from oprun.domain.models import SessionAction
 from oprun.domain.session_kinds import describe
@@ -136,3 +137,7 @@ def test_listing_session_actions_needs_a_filter_before_anything_is_sent() -> Non
     )
     assert (call.method, call.path, call.retry_safe) == ("GET", "/v1/session-actions", True)
     assert call.query() == {"operation_id": "op_1", "task_id": "task_1", "cursor": "c", "limit": 10}
+
+
+def test_the_kinds_a_worker_session_runs_are_definition_tags_the_domain_reads():
+    assert set(get_args(session_kinds.RunnableKind)) <= set(session_kinds.KINDS)

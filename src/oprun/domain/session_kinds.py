@@ -17,7 +17,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+RunnableKind = Literal["envEnter", "envExit", "taskRun"]
+"""The definition tags of what a worker session runs itself (the other tags are file syncs)."""
 
 KINDS: dict[str, str] = {
     "taskRun": "taskRun",

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from oprun.domain.session_kinds import RunnableKind
+
 OutcomeStatus = Literal["SUCCEEDED", "FAILED", "CANCELED", "TIMEOUT"]
-SessionActionKind = Literal["envEnter", "envExit", "taskRun"]
-"""What a session action does, in the domain's words: the tag of its definition
-(``{"envEnter": {"environmentId": "JobEnv"}}``), as `oprun.domain.session_kinds`
-reads it."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class ActionEvent:
     environment). An `ended` event carries the `outcome`.
     """
 
-    kind: SessionActionKind
+    kind: RunnableKind
     environment: str | None
     phase: Literal["started", "ended"]
     step: str | None = None

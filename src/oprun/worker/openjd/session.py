@@ -27,8 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from oprun.domain.session_kinds import RunnableKind
 from oprun.openjd.plan import job_environment_names, step_environment_names
-from oprun.worker.openjd.events import ActionEvent, ActionOutcome, OutputEvent, SessionActionKind
+from oprun.worker.openjd.events import ActionEvent, ActionOutcome, OutputEvent
 from oprun.worker.openjd.link import HostLink
 
 log = logging.getLogger("oprun.worker.openjd")
@@ -246,7 +247,7 @@ class OpenJDSession:
 
     # -- actions --------------------------------------------------------------------------
     async def _act(
-        self, kind: SessionActionKind, env: str | None, step: str | None, command: dict[str, Any]
+        self, kind: RunnableKind, env: str | None, step: str | None, command: dict[str, Any]
     ) -> ActionOutcome:
         """Send one action to the host and wait for its end, reporting both."""
         if self._inflight is not None and not self._inflight.done():
