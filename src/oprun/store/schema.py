@@ -35,6 +35,9 @@ projects = Table(
     Column("id", Id, primary_key=True),
     Column("name", String(128), nullable=False),
     Column("created_at", Float, nullable=False),
+    # the project's own retention of finished operations; null: the server's default
+    Column("retention_days", Float),
+    Column("retention_max_operations", Integer),
 )
 
 tokens = Table(
@@ -148,6 +151,15 @@ Index(
     operations.c.status,
 )
 Index("ix_operations_deadline", operations.c.deadline_at)
+# The retention purge walks a project's finished operations, oldest first, from here.
+Index(
+    "ix_operations_ended",
+    operations.c.project_id,
+    operations.c.ended_at,
+    operations.c.id,
+    postgresql_where=operations.c.ended_at.isnot(None),
+    sqlite_where=operations.c.ended_at.isnot(None),
+)
 
 tasks = Table(
     "tasks",
@@ -226,6 +238,7 @@ sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float),
 )
+Index("ix_sessions_operation", sessions.c.operation_id)
 
 session_actions = Table(
     "session_actions",
