@@ -316,3 +316,13 @@ logs = Table(
     Column("at", Float, nullable=False),
 )
 Index("ix_logs_operation", logs.c.operation_id, logs.c.seq)
+
+reaper_rounds = Table(
+    "reaper_rounds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("at", Float),
+)
+"""One row (id 1, made by the migration): when the last reaper round of any API process ran,
+on the store's clock (null before the first). A round that finds it too far back knows the
+server itself was away (`oprun.domain.silence`)."""
