@@ -12,7 +12,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert
 
 from oprun.store import schema as t
+from oprun.store.migrate import current_revision
 from oprun.store.notify import Notifier, events_key
+from oprun.store.outages import unavailable_on_outage
 
 
 def to_datetime(epoch: float | None) -> datetime | None:
@@ -92,10 +94,12 @@ class StoreBase:
             self.notifier.publish(keys)
 
     # -- transactions ------------------------------------------------------------------
+    # Every query runs in one of these three: each turns a database outage into
+    # Unavailable (503), so no caller sees a driver's exception.
     @contextmanager
     def write(self) -> Iterator[Tx]:
         """A write transaction; its history, events and wake-ups land with its commit."""
-        with self._begin_write() as conn, conn.begin():
+        with unavailable_on_outage(), self._begin_write() as conn, conn.begin():
             tx = Tx(conn, self._db_now(conn))
             yield tx
             tx.flush()
@@ -105,13 +109,18 @@ class StoreBase:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction."""
-        with self.engine.connect() as conn, conn.begin():
+        with unavailable_on_outage(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     def now(self) -> float:
         """The store's clock, for timeouts and ages."""
-        with self.engine.connect() as conn:
+        with unavailable_on_outage(), self.engine.connect() as conn:
             return self._db_now(conn)
+
+    def schema_revision(self) -> str | None:
+        """The database's schema revision (None when it was never migrated)."""
+        with self.read() as conn:
+            return current_revision(conn)
 
     def close(self) -> None:
         """Release connections and listeners."""

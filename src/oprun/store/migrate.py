@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -30,3 +34,17 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply every migration up to `revision`."""
     command.upgrade(alembic_config(url), revision)
+
+
+@cache
+def head_revision() -> str:
+    """The newest schema revision of this code: the one `upgrade` brings a database to."""
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migration under {MIGRATIONS}")
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The schema revision of the database behind `conn` (None when never migrated)."""
+    return MigrationContext.configure(conn).get_current_revision()

@@ -65,7 +65,9 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str) -> None:
         sa_url = make_url(url).set(drivername="postgresql+psycopg")
-        engine = create_engine(sa_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        engine = create_engine(
+            sa_url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+        )
         conninfo = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         super().__init__(engine, PgNotifier(conninfo))
 

@@ -52,7 +52,11 @@ class NewOperation:
 
 
 class Store(Protocol):
-    """Persistence of projects, actions, operations and their work, with wake-ups."""
+    """Persistence of projects, actions, operations and their work, with wake-ups.
+
+    Every method raises `Unavailable` when the database cannot serve right now
+    (unreachable, locked, full), never a driver's exception.
+    """
 
     @property
     def notifier(self) -> Notifier:
@@ -65,6 +69,10 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and listeners."""
+        ...
+
+    def schema_revision(self) -> str | None:
+        """The database's schema revision (None when it was never migrated)."""
         ...
 
     # -- projects and tokens -------------------------------------------------------------

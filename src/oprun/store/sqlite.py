@@ -10,20 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
 from oprun.store.base import Tx
 from oprun.store.notify import Notifier
 from oprun.store.sql import SqlStore
 
+BUSY_TIMEOUT = 30.0
+"""Seconds a writer waits for the database lock before it gives up (503, busy): the
+URL's `?timeout=` when it has one."""
+
 
 def _engine(url: str, begin: str) -> Engine:
+    timeout = float(str(make_url(url).query.get("timeout", BUSY_TIMEOUT)))
     engine = create_engine(
         url,
         poolclass=QueuePool,
         pool_size=8,
         max_overflow=8,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": timeout},
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "connect")
@@ -33,7 +40,7 @@ def _engine(url: str, begin: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
