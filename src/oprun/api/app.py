@@ -59,12 +59,30 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
             )
         return await call_next(request)
 
+    # Added last, so it is the outermost of the app's middleware and answers every crash.
+    app.add_middleware(errors.CrashGuard)
+
     for module in (operations, actions, queues, workers, tokens, events):
         app.include_router(module.router)
 
     @app.get("/v1/healthz", tags=["health"], operation_id="health")
     def health() -> dict[str, str]:
-        """Liveness."""
+        """Liveness: the process answers. It never touches the database."""
         return {"status": "ok", "version": __version__}
+
+    @app.get(
+        "/v1/readyz",
+        tags=["health"],
+        operation_id="ready",
+        responses={503: {"description": "the database does not answer or has another schema"}},
+    )
+    def ready() -> dict[str, str]:
+        """Readiness: the database answers and its schema is the one this server needs.
+
+        503 `UNAVAILABLE` (with `Retry-After`) otherwise; `details.check` says which
+        (`database` or `schema`).
+        """
+        schema = services.check_ready()
+        return {"status": "ready", "version": __version__, "schema": schema}
 
     return app

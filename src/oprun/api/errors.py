@@ -1,4 +1,9 @@
-"""Every error leaves the API in one shape: {"error": {code, message, details}}."""
+"""Every error leaves the API in one shape: {"error": {code, message, details}}.
+
+A crash (an exception no handler knows) is answered by `CrashGuard`, a pure ASGI
+middleware just inside Starlette's own: it answers 500 and does not re-raise, so the
+server keeps the client's keep-alive connection open for its next request.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oprun.domain.errors import (
     ERRORS_BY_CODE,
@@ -16,6 +22,7 @@ from oprun.domain.errors import (
     OprunError,
     ServerError,
     Throttled,
+    Unavailable,
     ValidationError,
 )
 
@@ -25,7 +32,7 @@ log = logging.getLogger("oprun.api")
 def error_response(error: OprunError) -> JSONResponse:
     """The JSON response for a domain error."""
     headers = {}
-    if isinstance(error, Throttled):
+    if isinstance(error, Throttled | Unavailable):
         headers["Retry-After"] = str(error.details.get("retry_after", 1))
     return JSONResponse(error.to_body(), status_code=error.http_status, headers=headers)
 
@@ -54,7 +61,10 @@ def _validation(exc: RequestValidationError) -> ValidationError:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into the one error shape."""
+    """Register the handlers that turn every known failure into the one error shape.
+
+    Crashes are `CrashGuard`'s: the app adds it after its other middleware.
+    """
 
     @app.exception_handler(OprunError)
     async def _oprun(_: Request, exc: OprunError) -> JSONResponse:
@@ -75,7 +85,37 @@ def install(app: FastAPI) -> None:
         response.status_code = exc.status_code
         return response
 
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("event=unhandled path=%s", request.url.path)
-        return error_response(ServerError("the server failed to handle the request"))
+
+class CrashGuard:
+    """Answers 500 in the error shape for an exception nothing else handled, and swallows it.
+
+    Starlette's `ServerErrorMiddleware` answers too but then re-raises, and uvicorn
+    closes the connection of a request whose app raised: the client's next request
+    on that pooled connection would fail. Re-raises only when the response had
+    already started (a broken stream must end its connection).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; answer its crash instead of raising it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("event=unhandled method=%s path=%s", scope.get("method"), scope["path"])
+            if started:
+                raise
+            response = error_response(ServerError("the server failed to handle the request"))
+            await response(scope, receive, send)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from oprun.domain.errors import Unavailable
 from oprun.service import reaper
 from oprun.service.actions import ActionService
 from oprun.service.auth import Authenticator, Principal, TokenService, bootstrap
@@ -13,7 +14,7 @@ from oprun.service.queues import QueueService
 from oprun.service.settings import Settings
 from oprun.service.workers import WorkerService
 from oprun.store import Store, open_store
-from oprun.store.migrate import upgrade
+from oprun.store.migrate import head_revision, upgrade
 
 __all__ = [
     "Bootstrapped",
@@ -58,6 +59,28 @@ class Services:
     def now(self) -> float:
         """The store's clock in epoch seconds: pages show ages against it, not the web server's."""
         return self._store.now()
+
+    def check_ready(self) -> str:
+        """The database's schema revision, once the database answers and has this code's schema.
+
+        Raises:
+            Unavailable: the database does not answer (`details.check` is "database"),
+                or its schema is not the one this code needs ("schema").
+        """
+        try:
+            revision = self._store.schema_revision()
+        except Unavailable as exc:
+            raise Unavailable(exc.message, check="database", **exc.details) from exc
+        expected = head_revision()
+        if revision != expected:
+            raise Unavailable(
+                f"the database schema is at revision {revision or 'none'}; this server needs "
+                f"{expected}: run `oprun db upgrade`",
+                check="schema",
+                schema=revision,
+                expected=expected,
+            )
+        return revision
 
     async def reap_forever(self) -> None:
         """Reap lapsed leases and deadlines every `reap_interval` seconds until cancelled."""

@@ -7,6 +7,7 @@ import logging
 
 from anyio.to_thread import run_sync
 
+from oprun.domain.errors import Unavailable
 from oprun.service.settings import Settings
 from oprun.store import Store
 
@@ -31,6 +32,8 @@ async def reap_forever(store: Store, settings: Settings) -> None:
             if timed_out:
                 log.info("event=timed_out operations=%d", timed_out)
             since = await run_sync(store.wake_for_due_retries, since)
+        except Unavailable:
+            pass  # the store logged it; the next round tries again
         except Exception:
             log.exception("event=reap_failed")
         await asyncio.sleep(settings.reap_interval)
