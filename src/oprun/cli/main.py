@@ -175,7 +175,11 @@ def main(
         str | None,
         typer.Option(
             "--url",
-            help=f"The oprun server; else {URL_ENV}, else the profile's, else {DEFAULT_URL}.",
+            help=(
+                "The oprun server, or several API processes of it, comma-separated (calls "
+                f"are spread over them and fail over); else {URL_ENV}, else the profile's, "
+                f"else {DEFAULT_URL}."
+            ),
             show_default=False,
         ),
     ] = None,

@@ -196,7 +196,13 @@ def register(app: typer.Typer) -> None:
         worker_app: Annotated[
             str, typer.Option("--app", help="The actions this worker serves (MODULE:APP).")
         ],
-        url: Annotated[str | None, typer.Option(envvar="OPRUN_URL", help="Server URL.")] = None,
+        url: Annotated[
+            str | None,
+            typer.Option(
+                envvar="OPRUN_URL",
+                help="Server URL; several API processes comma-separated, to fail over between.",
+            ),
+        ] = None,
         token: Annotated[
             str | None, typer.Option(envvar="OPRUN_TOKEN", help="A worker or admin token.")
         ] = None,

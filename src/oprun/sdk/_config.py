@@ -11,13 +11,19 @@ The profile file is TOML, one table per profile, at
     url = "https://oprun.staging.example.com"
     token = "oprun_..."
 
+A ``url`` may name several API processes of one deployment, as a list or a
+comma-separated string (``url = ["http://api1:8710", "http://api2:8711"]``): the
+client spreads its calls over them and fails over from one that is down
+(`oprun.sdk._failover`).
+
 The server URL is taken from the first of: the ``url`` argument (``--url``), the
 profile named by the ``profile`` argument (``--profile``), ``OPRUN_URL``, the profile
 named by ``OPRUN_PROFILE`` (else ``[default]``), and ``http://127.0.0.1:8710``.
 The token is the ``token`` argument (``--token``), else the one that comes with the
 URL (the profile's, or ``OPRUN_TOKEN`` for a URL from ``OPRUN_URL``), else
 ``OPRUN_TOKEN`` unless the URL came from a profile, else the token of a profile
-whose URL is that same URL. So a profile's token is never sent to another server.
+whose URLs include every URL used. So a profile's token is never sent to another
+server.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ from typing import Any
 import tomli_w
 
 from oprun.domain.errors import ValidationError
+from oprun.sdk._failover import split_urls
 
 DEFAULT_URL = "http://127.0.0.1:8710"
 """Where the SDK looks for a server when nothing else names one."""
@@ -66,7 +73,10 @@ class Profile:
 
 @dataclass(frozen=True)
 class Connection:
-    """Where to connect and with which token, and where each came from (for messages)."""
+    """Where to connect and with which token, and where each came from (for messages).
+
+    `url` holds one URL or several, comma-separated.
+    """
 
     url: str
     token: str | None = field(repr=False)
@@ -122,25 +132,35 @@ def load_profile(name: str, path: Path | None = None, *, required: bool) -> Prof
     values: dict[str, str | None] = {}
     for key in ("url", "token"):
         value = section.get(key)
+        if key == "url" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
         if value is not None and not isinstance(value, str):
             raise ValidationError(
-                f"{key} of profile {name!r} in {path} must be a string", field=key
+                f"{key} of profile {name!r} in {path} must be a string"
+                + (" or a list of strings" if key == "url" else ""),
+                field=key,
             )
         values[key] = value or None
     return Profile(name, values["url"], values["token"])
 
 
-def _same_url(a: str | None, b: str | None) -> bool:
-    return a is not None and b is not None and normalize_url(a) == normalize_url(b)
+def _own_urls(profile_url: str | None, used: str) -> bool:
+    """Whether every URL of `used` is one of the profile's (its token may go there)."""
+    if profile_url is None:
+        return False
+    return set(split_urls(used)) <= set(split_urls(profile_url))
 
 
-def normalize_url(url: str) -> str:
-    """A server URL without surrounding spaces or trailing slashes."""
-    return url.strip().rstrip("/")
+def normalize_url(url: str | Iterable[str]) -> str:
+    """Server URLs without surrounding spaces or trailing slashes, comma-separated.
+
+    `url` is one URL, several in one comma-separated string, or a list of them.
+    """
+    return ",".join(split_urls(url))
 
 
 def resolve(
-    url: str | None = None,
+    url: str | Iterable[str] | None = None,
     token: str | None = None,
     profile: str | None = None,
     *,
@@ -171,6 +191,8 @@ def resolve(
     # The URL, and the token that comes with it.
     own_token: str | None
     fallback = implicit() if not (url or named or env_url) else None
+    if url is not None and not isinstance(url, str):
+        url = ",".join(url)
     if url:
         resolved, source, own_token = url, "argument", None
     elif named is not None and named.url:
@@ -193,7 +215,7 @@ def resolve(
         secret, token_source = env_token, TOKEN_ENV
     else:
         for candidate in (named, implicit()):
-            if candidate is not None and candidate.token and _same_url(candidate.url, resolved):
+            if candidate is not None and candidate.token and _own_urls(candidate.url, resolved):
                 secret, token_source = candidate.token, f"profile {candidate.name}"
                 break
     return Connection(normalize_url(resolved), secret, source, token_source)
@@ -205,7 +227,7 @@ def dumps(config: Mapping[str, Any]) -> str:
     return tomli_w.dumps(config)
 
 
-def save_profile(name: str, url: str, token: str, path: Path | None = None) -> Path:
+def save_profile(name: str, url: str | Iterable[str], token: str, path: Path | None = None) -> Path:
     """Write (or replace) profile `name` in the profile file, which is left mode 0600.
 
     Other profiles and keys are kept (comments are not). The file is replaced

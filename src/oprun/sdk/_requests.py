@@ -7,7 +7,7 @@ what is sent and what an answer means lives here (and in `_endpoints/`), once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -24,7 +24,7 @@ from oprun.domain.errors import (
     ValidationError,
     error_from_body,
 )
-from oprun.sdk import _config
+from oprun.sdk import _config, _failover
 
 T = TypeVar("T")
 
@@ -63,16 +63,24 @@ class Call(Generic[T]):
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """Where and how a client connects; resolved once from arguments and environment."""
+    """Where and how a client connects; resolved once from arguments and environment.
+
+    `url` holds one server URL or several, comma-separated (`urls` lists them).
+    """
 
     url: str
     token: str | None = field(repr=False)
     timeout: float
 
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The server URLs, in the order given."""
+        return _failover.split_urls(self.url)
+
     @classmethod
     def resolve(
         cls,
-        url: str | None,
+        url: str | Iterable[str] | None,
         token: str | None,
         timeout: float | None,
         profile: str | None = None,
@@ -85,12 +93,13 @@ class ConnectionSettings:
         """
         connection = _config.resolve(url, token, profile)
         resolved = connection.url
-        if not resolved.startswith(("http://", "https://")):
-            raise ValidationError(
-                f"server url must start with http:// or https://, got {resolved!r} "
-                f"(from {connection.url_source})",
-                field="url",
-            )
+        for one in _failover.split_urls(resolved) or ("",):
+            if not one.startswith(("http://", "https://")):
+                raise ValidationError(
+                    f"server url must start with http:// or https://, got {one!r} "
+                    f"(from {connection.url_source})",
+                    field="url",
+                )
         return cls(
             url=resolved,
             token=connection.token,
@@ -104,9 +113,15 @@ class ConnectionSettings:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def timeout_for(self, call: Call[Any]) -> httpx.Timeout:
-        """The timeout of one call: the default, with a long poll's wait added to reads."""
-        return httpx.Timeout(self.timeout, read=self.timeout + call.wait)
+    def timeout_for(self, call: Call[Any], *, failover: bool = False) -> httpx.Timeout:
+        """The timeout of one call: the default, with a long poll's wait added to reads.
+
+        With `failover` (another endpoint could take the call), connecting gives up
+        after `oprun.sdk._failover.CONNECT_TIMEOUT` at most: a host that is gone
+        holds a call up for seconds, not for the whole timeout.
+        """
+        connect = min(self.timeout, _failover.CONNECT_TIMEOUT) if failover else self.timeout
+        return httpx.Timeout(self.timeout, connect=connect, read=self.timeout + call.wait)
 
 
 def segment(value: str) -> str:
@@ -173,6 +188,18 @@ def unexpected(response: httpx.Response, exc: Exception) -> ServerError:
         f"unexpected response to {response.request.method} {response.request.url}: {exc}",
         status=response.status_code,
     )
+
+
+def finish(call: Call[T], outcome: httpx.Response | Exception, url: str) -> T:
+    """A call's last outcome as its answer: parsed, or raised as the typed error.
+
+    `url` names the server the last attempt went to, for a connection error.
+    """
+    if isinstance(outcome, httpx.RequestError):
+        raise connection_error(url, outcome) from outcome
+    if isinstance(outcome, Exception):
+        raise outcome
+    return handle(call, outcome)
 
 
 def connection_error(url: str, exc: httpx.RequestError) -> Unavailable:

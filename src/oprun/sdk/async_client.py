@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -29,8 +29,9 @@ from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus
 from oprun.sdk import _endpoints as E
 from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
-from oprun.sdk._requests import Call, ConnectionSettings, connection_error, handle, succeeded
-from oprun.sdk._retry import OUTAGE_PATIENCE, HttpRetry, http_retry
+from oprun.sdk._failover import Endpoint, Endpoints, aresolve, proxied
+from oprun.sdk._requests import Call, ConnectionSettings, finish
+from oprun.sdk._retry import OUTAGE_PATIENCE, Attempts, HttpRetry, http_retry
 from oprun.sdk._snapshot import statuses
 from oprun.sdk._templates import TemplateSource, read_template
 from oprun.sdk.client import (
@@ -54,7 +55,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         token: str | None = None,
         *,
         timeout: float | None = None,
@@ -66,8 +67,8 @@ class AsyncClient:
         self._settings = ConnectionSettings.resolve(url, token, timeout, profile)
         self._retry = http_retry(retry, retries)
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._endpoints = Endpoints(self._settings.urls, lookup=transport is None and not proxied())
         self._http = httpx.AsyncClient(
-            base_url=self._settings.url,
             headers=self._settings.headers(),
             timeout=self._settings.timeout,
             transport=transport,
@@ -83,7 +84,7 @@ class AsyncClient:
 
     @property
     def url(self) -> str:
-        """The server this client talks to."""
+        """The server this client talks to; several URLs are comma-separated."""
         return self._settings.url
 
     def __repr__(self) -> str:
@@ -115,28 +116,33 @@ class AsyncClient:
         With `until` (a `time.monotonic()` deadline), a failed call that is safe to
         repeat is retried for as long as the deadline allows, not `retries` times.
         """
-        attempt = 0
+        attempts = Attempts(self._retry, call, self._endpoints, until=until)
         while True:
+            endpoint = await self._endpoint()
             outcome: httpx.Response | Exception
             try:
                 outcome = await self._http.request(
                     call.method,
-                    call.path,
+                    endpoint.join(call.path),
                     params=call.query(),
                     json=call.json,
-                    timeout=self._settings.timeout_for(call),
+                    headers=endpoint.headers,
+                    extensions=endpoint.extensions,
+                    timeout=self._settings.timeout_for(call, failover=self._endpoints.several),
                 )
             except httpx.RequestError as exc:
                 outcome = exc
-            left = None if until is None or succeeded(outcome) else until - time.monotonic()
-            delay = self._retry.delay(call, attempt, outcome, left=left)
+            delay = attempts.after(endpoint, outcome)
             if delay is None:
-                if isinstance(outcome, httpx.RequestError):
-                    raise connection_error(self.url, outcome) from outcome
-                assert isinstance(outcome, httpx.Response)
-                return handle(call, outcome)
-            await self._sleep(delay)
-            attempt += 1
+                return finish(call, outcome, endpoint.label)
+            if delay:
+                await self._sleep(delay)
+
+    async def _endpoint(self) -> Endpoint:
+        """The endpoint of the next request, once any DNS name due a lookup is looked up."""
+        for url, host, port in self._endpoints.lookups_due():
+            self._endpoints.resolved(url, await aresolve(host, port))
+        return self._endpoints.pick()
 
     async def _pages(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, overload
 
@@ -24,8 +24,9 @@ from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus
 from oprun.sdk import _endpoints as E
 from oprun.sdk._endpoints import ActionRef, ProjectCreated, TokenCreated
-from oprun.sdk._requests import Call, ConnectionSettings, connection_error, handle, succeeded
-from oprun.sdk._retry import OUTAGE_PATIENCE, HttpRetry, http_retry
+from oprun.sdk._failover import Endpoint, Endpoints, proxied, resolve
+from oprun.sdk._requests import Call, ConnectionSettings, finish
+from oprun.sdk._retry import OUTAGE_PATIENCE, Attempts, HttpRetry, http_retry
 from oprun.sdk._snapshot import statuses
 from oprun.sdk._templates import TemplateSource, read_template
 from oprun.sdk.errors import OperationFailed
@@ -52,17 +53,23 @@ class Client:
     """A connection to an oprun server.
 
     Args:
-        url: the server, e.g. ``https://oprun.example.com``; default ``OPRUN_URL``,
-            else the profile's, else ``http://127.0.0.1:8710``.
+        url: the server, e.g. ``https://oprun.example.com``; or several API processes
+            of one deployment, as a list or comma-separated, to spread calls over and
+            to fail over between (a DNS name with several addresses counts as one URL
+            per address). Default ``OPRUN_URL``, else the profile's, else
+            ``http://127.0.0.1:8710``.
         token: an API token; default ``OPRUN_TOKEN``, else the profile's.
         timeout: seconds to connect, send or read (long polls add their wait).
         retries: how often a call that is safe to repeat is retried after a connection
             failure, a 429 or a 503 (exponential backoff with jitter; `Retry-After` is
-            honoured); 3 by default. Reads, deletes and invocations (which always carry
-            an idempotency key) are safe to repeat; other writes are never retried.
-            `wait()` and `events` keep retrying until their deadline instead.
-        retry: the whole HTTP retry policy (`HttpRetry`: count, backoff, longest
-            `Retry-After` waited for); `retries`, when given, replaces its count.
+            honoured). By default such a call is retried for up to 30 seconds
+            (`HttpRetry.budget`), long enough to ride out an API restart. Reads,
+            deletes and invocations (which always carry an idempotency key) are safe
+            to repeat; other writes are never retried once they may have reached the
+            server. `wait()` and `events` keep retrying until their deadline instead.
+        retry: the whole HTTP retry policy (`HttpRetry`: budget or count, backoff,
+            longest `Retry-After` waited for); `retries`, when given, replaces its
+            count.
         profile: a profile of ``~/.config/oprun/config.toml`` (written by
             ``oprun login``) to take the url and token from; it ranks above the
             environment. Without it, ``OPRUN_PROFILE`` (else ``[default]``) is used
@@ -80,7 +87,7 @@ class Client:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         token: str | None = None,
         *,
         timeout: float | None = None,
@@ -92,8 +99,8 @@ class Client:
         self._settings = ConnectionSettings.resolve(url, token, timeout, profile)
         self._retry = http_retry(retry, retries)
         self._sleep: Callable[[float], None] = time.sleep
+        self._endpoints = Endpoints(self._settings.urls, lookup=transport is None and not proxied())
         self._http = httpx.Client(
-            base_url=self._settings.url,
             headers=self._settings.headers(),
             timeout=self._settings.timeout,
             transport=transport,
@@ -109,7 +116,7 @@ class Client:
 
     @property
     def url(self) -> str:
-        """The server this client talks to."""
+        """The server this client talks to; several URLs are comma-separated."""
         return self._settings.url
 
     def __repr__(self) -> str:
@@ -141,28 +148,33 @@ class Client:
         With `until` (a `time.monotonic()` deadline), a failed call that is safe to
         repeat is retried for as long as the deadline allows, not `retries` times.
         """
-        attempt = 0
+        attempts = Attempts(self._retry, call, self._endpoints, until=until)
         while True:
+            endpoint = self._endpoint()
             outcome: httpx.Response | Exception
             try:
                 outcome = self._http.request(
                     call.method,
-                    call.path,
+                    endpoint.join(call.path),
                     params=call.query(),
                     json=call.json,
-                    timeout=self._settings.timeout_for(call),
+                    headers=endpoint.headers,
+                    extensions=endpoint.extensions,
+                    timeout=self._settings.timeout_for(call, failover=self._endpoints.several),
                 )
             except httpx.RequestError as exc:
                 outcome = exc
-            left = None if until is None or succeeded(outcome) else until - time.monotonic()
-            delay = self._retry.delay(call, attempt, outcome, left=left)
+            delay = attempts.after(endpoint, outcome)
             if delay is None:
-                if isinstance(outcome, httpx.RequestError):
-                    raise connection_error(self.url, outcome) from outcome
-                assert isinstance(outcome, httpx.Response)
-                return handle(call, outcome)
-            self._sleep(delay)
-            attempt += 1
+                return finish(call, outcome, endpoint.label)
+            if delay:
+                self._sleep(delay)
+
+    def _endpoint(self) -> Endpoint:
+        """The endpoint of the next request, once any DNS name due a lookup is looked up."""
+        for url, host, port in self._endpoints.lookups_due():
+            self._endpoints.resolved(url, resolve(host, port))
+        return self._endpoints.pick()
 
     def _pages(
         self,

@@ -81,15 +81,21 @@ class EventCursor:
         self.reconnect_after = DEFAULT_RECONNECT_SECONDS
 
     def connect(
-        self, settings: ConnectionSettings
+        self, settings: ConnectionSettings, *, failover: bool = False
     ) -> tuple[Call[None], dict[str, str], httpx.Timeout]:
-        """The request for the next connection: the call, its headers and its timeout."""
+        """The request for the next connection: the call, its headers and its timeout.
+
+        With `failover` (another endpoint could take the stream), connecting gives up
+        sooner, as for any call (`ConnectionSettings.timeout_for`).
+        """
         self.decoder = SSEDecoder()
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if self.position is not None:
             headers["Last-Event-ID"] = str(self.position)
-        timeout = httpx.Timeout(settings.timeout, read=max(settings.timeout, STREAM_READ_TIMEOUT))
-        return E.stream_events(self.position), headers, timeout
+        call = E.stream_events(self.position)
+        timeout = settings.timeout_for(call, failover=failover)
+        read = max(settings.timeout, STREAM_READ_TIMEOUT)
+        return call, headers, httpx.Timeout(settings.timeout, connect=timeout.connect, read=read)
 
     def opened(self, response: httpx.Response) -> None:
         """The server accepted the stream: the outage, if any, is over.
@@ -130,13 +136,16 @@ class EventCursor:
             self.reconnect_after = self.decoder.retry / 1000
         return found
 
-    def delay(self, outcome: httpx.Response | Exception | None, now: float) -> float:
+    def delay(
+        self, outcome: httpx.Response | Exception | None, now: float, *, elsewhere: bool = False
+    ) -> float:
         """Seconds to wait before reconnecting after `outcome`, or the error to give up with.
 
         `outcome` is None when the server ended the stream (it restarts, or a proxy
         cut it): reconnect after the server's ``retry`` time. A transport error or a
-        429/503 answer is retried with backoff for `patience` seconds of outage;
-        anything else is raised at once.
+        429/503 answer is retried with backoff for `patience` seconds of outage, or
+        at once when it can go to another endpoint (`elsewhere`, see
+        `Endpoints.elsewhere`); anything else is raised at once.
 
         Raises:
             OprunError: the error of the answer, or `Unavailable` once patience runs out.
@@ -152,7 +161,7 @@ class EventCursor:
         delay = self.policy.delay(E.stream_events(self.position), self.failures, outcome, left=left)
         self.failures += 1
         if delay is not None:
-            return delay
+            return 0.0 if elsewhere else delay
         if isinstance(outcome, httpx.Response):
             raise error_from_response(outcome)
         if isinstance(outcome, httpx.RequestError):
@@ -202,14 +211,23 @@ class Events:
             patience=patience,
             policy=self._client._retry,
         )
-        http = self._client._http
+        http, endpoints = self._client._http, self._client._endpoints
         while True:
-            call, headers, timeout = cursor.connect(self._client._settings)
+            endpoint = self._client._endpoint()
+            call, headers, timeout = cursor.connect(
+                self._client._settings, failover=endpoints.several
+            )
             outcome: httpx.Response | Exception | None = None
             try:
                 with http.stream(
-                    call.method, call.path, params=call.query(), headers=headers, timeout=timeout
+                    call.method,
+                    endpoint.join(call.path),
+                    params=call.query(),
+                    headers={**headers, **endpoint.headers},
+                    extensions=endpoint.extensions,
+                    timeout=timeout,
                 ) as response:
+                    endpoints.observe(endpoint, response)
                     if response.status_code >= 400:
                         response.read()
                         outcome = response
@@ -219,7 +237,11 @@ class Events:
                             yield from cursor.feed(text)
             except httpx.TransportError as exc:
                 outcome = exc
-            self._client._sleep(cursor.delay(outcome, time.monotonic()))
+                endpoints.observe(endpoint, exc)
+            elsewhere = outcome is not None and endpoints.elsewhere(endpoint, outcome)
+            delay = cursor.delay(outcome, time.monotonic(), elsewhere=elsewhere)
+            if delay:
+                self._client._sleep(delay)
 
 
 class AsyncEvents:
@@ -253,14 +275,23 @@ class AsyncEvents:
             patience=patience,
             policy=self._client._retry,
         )
-        http = self._client._http
+        http, endpoints = self._client._http, self._client._endpoints
         while True:
-            call, headers, timeout = cursor.connect(self._client._settings)
+            endpoint = await self._client._endpoint()
+            call, headers, timeout = cursor.connect(
+                self._client._settings, failover=endpoints.several
+            )
             outcome: httpx.Response | Exception | None = None
             try:
                 async with http.stream(
-                    call.method, call.path, params=call.query(), headers=headers, timeout=timeout
+                    call.method,
+                    endpoint.join(call.path),
+                    params=call.query(),
+                    headers={**headers, **endpoint.headers},
+                    extensions=endpoint.extensions,
+                    timeout=timeout,
                 ) as response:
+                    endpoints.observe(endpoint, response)
                     if response.status_code >= 400:
                         await response.aread()
                         outcome = response
@@ -271,4 +302,8 @@ class AsyncEvents:
                                 yield event
             except httpx.TransportError as exc:
                 outcome = exc
-            await self._client._sleep(cursor.delay(outcome, time.monotonic()))
+                endpoints.observe(endpoint, exc)
+            elsewhere = outcome is not None and endpoints.elsewhere(endpoint, outcome)
+            delay = cursor.delay(outcome, time.monotonic(), elsewhere=elsewhere)
+            if delay:
+                await self._client._sleep(delay)

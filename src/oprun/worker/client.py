@@ -4,6 +4,11 @@ Connection errors, 5xx and 429 are retried with exponential backoff and jitter
 (429 honours `Retry-After`) until the call succeeds or is cancelled; any
 other error is raised as the typed `oprun.domain.errors` class. The token is
 sent in the `Authorization` header only and never logged.
+
+Given several API URLs (``OPRUN_URL=http://api1:8710,http://api2:8711``), or a DNS
+name with several addresses, the client spreads its calls over them and, after a
+failure, sends the retry at once to another that is up, leaving the failed one alone
+for a while: the same endpoint selection as the SDK's (`oprun.sdk._failover`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -29,6 +35,15 @@ from oprun.domain.protocol import (
     ReportBatchResponse,
     WorkerRegistration,
 )
+from oprun.sdk._failover import (
+    CONNECT_TIMEOUT,
+    Endpoint,
+    Endpoints,
+    aresolve,
+    not_sent,
+    proxied,
+    split_urls,
+)
 
 log = logging.getLogger("oprun.worker.client")
 
@@ -36,15 +51,19 @@ M = TypeVar("M", bound=BaseModel)
 
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 10.0
-CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
 """For calls that do not long-poll; a long poll gets its wait on top."""
 
 
 def redact_url(url: str) -> str:
-    """`url` without user info, fit for a log line."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+    """`url` (one or several, comma-separated) without user info, fit for a log line."""
+    parts = []
+    for one in split_urls(url):
+        parsed = httpx.URL(one)
+        parts.append(
+            str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else one
+        )
+    return ",".join(parts)
 
 
 class WorkerClient:
@@ -52,7 +71,7 @@ class WorkerClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         token: str,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -61,13 +80,17 @@ class WorkerClient:
         """A client of the API at `url` using `token`.
 
         Args:
-            url: the server's base URL, e.g. `http://127.0.0.1:8710`.
+            url: the server's base URL, e.g. `http://127.0.0.1:8710`; or several, as a
+                list or comma-separated, to spread calls over and fail over between.
             token: a worker (or admin) token.
             transport: an httpx transport (tests pass an in-process one).
             max_attempts: give up after this many tries; retry forever when None.
         """
+        urls = split_urls(url)
+        if not urls:
+            raise ValueError("a server URL is needed")
+        self._endpoints = Endpoints(urls, lookup=transport is None and not proxied())
         self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
             headers={
                 "Authorization": f"Bearer {token}",
                 "User-Agent": f"oprun-worker/{__version__}",
@@ -77,7 +100,7 @@ class WorkerClient:
             transport=transport,
         )
         self._max_attempts = max_attempts
-        self.url = redact_url(url)
+        self.url = redact_url(",".join(urls))
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -127,25 +150,56 @@ class WorkerClient:
         attempt = 0
         while True:
             attempt += 1
+            endpoint = await self._endpoint()
+            outcome: httpx.Response | Exception
             try:
-                response = await self._http.post(path, content=body, params=params, timeout=timeout)
+                outcome = response = await self._http.post(
+                    endpoint.join(path),
+                    content=body,
+                    params=params,
+                    headers=endpoint.headers,
+                    extensions=endpoint.extensions,
+                    timeout=timeout,
+                )
+                self._endpoints.observe(endpoint, response)
                 if response.is_success:
                     return model.model_validate_json(response.content)
                 error = _error(response)
             except httpx.TransportError as exc:
-                error = Unavailable(f"cannot reach the server: {type(exc).__name__}: {exc}")
+                outcome = exc
+                self._endpoints.observe(endpoint, exc)
+                error = Unavailable(
+                    f"cannot reach the server at {_where(endpoint)}: {type(exc).__name__}: {exc}"
+                )
+            elsewhere = self._endpoints.elsewhere(endpoint, outcome)
+            if elsewhere and not_sent(outcome) and attempt != self._max_attempts:
+                # It never reached a server: the next endpoint takes it at once.
+                log.warning(
+                    "server_failover path=%s from=%s error=%s",
+                    _short(path),
+                    _where(endpoint),
+                    error.message,
+                )
+                continue
             if not retry or not _retryable(error) or attempt == self._max_attempts:
                 raise error
-            delay = _delay(attempt, error)
+            delay = 0.0 if elsewhere else _delay(attempt, error)
             log.warning(
                 "server_call_retry path=%s attempt=%s code=%s delay=%.2f error=%s",
-                path.rsplit(":", 1)[-1] if ":" in path else path,
+                _short(path),
                 attempt,
                 error.code,
                 delay,
                 error.message,
             )
-            await asyncio.sleep(delay)
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def _endpoint(self) -> Endpoint:
+        """The endpoint of the next call, once any DNS name due a lookup is looked up."""
+        for url, host, port in self._endpoints.lookups_due():
+            self._endpoints.resolved(url, await aresolve(host, port))
+        return self._endpoints.pick()
 
 
 def _error(response: httpx.Response) -> OprunError:
@@ -157,6 +211,17 @@ def _error(response: httpx.Response) -> OprunError:
     if isinstance(error, Throttled):
         error.details.setdefault("retry_after", response.headers.get("Retry-After"))
     return error
+
+
+def _where(endpoint: Endpoint) -> str:
+    """An endpoint for a log line: its URL without user info, and its address if any."""
+    where = redact_url(endpoint.origin)
+    return where if endpoint.address is None else f"{where} ({endpoint.address})"
+
+
+def _short(path: str) -> str:
+    """A call's name for a log line: the verb after ``:`` (``claim``), else the path."""
+    return path.rsplit(":", 1)[-1] if ":" in path else path
 
 
 def _retryable(error: OprunError) -> bool:
