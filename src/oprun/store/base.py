@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Column, Connection, Engine, Table, insert
+from sqlalchemy.dialects import postgresql, sqlite
 
 from oprun.store import schema as t
 from oprun.store.migrate import current_revision
@@ -25,6 +26,23 @@ def to_datetime(epoch: float | None) -> datetime | None:
 def at(epoch: float) -> datetime:
     """Epoch seconds (never NULL) as an aware UTC datetime."""
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def insert_new(
+    conn: Connection, table: Table, values: Mapping[str, Any], *key: Column[Any]
+) -> bool:
+    """Insert a row unless one with the same `key` exists; whether this inserted it.
+
+    `INSERT ... ON CONFLICT DO NOTHING` on both backends: a get-or-create racing
+    another one ends with one row and no unique violation (on PostgreSQL, the loser
+    waits for the winner's commit, then finds its row).
+    """
+    names = [column.name for column in key]
+    if conn.dialect.name == "postgresql":
+        pg = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=names)
+        return conn.execute(pg).rowcount == 1
+    lite = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=names)
+    return conn.execute(lite).rowcount == 1
 
 
 @dataclass

@@ -12,7 +12,7 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.domain.steps import StepTally, release_steps
 from oprun.store import schema as t
-from oprun.store.base import Tx
+from oprun.store.base import Tx, insert_new
 from oprun.store.counters import bump
 from oprun.store.notify import logs_key, work_key
 
@@ -96,16 +96,10 @@ def quarantine(tx: Tx, failures: Sequence[tuple[str, str]]) -> None:
         ).scalars()
         if not is_quarantined([SAS(status) for status in last_ended], limit):
             continue
-        already = conn.execute(
-            select(t.quarantines.c.worker_id).where(
-                t.quarantines.c.operation_id == op_id, t.quarantines.c.worker_id == worker_id
-            )
-        ).first()
-        if already is not None:
-            continue
-        conn.execute(
-            insert(t.quarantines).values(operation_id=op_id, worker_id=worker_id, created_at=tx.now)
-        )
+        quarantine = {"operation_id": op_id, "worker_id": worker_id, "created_at": tx.now}
+        key = (t.quarantines.c.operation_id, t.quarantines.c.worker_id)
+        if not insert_new(conn, t.quarantines, quarantine, *key):
+            continue  # already quarantined (perhaps by a concurrent report)
         assert op is not None
         system_log(tx, op_id, quarantine_message(worker_id, limit))
         tx.event(op.project_id, "operation.quarantine", op_id, {"worker_id": worker_id})

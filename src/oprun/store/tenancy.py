@@ -14,7 +14,7 @@ from oprun.domain.models import Action, ActionDefinition, Project, Queue, Token,
 from oprun.domain.roles import Role
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
-from oprun.store.base import StoreBase, Tx, at, to_datetime
+from oprun.store.base import StoreBase, Tx, at, insert_new, to_datetime
 from oprun.store.notify import work_key
 
 
@@ -80,18 +80,23 @@ def _actions_join() -> Any:
 
 def ensure_queue(tx: Tx, project_id: str, name: str) -> str:
     """The id of the project's queue `name`, created (priority 0, no limit) if new."""
-    qid = tx.conn.execute(
-        select(t.queues.c.id).where(t.queues.c.project_id == project_id, t.queues.c.name == name)
-    ).scalar()
+    by_name = select(t.queues.c.id).where(
+        t.queues.c.project_id == project_id, t.queues.c.name == name
+    )
+    qid = tx.conn.execute(by_name).scalar()
     if qid is not None:
         return str(qid)
     qid = new_id("queue")
-    tx.conn.execute(
-        insert(t.queues).values(
-            id=qid, project_id=project_id, name=name, priority=0, created_at=tx.now
-        )
-    )
-    return qid
+    values = {
+        "id": qid,
+        "project_id": project_id,
+        "name": name,
+        "priority": 0,
+        "created_at": tx.now,
+    }
+    if insert_new(tx.conn, t.queues, values, t.queues.c.project_id, t.queues.c.name):
+        return qid
+    return str(tx.conn.execute(by_name).scalar_one())  # a concurrent request created it first
 
 
 class TenancyQueries(StoreBase):
@@ -218,36 +223,40 @@ class TenancyQueries(StoreBase):
         with self.write() as tx:
             conn = tx.conn
             ensure_queue(tx, project_id, definition.queue)
-            action = conn.execute(
+            by_name = (
                 select(t.actions)
                 .where(t.actions.c.project_id == project_id, t.actions.c.name == definition.name)
                 .with_for_update()
-            ).first()
+            )
+            action = conn.execute(by_name).first()
             if action is None:
-                action_id, version = new_id("action"), 1
-                conn.execute(
-                    insert(t.actions).values(
-                        id=action_id,
-                        project_id=project_id,
-                        name=definition.name,
-                        latest_version=1,
-                        created_at=tx.now,
-                    )
+                # Version 0 until this transaction adds version 1; a concurrent save of
+                # the same new action creates it first, and this one then reads it.
+                insert_new(
+                    conn,
+                    t.actions,
+                    {
+                        "id": new_id("action"),
+                        "project_id": project_id,
+                        "name": definition.name,
+                        "latest_version": 0,
+                        "created_at": tx.now,
+                    },
+                    t.actions.c.project_id,
+                    t.actions.c.name,
                 )
-            else:
-                action_id, version = action.id, action.latest_version + 1
-                existing = conn.execute(
-                    select(*_ACTION_COLUMNS)
-                    .select_from(_actions_join())
-                    .where(t.actions.c.id == action_id, t.action_versions.c.digest == digest)
-                ).first()
-                if existing is not None:
-                    return _action(existing), False
-                conn.execute(
-                    update(t.actions)
-                    .where(t.actions.c.id == action_id)
-                    .values(latest_version=version)
-                )
+                action = conn.execute(by_name).one()
+            action_id, version = action.id, action.latest_version + 1
+            existing = conn.execute(
+                select(*_ACTION_COLUMNS)
+                .select_from(_actions_join())
+                .where(t.actions.c.id == action_id, t.action_versions.c.digest == digest)
+            ).first()
+            if existing is not None:
+                return _action(existing), False
+            conn.execute(
+                update(t.actions).where(t.actions.c.id == action_id).values(latest_version=version)
+            )
             conn.execute(
                 insert(t.action_versions).values(
                     id=new_id("action_version"),
