@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from anyio.to_thread import run_sync
 
 from oprun.domain.errors import Unavailable
+from oprun.domain.silence import SilenceRule
 from oprun.service.settings import Settings
 from oprun.store import Store
 
@@ -20,12 +22,19 @@ async def reap_forever(store: Store, settings: Settings) -> None:
     Each round: attempts whose lease lapsed end INTERRUPTED (their tasks run again
     while attempts remain); operations past their deadline are canceled and end
     FAILED with `TIMEOUT`; claims waiting in projects whose delayed retries came due
-    are woken (so a retry is at most one interval late).
+    are woken (so a retry is at most one interval late). A round that comes long after
+    the last one of any API process forgives that silence of the server's own first
+    (`oprun.domain.silence`): no worker loses a lease for heartbeats it could not store.
     """
+    silence = SilenceRule(
+        reap_interval=settings.reap_interval, lease_seconds=settings.lease_seconds
+    )
     since = await run_sync(store.now)
     while True:
         try:
-            ended = await run_sync(store.reap, settings.worker_silence)
+            ended = await run_sync(
+                functools.partial(store.reap, settings.worker_silence, silence=silence)
+            )
             if ended:
                 log.info("event=reaped attempts=%d", ended)
             timed_out = await run_sync(store.time_out_operations)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import ColumnElement, case, insert, select, update
 
 from oprun.domain.protocol import Held
+from oprun.domain.silence import Forgiveness, SilenceRule
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
-from oprun.store.base import StoreBase
+from oprun.store.base import StoreBase, Tx
 from oprun.store.endings import advance_steps
 from oprun.store.transitions import (
     LIVE_SA,
@@ -19,6 +22,13 @@ from oprun.store.transitions import (
     lock_attempts,
     settle,
 )
+
+log = logging.getLogger("oprun.store")
+
+HEARD = (WorkerStatus.IDLE.value, WorkerStatus.RUNNING.value, WorkerStatus.STOPPING.value)
+"""Statuses of workers the server is listening to: a silence makes them NOT_RESPONDING."""
+ROUND_ID = 1
+"""The one row of `reaper_rounds`."""
 
 
 class LeaseQueries(StoreBase):
@@ -114,13 +124,21 @@ class LeaseQueries(StoreBase):
             settle(tx, touched)
             return len(held)
 
-    def reap(self, worker_silence: float, batch: int = 500) -> int:
+    def reap(
+        self, worker_silence: float, batch: int = 500, *, silence: SilenceRule | None = None
+    ) -> int:
         """Interrupt attempts whose lease lapsed; mark silent workers NOT_RESPONDING.
 
-        Safe to run in every API process at once. Returns how many attempts ended.
+        With `silence`, the round is recorded first, and a silence of the server's own
+        since the last round is forgiven before anything is reaped (in one transaction,
+        so no round can reap what another is about to forgive). Safe to run in every API
+        process at once. Returns how many attempts ended.
         """
+        forgiven = None
         with self.write() as tx:
             conn = tx.conn
+            if silence is not None:
+                forgiven = _forgive_own_silence(tx, silence)
             lapsed = lock_attempts(
                 tx,
                 t.session_actions.c.lease_expires_at < tx.now,
@@ -134,15 +152,58 @@ class LeaseQueries(StoreBase):
                 update(t.workers)
                 .where(
                     t.workers.c.last_heartbeat_at < tx.now - worker_silence,
-                    t.workers.c.status.in_(
-                        [
-                            WorkerStatus.IDLE.value,
-                            WorkerStatus.RUNNING.value,
-                            WorkerStatus.STOPPING.value,
-                        ]
-                    ),
+                    t.workers.c.status.in_(HEARD),
                 )
                 .values(status=WorkerStatus.NOT_RESPONDING.value)
             )
             settle(tx, sorted({sa["operation_id"] for sa in lapsed}))
-            return len(lapsed)
+        if forgiven is not None:
+            log.warning(
+                "event=own_silence seconds=%.1f action=leases_and_heartbeats_moved",
+                forgiven.seconds,
+            )
+        return len(lapsed)
+
+
+def _forgive_own_silence(tx: Tx, rule: SilenceRule) -> Forgiveness | None:
+    """Record this reaper round; after the server's own silence, forgive it first.
+
+    The round's instant goes into `reaper_rounds`. When the previous round lies further
+    back than `rule.tolerance` (every API process was down, the database was
+    unreachable, or its clock stepped forward), the last heartbeats of the workers
+    still heard and the leases still live move forward by the silence, never past a
+    renewal now (`oprun.domain.silence`). The round's row stays locked until the
+    transaction ends, so among API processes reaping at once one forgives a silence, once.
+    """
+    conn, rounds = tx.conn, t.reaper_rounds
+    last = conn.execute(
+        select(rounds.c.at).where(rounds.c.id == ROUND_ID).with_for_update()
+    ).first()
+    if last is None:  # the migration makes the row: only a hand-made schema lacks it
+        conn.execute(insert(rounds).values(id=ROUND_ID, at=tx.now))
+        return None
+    conn.execute(update(rounds).where(rounds.c.id == ROUND_ID).values(at=tx.now))
+    forgiven = rule.forgive(tx.now, last.at)
+    if forgiven is None:
+        return None
+    workers, sas = t.workers.c, t.session_actions.c
+    conn.execute(
+        update(t.workers)
+        .where(workers.status.in_(HEARD), workers.last_heartbeat_at < forgiven.heartbeat_cap)
+        .values(
+            last_heartbeat_at=_moved(
+                workers.last_heartbeat_at, forgiven.seconds, forgiven.heartbeat_cap
+            )
+        )
+    )
+    conn.execute(
+        update(t.session_actions)
+        .where(sas.status.in_(LIVE_SA), sas.lease_expires_at < forgiven.lease_cap)
+        .values(lease_expires_at=_moved(sas.lease_expires_at, forgiven.seconds, forgiven.lease_cap))
+    )
+    return forgiven
+
+
+def _moved(column: Any, seconds: float, cap: float) -> ColumnElement[Any]:
+    """`Forgiveness.lease` / `.heartbeat` in SQL, for rows whose value is below `cap`."""
+    return case((column + seconds < cap, column + seconds), else_=cap)

@@ -29,6 +29,7 @@ from oprun.domain.models import (
 from oprun.domain.plan import StepPlan
 from oprun.domain.protocol import Assignment, Held, Report, ReportOutcome, SessionReport
 from oprun.domain.roles import Role
+from oprun.domain.silence import SilenceRule
 from oprun.domain.status import OperationStatus, WorkerStatus
 from oprun.store.notify import Notifier
 
@@ -275,8 +276,14 @@ class Store(Protocol):
         ...
 
     # -- the reaper ----------------------------------------------------------------------
-    def reap(self, worker_silence: float, batch: int = 500) -> int:
-        """Interrupt attempts whose lease lapsed, mark silent workers; how many ended."""
+    def reap(
+        self, worker_silence: float, batch: int = 500, *, silence: SilenceRule | None = None
+    ) -> int:
+        """Interrupt attempts whose lease lapsed, mark silent workers; how many ended.
+
+        With `silence`, the round is recorded, and the server's own silence since the
+        last round first moves leases and heartbeats forward (`oprun.domain.silence`).
+        """
         ...
 
     def time_out_operations(self, batch: int = 100) -> int:
