@@ -83,18 +83,14 @@ def test_invoking_on_a_new_queue_at_once_creates_the_queue_once(api):
         invocation = {"action": action["name"], "queue": queue}
         statuses = _at_once(api, lambda c, i=invocation: c.post("/v1/operations", json=i))
         assert statuses == [201] * AT_ONCE
-        queues = [q["name"] for q in api.get("/v1/queues").json()["items"]]
-        assert queues.count(queue) == 1
-        depth = next(q["depth"] for q in api.get("/v1/queues").json()["items"] if q["name"] == queue)
-        assert depth == AT_ONCE
+        found = [q for q in api.get("/v1/queues").json()["items"] if q["name"] == queue]
+        assert len(found) == 1 and found[0]["depth"] == AT_ONCE
 
 
 def test_configuring_a_new_queue_at_once_creates_it_once(api):
     for _ in range(ROUNDS):
         queue = _name("q")
-        statuses = _at_once(
-            api, lambda c, q=queue: c.put(f"/v1/queues/{q}", json={"priority": 5})
-        )
+        statuses = _at_once(api, lambda c, q=queue: c.put(f"/v1/queues/{q}", json={"priority": 5}))
         assert statuses == [200] * AT_ONCE
         found = [q for q in api.get("/v1/queues").json()["items"] if q["name"] == queue]
         assert len(found) == 1 and found[0]["priority"] == 5
