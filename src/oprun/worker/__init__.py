@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from oprun.worker.agent import WorkerAgent, run_worker
+    from oprun.worker.agent import WorkerAgent, WorkerGivenUp, run_worker
 
-__all__ = ["WorkerAgent", "run_worker"]
+__all__ = ["WorkerAgent", "WorkerGivenUp", "run_worker"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,11 @@ Three loops share one event loop:
 `request_stop()` drains: no more claims, running work gets `grace` seconds to
 finish, what remains is canceled and reported `released` (the server requeues
 it at once), reports are flushed, a last heartbeat says `STOPPED`.
+
+A worker the server gave up for lost (silent past `OPRUN_WORKER_SILENCE`: stopped,
+starved, or cut off from the server) is told to stop: it kills its work, which runs
+elsewhere by then, and `run()` raises `WorkerGivenUp`, so `oprun worker` exits non-zero
+and a supervisor that restarts on failure brings it back as a new worker.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import sys
 import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -64,6 +69,17 @@ CLAIM_SETTLE = 0.5
 """How long a stopping worker that gave work back waits for its last claim to answer."""
 CLAIM_GATHER = 0.005
 """While work runs, how long a freed slot waits for others before claiming for them all."""
+
+
+class WorkerGivenUp(OprunError):
+    """The server gave this worker up for lost and told it to stop: start it again.
+
+    It was not heard from for the server's worker silence (stopped, starved, or cut
+    off from the server while the server kept running); its work has been handed to
+    others. `oprun worker` exits non-zero on it, so a supervisor restarts it.
+    """
+
+    code: ClassVar[str] = "GIVEN_UP"
 
 
 class WorkerAgent:
@@ -127,6 +143,7 @@ class WorkerAgent:
         self._force = asyncio.Event()
         self._stopping = False
         self._register_lock = asyncio.Lock()
+        self._given_up = False
 
     # -- public -------------------------------------------------------------------------
     def request_stop(self, *, force: bool = False) -> None:
@@ -143,6 +160,8 @@ class WorkerAgent:
         Raises:
             oprun.domain.errors.AuthenticationError: the token is not valid.
             oprun.domain.errors.AccessDenied: the token may not act as a worker.
+            WorkerGivenUp: the server gave this worker up for lost and told it to stop
+                (after its work was killed and its reports flushed).
         """
         workdir = Path(tempfile.mkdtemp(prefix="oprun-worker-"))
         executors: dict[ActionKind, Executor] = {
@@ -183,6 +202,12 @@ class WorkerAgent:
             await self._drain(loops)
             if failure is not None:
                 raise failure
+            if self._given_up:
+                raise WorkerGivenUp(
+                    f"the server gave worker {self.worker_id} up for lost after a silence; "
+                    "its work runs elsewhere: start the worker again (a supervisor does)",
+                    worker_id=self.worker_id,
+                )
         finally:
             for task in loops:
                 task.cancel()
@@ -266,12 +291,16 @@ class WorkerAgent:
                 self._heartbeats.lease_seconds = assignment.lease_seconds
                 slots.start(assignment)
             if response.stop:
-                log.info("worker_stop_requested_by_server worker_id=%s", self.worker_id)
-                self.request_stop()
+                self._stop_requested_by_server()
 
     def _stop_requested_by_server(self) -> None:
+        """The server gave this worker up for lost (it says stop only then, while it serves)."""
         if not self._stop.is_set():
-            log.info("worker_stop_requested_by_server worker_id=%s", self.worker_id)
+            self._given_up = True
+            log.warning(
+                "worker_given_up worker_id=%s action=kill_work_and_exit exit=nonzero",
+                self.worker_id,
+            )
             self.request_stop()
 
     # -- reports --------------------------------------------------------------------------

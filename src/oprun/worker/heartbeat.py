@@ -5,16 +5,24 @@ It long-polls `:heartbeat` with every lease held, renewing them every
 cancel (canceled, SIGTERM then SIGKILL) and work the worker lost (killed, never
 reported again). Newly claimed work cuts a long poll short, at most every
 `MIN_HEARTBEAT_GAP`, so that the server hears of it, and of a cancel for it, at once.
+
+A heartbeat the server could not answer (it is down, or its database is) is sent
+again soon, and never later than one heartbeat interval: when the server comes back
+it hears from the worker before the leases it kept for it run out, however long it
+was away (the server forgives its own silence, not the worker's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from oprun.domain.errors import NotFound, OprunError
+from oprun.domain.backoff import backoff
+from oprun.domain.errors import NotFound, OprunError, ServerError, Throttled, Unavailable
 from oprun.domain.limits import MAX_WAIT_SECONDS
 from oprun.domain.protocol import Heartbeat, HeartbeatResponse
 from oprun.worker.client import WorkerClient
@@ -24,6 +32,10 @@ DEFAULT_HEARTBEAT_SECONDS = 3.0
 """Heartbeat period until the server has said how long its leases last."""
 MIN_HEARTBEAT_GAP = 1.0
 """Newly claimed work restarts a heartbeat long poll (so its cancel arrives at once), at most this often."""
+RETRY_FIRST = 0.25
+"""The first pause before a failed heartbeat is sent again; it doubles up to the interval."""
+
+log = logging.getLogger("oprun.worker")
 
 WorkerState = Literal["RUNNING", "IDLE", "STOPPING", "STOPPED"]
 
@@ -76,6 +88,7 @@ class HeartbeatLoop:
     async def run(self) -> None:
         """Beat until cancelled."""
         loop = asyncio.get_running_loop()
+        failures = 0
         while True:
             interval = self.interval()
             held = self._slots.held()
@@ -88,6 +101,23 @@ class HeartbeatLoop:
             except NotFound:
                 await self._on_unknown(worker_id)
                 continue
+            except (Unavailable, ServerError, Throttled) as exc:
+                failures += 1
+                pause = backoff(failures - 1, RETRY_FIRST, interval, random.random())
+                if failures == 1:
+                    log.warning(
+                        "heartbeat_failed worker_id=%s held=%s code=%s retry_within=%.2f error=%s",
+                        worker_id,
+                        len(held),
+                        exc.code,
+                        interval,
+                        exc.message,
+                    )
+                await asyncio.sleep(pause)
+                continue
+            if failures:
+                log.warning("heartbeat_restored worker_id=%s failed=%s", worker_id, failures)
+                failures = 0
             if response is None:
                 continue  # new work is held: beat again with it
             if self._on_answer(response):
@@ -115,7 +145,8 @@ class HeartbeatLoop:
         """One heartbeat; None when it was cut short to include newly claimed work."""
         assert worker_id is not None
         loop = asyncio.get_running_loop()
-        request = asyncio.create_task(self._client.heartbeat(worker_id, beat, wait))
+        # Not retried by the client: this loop sends it again, paced by the interval.
+        request = asyncio.create_task(self._client.heartbeat(worker_id, beat, wait, retry=False))
         added = asyncio.create_task(self._slots.held_added.wait())
         try:
             done, _ = await asyncio.wait({request, added}, return_when=asyncio.FIRST_COMPLETED)
