@@ -34,7 +34,8 @@ def uvicorn_server(services: Services, host: str, port: int) -> uvicorn.Server:
         host=host,
         port=port,
         log_level="warning",
-        access_log=False,
+        access_log=False,  # the app writes its own (oprun.api.observability)
+        log_config=None,  # uvicorn's lines go through oprun.logs, in its format
         lifespan="on",
         timeout_graceful_shutdown=5,
     )

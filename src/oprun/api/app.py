@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from oprun._version import __version__
-from oprun.api import actions, errors, events, operations, queues, tokens, workers
+from oprun.api import actions, errors, events, observability, operations, queues, tokens, workers
 from oprun.api.errors import error_response
 from oprun.domain.errors import TooLarge
 from oprun.domain.limits import MAX_REQUEST_BYTES
@@ -61,6 +61,8 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
 
     # Added last, so it is the outermost of the app's middleware and answers every crash.
     app.add_middleware(errors.CrashGuard)
+    # Around even that: request ids, the access log and request metrics see its 500s.
+    observability.install(app, services)
 
     for module in (operations, actions, queues, workers, tokens, events):
         app.include_router(module.router)

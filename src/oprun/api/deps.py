@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request
 
 from oprun.domain.errors import AccessDenied
+from oprun.logs import current_request
 from oprun.service import Principal, Services
 
 SESSION_COOKIE = "oprun_session"
@@ -38,6 +39,14 @@ def same_origin(request: Request) -> bool:
     return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
 
 
+def _noted(caller: Principal) -> Principal:
+    """`caller`, now named in the request's log lines (its project)."""
+    context = current_request()
+    if context is not None:
+        context.project_id = caller.project_id
+    return caller
+
+
 def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
     """The caller, from `Authorization: Bearer <token>` or the web session cookie.
 
@@ -48,8 +57,8 @@ def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> 
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() == "bearer":
-        return svc.auth.authenticate(secret.strip() or None)
-    caller = svc.auth.authenticate(request.cookies.get(SESSION_COOKIE, "").strip() or None)
+        return _noted(svc.auth.authenticate(secret.strip() or None))
+    caller = _noted(svc.auth.authenticate(request.cookies.get(SESSION_COOKIE, "").strip() or None))
     if request.method not in SAFE_METHODS and not same_origin(request):
         raise AccessDenied(
             "cross-site request refused: a request signed in with the session cookie "

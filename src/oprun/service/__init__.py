@@ -9,6 +9,7 @@ from oprun.service import reaper
 from oprun.service.actions import ActionService
 from oprun.service.auth import Authenticator, Principal, TokenService, bootstrap
 from oprun.service.events import EventService
+from oprun.service.metrics import Metrics
 from oprun.service.operations import OperationService
 from oprun.service.queues import QueueService
 from oprun.service.settings import Settings
@@ -38,21 +39,24 @@ class Services:
     workers: WorkerService
     queues: QueueService
     events: EventService
+    metrics: Metrics
     _store: Store = field(repr=False)
 
     @classmethod
     def build(cls, store: Store, settings: Settings) -> Services:
         """Wire the services over `store`."""
         auth = Authenticator(store, settings.token_cache_seconds)
+        metrics = Metrics(store)
         return cls(
             settings=settings,
             auth=auth,
             tokens=TokenService(store, auth),
             actions=ActionService(store),
-            operations=OperationService(store),
-            workers=WorkerService(store, settings),
+            operations=OperationService(store, metrics),
+            workers=WorkerService(store, settings, metrics),
             queues=QueueService(store),
             events=EventService(store),
+            metrics=metrics,
             _store=store,
         )
 
@@ -84,7 +88,7 @@ class Services:
 
     async def reap_forever(self) -> None:
         """Reap lapsed leases and deadlines every `reap_interval` seconds until cancelled."""
-        await reaper.reap_forever(self._store, self.settings)
+        await reaper.reap_forever(self._store, self.settings, self.metrics)
 
     def shutdown(self) -> None:
         """The server is stopping: long polls and event streams answer now, new ones at once."""

@@ -29,6 +29,7 @@ from oprun.domain.roles import Permission
 from oprun.domain.status import OperationStatus
 from oprun.service import cursor
 from oprun.service.auth import Principal
+from oprun.service.metrics import Metrics
 from oprun.store import NewOperation, Store
 from oprun.store.notify import logs_key, operation_key
 
@@ -46,8 +47,17 @@ SESSION_ACTION_FILTERS = ("operation_id", "session_id", "task_id")
 class OperationService:
     """Everything a client does with operations."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, metrics: Metrics) -> None:
         self._store = store
+        self._metrics = metrics
+
+    def _create(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
+        """Write `items` (see `Store.create_operations`), counting the operations created."""
+        results = self._store.create_operations(items)
+        for operation, created in results:
+            if created:
+                self._metrics.operations_created.labels(operation.project_id, operation.queue).inc()
+        return results
 
     # -- invoke --------------------------------------------------------------------------
     def _prepare(
@@ -127,7 +137,7 @@ class OperationService:
                 and self._store.find_by_idempotency_key(principal.project_id, item.idempotency_key)
             )
             prepared.append(None if cached and not seen else item)
-        created = iter(self._store.create_operations([p for p in prepared if p is not None]))
+        created = iter(self._create([p for p in prepared if p is not None]))
         return [(None, False) if p is None else next(created) for p in prepared]
 
     def retry(self, principal: Principal, operation_id: str) -> Operation:
@@ -142,7 +152,7 @@ class OperationService:
             queue=old.queue,
         )
         item = self._prepare(principal, invocation, InvocationSource.RETRY, old.id)
-        return self._store.create_operations([item])[0][0]
+        return self._create([item])[0][0]
 
     # -- read ----------------------------------------------------------------------------
     def get(self, principal: Principal, operation_id: str) -> Operation:

@@ -10,13 +10,14 @@ from anyio.to_thread import run_sync
 
 from oprun.domain.errors import Unavailable
 from oprun.domain.silence import SilenceRule
+from oprun.service.metrics import Metrics
 from oprun.service.settings import Settings
 from oprun.store import Store
 
 log = logging.getLogger("oprun.reaper")
 
 
-async def reap_forever(store: Store, settings: Settings) -> None:
+async def reap_forever(store: Store, settings: Settings, metrics: Metrics | None = None) -> None:
     """Reap every `reap_interval` seconds until cancelled (every API process runs one).
 
     Each round: attempts whose lease lapsed end INTERRUPTED (their tasks run again
@@ -37,6 +38,8 @@ async def reap_forever(store: Store, settings: Settings) -> None:
             )
             if ended:
                 log.info("event=reaped attempts=%d", ended)
+                if metrics is not None:
+                    metrics.lease_lapses.inc(ended)
             timed_out = await run_sync(store.time_out_operations)
             if timed_out:
                 log.info("event=timed_out operations=%d", timed_out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pydantic
 from pydantic import Field
@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     )
     """After how long without a heartbeat a worker is NOT_RESPONDING (and told to stop
     when it comes back); three lease periods when unset."""
+
+    metrics_public: bool = Field(default=False, validation_alias="OPRUN_METRICS_PUBLIC")
+    """Serve `/metrics` to anyone who can reach it (a scraper on a private network);
+    otherwise it needs an admin token of the server's first project."""
+    access_log: Literal["on", "all", "off"] = Field(
+        default="on", validation_alias="OPRUN_ACCESS_LOG"
+    )
+    """One log line per request: `on` for all but `/metrics` and the health probes,
+    `all` for those too, `off` for none."""
 
     token_cache_seconds: ClassVar[float] = 5.0
     """How long a verified token is trusted before it is looked up again."""

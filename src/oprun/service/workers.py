@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 
 from anyio.to_thread import run_sync
@@ -27,6 +26,7 @@ from oprun.domain.status import WorkerStatus
 from oprun.service import cursor
 from oprun.service.actions import check_definition
 from oprun.service.auth import Principal
+from oprun.service.metrics import Metrics
 from oprun.service.settings import Settings
 from oprun.store import Store
 from oprun.store.notify import work_key, worker_key
@@ -55,9 +55,10 @@ def _bounded(report: Report) -> Report:
 class WorkerService:
     """What worker agents call."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
         self._store = store
         self._settings = settings
+        self._metrics = metrics
 
     def register(self, principal: Principal, registration: WorkerRegistration) -> Worker:
         """Register a worker and the actions it serves."""
@@ -123,25 +124,28 @@ class WorkerService:
         lease = self._settings.lease_seconds
         notifier = self._store.notifier
 
+        def take() -> list[Assignment]:
+            with self._metrics.timed_claim():
+                return self._store.claim(
+                    worker.id,
+                    principal.project_id,
+                    worker.queues,
+                    request.max,
+                    lease,
+                    operation_id=request.operation_id,
+                    session_id=request.session_id,
+                    step_id=request.step_id,
+                )
+
         async def fetch() -> list[Assignment]:
             if notifier.should_answer(hangup):
                 return []  # never take work for a caller that hung up
-            take = functools.partial(
-                self._store.claim,
-                worker.id,
-                principal.project_id,
-                worker.queues,
-                request.max,
-                lease,
-                operation_id=request.operation_id,
-                session_id=request.session_id,
-                step_id=request.step_id,
-            )
             return await run_sync(take)
 
         assignments = await notifier.long_poll(
             [work_key(principal.project_id)], request.wait, hangup, fetch, bool
         )
+        self._metrics.claimed(principal.project_id, assignments)
         return ClaimResponse(assignments=assignments)
 
     async def heartbeat(
@@ -161,7 +165,8 @@ class WorkerService:
         lease = self._settings.lease_seconds
         if worker.status is WorkerStatus.NOT_RESPONDING:
             # It was given up for lost; its work may run elsewhere now. It must stop.
-            await run_sync(self._store.abandon_worker, worker.id)
+            ended = await run_sync(self._store.abandon_worker, worker.id)
+            self._metrics.requeues.labels("worker_lost").inc(ended)
             lost = [h.session_action_id for h in beat.held]
             return HeartbeatResponse(lost=lost, lease_seconds=lease, stop=True)
         status = WorkerStatus(beat.status)
@@ -169,7 +174,8 @@ class WorkerService:
             cancel, lost = await run_sync(
                 self._store.heartbeat, worker.id, beat.held, status, lease
             )
-            await run_sync(self._store.release_worker, worker.id)
+            released = await run_sync(self._store.release_worker, worker.id)
+            self._metrics.requeues.labels("worker_stopped").inc(released)
             return HeartbeatResponse(cancel=cancel, lost=lost, lease_seconds=lease, stop=True)
 
         async def fetch() -> tuple[list[str], list[str]]:
@@ -201,4 +207,5 @@ class WorkerService:
         )
         if batch.ended_sessions:
             self._store.apply_session_reports(worker.id, [], batch.ended_sessions)
+        self._metrics.reported(batch, outcomes)
         return ReportBatchResponse(outcomes=outcomes, session_outcomes=session_outcomes)

@@ -32,6 +32,7 @@ from oprun.domain.roles import Role
 from oprun.domain.silence import SilenceRule
 from oprun.domain.status import OperationStatus, WorkerStatus
 from oprun.store.notify import Notifier
+from oprun.store.stats import PoolStats, ServerStats
 
 
 @dataclass(frozen=True)
@@ -292,4 +293,13 @@ class Store(Protocol):
 
     def wake_for_due_retries(self, since: float) -> float:
         """Wake claims of projects whose delayed tasks came due after `since`; the new since."""
+        ...
+
+    # -- operators -----------------------------------------------------------------------
+    def server_stats(self) -> ServerStats:
+        """Unfinished work and oldest wait per queue, workers by status: from indexes only."""
+        ...
+
+    def pool_stats(self) -> list[PoolStats]:
+        """The use of the store's connection pools (no I/O)."""
         ...

@@ -14,6 +14,7 @@ from oprun.store.leases import LeaseQueries
 from oprun.store.reads import ReadQueries
 from oprun.store.reports import ReportQueries
 from oprun.store.sessions import SessionQueries
+from oprun.store.stats import StatsQueries
 from oprun.store.tenancy import TenancyQueries
 
 
@@ -26,5 +27,6 @@ class SqlStore(
     SessionQueries,
     DeadlineQueries,
     ReadQueries,
+    StatsQueries,
 ):
     """Every store query over one engine; a backend supplies the engine and hooks."""
