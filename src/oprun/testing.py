@@ -117,6 +117,8 @@ class Worker:
     queues: tuple[str, ...] = ("default",)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    options: tuple[str, ...] = ()
+    """More `oprun worker` options (``("--metrics-port", "9710")``)."""
 
     def _registered(self) -> int:
         response = httpx.get(
@@ -145,6 +147,7 @@ class Worker:
         ]
         for queue in self.queues:
             args += ["--queue", queue]
+        args += self.options
         env = _env({"OPRUN_URL": self.server.url, "OPRUN_TOKEN": self.server.token})
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(args, env=env, stdout=out, stderr=out)

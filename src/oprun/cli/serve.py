@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import enum
 import os
 import signal
 import socket
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from oprun.cli.db import register as register_db
 
 if TYPE_CHECKING:
     from oprun.app import App
@@ -33,12 +35,29 @@ def _load_app(spec: str) -> App:
         raise typer.BadParameter(str(exc), param_hint="--app") from exc
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+class LogFormat(enum.StrEnum):
+    """How the long-running commands write their log lines (see `oprun.logs`)."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        envvar="OPRUN_LOG_FORMAT",
+        case_sensitive=False,
+        help="Log lines as readable key=value (text) or JSON objects, one a line (json).",
+    ),
+]
+
+
+def _logging(verbose: bool, log_format: LogFormat, *, access_log: bool = False) -> None:
+    """One logging setup for the long-running commands: `oprun.logs.configure`."""
+    from oprun.logs import configure
+
+    configure(log_format.value, verbose=verbose, access_log=access_log)
 
 
 async def _run_until_signalled(
@@ -92,6 +111,7 @@ def register(app: typer.Typer) -> None:
     """Add the server-side commands to the CLI."""
     db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
     app.add_typer(db, name="db")
+    register_db(db)
 
     @app.command()
     def up(
@@ -107,12 +127,13 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="Tasks the built-in worker runs at once.")
         ] = 4,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+        log_format: LogFormatOption = LogFormat.TEXT,
     ) -> None:
         """Run the API server, a worker and the web UI in one process, on SQLite by default.
 
         Example: oprun up --port 8710 --app mymodule:app
         """
-        _logging(verbose)
+        _logging(verbose, log_format)
         from oprun.server import open_services, uvicorn_server
         from oprun.service.settings import Settings, default_data_dir
         from oprun.worker import WorkerAgent
@@ -166,12 +187,13 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="sqlite:///path or postgresql://... (env OPRUN_DATABASE_URL)."),
         ] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+        log_format: LogFormatOption = LogFormat.TEXT,
     ) -> None:
         """Run the API server alone (stateless: run several over one PostgreSQL).
 
         Example: OPRUN_DATABASE_URL=postgresql://db/oprun oprun server --host 0.0.0.0
         """
-        _logging(verbose)
+        _logging(verbose, log_format, access_log=True)
         from oprun.server import open_services, uvicorn_server
         from oprun.service.settings import Settings
 
@@ -213,12 +235,25 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
         grace: Annotated[float, typer.Option(help="Seconds to finish work on SIGTERM.")] = 10.0,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+        log_format: LogFormatOption = LogFormat.TEXT,
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(
+                envvar="OPRUN_WORKER_METRICS_PORT",
+                min=0,
+                max=65535,
+                help="Serve the worker's Prometheus metrics on this port (/metrics).",
+            ),
+        ] = None,
+        metrics_host: Annotated[
+            str, typer.Option(help="Address the metrics port listens on.")
+        ] = "127.0.0.1",
     ) -> None:
         """Run a worker agent that serves the actions of MODULE:APP.
 
-        Example: oprun worker --app mymodule:app --concurrency 8
+        Example: oprun worker --app mymodule:app --concurrency 8 --metrics-port 9710
         """
-        _logging(verbose)
+        _logging(verbose, log_format)
         from oprun.worker import run_worker
 
         if not token:
@@ -231,6 +266,8 @@ def register(app: typer.Typer) -> None:
             queues=queue or ["default"],
             concurrency=concurrency or os.cpu_count() or 1,
             grace=grace,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
 
     @db.command("upgrade")

@@ -54,6 +54,7 @@ from oprun.domain.protocol import (
 from oprun.worker.client import WorkerClient
 from oprun.worker.executor import Executor
 from oprun.worker.heartbeat import HeartbeatLoop
+from oprun.worker.metrics import ObservedClient, WorkerMetrics
 from oprun.worker.openjd.execution import OpenJDExecutor
 from oprun.worker.python.execution import PythonExecutor
 from oprun.worker.reports import ReportBatcher
@@ -135,6 +136,8 @@ class WorkerAgent:
         self._token = token
         self._transport = transport
         self.worker_id: str | None = None
+        self.metrics = WorkerMetrics()
+        """This worker's metrics (`oprun worker --metrics-port` serves them)."""
         self._client: WorkerClient | None = None
         self._reports = ReportBatcher(self._send_reports, self._on_settled)
         self._slots: Slots | None = None
@@ -164,14 +167,24 @@ class WorkerAgent:
                 (after its work was killed and its reports flushed).
         """
         workdir = Path(tempfile.mkdtemp(prefix="oprun-worker-"))
+        python = PythonExecutor(self._reports, grace=self.grace, workdir=workdir)
         executors: dict[ActionKind, Executor] = {
-            ActionKind.PYTHON: PythonExecutor(self._reports, grace=self.grace, workdir=workdir),
+            ActionKind.PYTHON: python,
             ActionKind.OPENJD: OpenJDExecutor(self._reports, grace=self.grace, workdir=workdir),
         }
         slots = self._slots = Slots(
             self.concurrency, self._reports, executors, claim=self._claim_for_session
         )
-        self._client = WorkerClient(self._url, self._token, transport=self._transport)
+        self._client = ObservedClient(
+            self._url, self._token, metrics=self.metrics, transport=self._transport
+        )
+        self.metrics.bind(
+            slots_total=lambda: slots.concurrency,
+            slots_busy=lambda: slots.running,
+            report_lag=self._reports.lag,
+            reports_sent=lambda: self._reports.sent_reports,
+            child_restarts=lambda: python.restarts,
+        )
         heartbeats = self._heartbeats = HeartbeatLoop(
             self._client,
             slots,
@@ -392,10 +405,13 @@ def run_worker(
     heartbeat_interval: float | None = None,
     grace: float = 10.0,
     claim_wait: float = 20.0,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Run a `WorkerAgent` until SIGTERM or SIGINT (a second one kills running work).
 
-    The plain entry point for the CLI; see `WorkerAgent` for the arguments.
+    The plain entry point for the CLI; see `WorkerAgent` for the arguments. With
+    `metrics_port`, the worker's metrics are served on `metrics_host`:`metrics_port`.
     """
     agent = WorkerAgent(
         url,
@@ -408,6 +424,8 @@ def run_worker(
         grace=grace,
         claim_wait=claim_wait,
     )
+    if metrics_port is not None:
+        agent.metrics.serve(metrics_port, metrics_host)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class _Entry:
     fields: dict[str, Any] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     size: int = 0
+    queued_at: float = field(default_factory=time.monotonic)
+    """When its first content was queued (later lines and progress merge into it)."""
 
     def report(self) -> Report:
         if self.kind == "log":
@@ -98,8 +101,12 @@ class ReportBatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._sessions: list[SessionReport] = []
+        self._sessions_since: float | None = None
         self._ended: list[str] = []
+        self._sending_since: float | None = None
         self.sent_batches = 0
+        self.sent_reports = 0
+        """Reports (of tasks and sessions) delivered to the server, accepted or not."""
 
     # -- queueing -------------------------------------------------------------------------
     def add(self, session_action_id: str, lease_epoch: int, kind: str, **fields: Any) -> None:
@@ -156,6 +163,8 @@ class ReportBatcher:
 
     def session(self, report: SessionReport) -> None:
         """Queue a report on a session-level action (environment enter/exit, sync)."""
+        if not self._sessions:
+            self._sessions_since = time.monotonic()
         self._sessions.append(report)
         self._idle.clear()
         self._wake.set()
@@ -183,6 +192,17 @@ class ReportBatcher:
 
     def __len__(self) -> int:
         return len(self._queue) + len(self._sessions) + len(self._ended)
+
+    def lag(self) -> float:
+        """Seconds the oldest report not yet answered by the server has waited (0: none).
+
+        Safe to call from another thread (a metrics scrape): it only reads.
+        """
+        since = [self._sending_since, self._sessions_since if self._sessions else None]
+        with contextlib.suppress(IndexError):  # emptied meanwhile by the event loop
+            since.append(self._queue[0].queued_at)
+        known = [s for s in since if s is not None]
+        return max(0.0, time.monotonic() - min(known)) if known else 0.0
 
     def _push(self, entry: _Entry) -> None:
         self._queue.append(entry)
@@ -245,6 +265,9 @@ class ReportBatcher:
             del self._last[entry.session_action_id]
 
     async def _send_one_batch(self) -> None:
+        since = [time.monotonic(), self._sessions_since if self._sessions else None]
+        if self._queue:
+            since.append(self._queue[0].queued_at)
         reports, parts = self._take()
         sessions, self._sessions = self._sessions, []
         ended: list[str] = []
@@ -252,6 +275,7 @@ class ReportBatcher:
             ended, self._ended = self._ended, []
         if not reports and not sessions and not ended:
             return
+        self._sending_since = min(s for s in since if s is not None)
         body = '{"reports":[' + ",".join(parts) + "]"
         if sessions:
             encoded = ",".join(r.model_dump_json(exclude_defaults=True) for r in sessions)
@@ -261,6 +285,7 @@ class ReportBatcher:
         body += "}"
         try:
             response = await self._send(body)
+            self.sent_reports += len(reports) + len(sessions)
             outcomes = response.outcomes
             for refused in (o for o in response.session_outcomes if not o.accepted):
                 log.warning(
@@ -277,6 +302,8 @@ class ReportBatcher:
                 )
                 for r in reports
             ]
+        finally:
+            self._sending_since = None
         self.sent_batches += 1
         if len(outcomes) != len(reports):
             log.error("report_outcomes_mismatch sent=%s answered=%s", len(reports), len(outcomes))

@@ -48,6 +48,9 @@ class PythonExecutor:
         self._idle: list[ChildProcess] = []
         self._draining = False
         self._seq = 0
+        self.restarts = 0
+        """Children started to replace one that died or could not be used again."""
+        self._lost = 0
 
     def execution(self, assignment: Assignment, next_task: NextTask) -> PythonExecution:
         """The execution of `assignment` (a python task runs alone: `next_task` is unused)."""
@@ -76,7 +79,11 @@ class PythonExecutor:
             child = self._idle.pop()
             if child.alive:
                 return child
+            self._lost += 1
             await child.close()
+        if self._lost:
+            self._lost -= 1
+            self.restarts += 1
         child = ChildProcess()
         await child.start()
         return child
@@ -86,6 +93,8 @@ class PythonExecutor:
         if reusable and not self._draining:
             self._idle.append(child)
         else:
+            if not self._draining:
+                self._lost += 1  # the next task starts a child in its place
             await child.close()
 
 
