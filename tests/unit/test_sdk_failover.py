@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from oprun import Unavailable, ValidationError
+from oprun import ServerError, Unavailable, ValidationError
 from oprun.domain.protocol import Heartbeat, HeartbeatResponse
 from oprun.sdk import AsyncClient, Client, HttpRetry, _failover
+from oprun.sdk import _endpoints as E
 from oprun.sdk._config import resolve as resolve_connection
 from oprun.sdk._config import save_profile
 from oprun.sdk._failover import Endpoints, split_urls
@@ -262,10 +263,13 @@ def test_an_event_stream_moves_to_the_other_url_when_its_server_dies():
 # -- DNS names with several addresses ---------------------------------------------------
 def test_a_name_with_several_addresses_is_one_endpoint_per_address(monkeypatch):
     clock = Clock()
+    endpoints = Endpoints(["https://api.test:8443"], lookup=True, clock=clock)
+    assert not endpoints.several  # one URL, its name not looked up yet
+    endpoints.resolved("https://api.test:8443", ["10.0.0.1", "fd00::2"])
+    assert endpoints.several
     endpoints = Endpoints(
         ["https://api.test:8443", "http://10.0.0.9:8710"], lookup=True, clock=clock
     )
-    assert endpoints.several
     assert endpoints.lookups_due() == [("https://api.test:8443", "api.test", 8443)]
     endpoints.resolved("https://api.test:8443", ["10.0.0.1", "fd00::2"])
     assert [e.url for e in endpoints.all] == [
@@ -291,7 +295,7 @@ def test_a_name_with_several_addresses_is_one_endpoint_per_address(monkeypatch):
 def test_a_client_sends_to_each_address_with_the_name_as_host(monkeypatch):
     hosts = Hosts()
     client = Client("http://api.test:8710", TOKEN, transport=httpx.MockTransport(hosts))
-    assert not client._endpoints.several  # a transport of its own: no lookups
+    assert client._endpoints.lookups_due() == []  # a transport of its own: no lookups
     client._endpoints = Endpoints(client._settings.urls, lookup=True, start=0)
     looked_up: list[tuple[str, int]] = []
 
@@ -314,10 +318,10 @@ def test_names_are_looked_up_only_without_a_proxy_or_a_transport(monkeypatch):
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("ALL_PROXY", raising=False)
-    assert Client("http://api.test:8710")._endpoints.several
-    assert not Client("http://127.0.0.1:8710")._endpoints.several  # an address already
+    assert Client("http://api.test:8710")._endpoints.lookups_due() != []
+    assert Client("http://127.0.0.1:8710")._endpoints.lookups_due() == []  # an address
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
-    assert not Client("http://api.test:8710")._endpoints.several
+    assert Client("http://api.test:8710")._endpoints.lookups_due() == []
     assert "127.0.0.1" in _failover.resolve("localhost", 80)
     assert _failover.resolve("no-such-host.invalid", 80) == []
 
@@ -342,3 +346,30 @@ def test_the_worker_client_fails_over_to_the_next_url_at_once():
     assert hosts.hosts() == ["a", "b", "b"]
     assert hosts.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
     assert redact_url("http://u:p@a.test,http://b.test") == "http://a.test,http://b.test"
+
+
+def test_the_worker_client_backs_off_when_the_error_is_the_calls_not_the_urls(monkeypatch):
+    hosts = Hosts(a=error("INTERNAL", 500), b=error("INTERNAL", 500))
+    delays: list[int] = []
+    monkeypatch.setattr(
+        "oprun.worker.client._delay", lambda attempt, error: delays.append(attempt) or 0.0
+    )
+    client = WorkerClient([A, B], TOKEN, transport=httpx.MockTransport(hosts), max_attempts=3)
+
+    async def scenario() -> None:
+        try:
+            await client.heartbeat("wk_1", Heartbeat(), 0.0)
+        finally:
+            await client.aclose()
+
+    with pytest.raises(ServerError):
+        asyncio.run(scenario())
+    assert len(hosts.requests) == 3 and delays == [1, 2]  # a 500 is no reason to hurry
+
+
+def test_with_several_urls_connecting_gives_up_sooner():
+    settings = ConnectionSettings.resolve(A, None, 60)
+    call = E.get_operation("op_1")
+    assert settings.timeout_for(call).connect == 60
+    assert settings.timeout_for(call, failover=True).connect == _failover.CONNECT_TIMEOUT
+    assert settings.timeout_for(call, failover=True).read == 60

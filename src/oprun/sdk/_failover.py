@@ -100,10 +100,10 @@ class Endpoint:
     @property
     def extensions(self) -> dict[str, Any]:
         """Request extensions for httpcore: the name for TLS (SNI, certificate check)."""
-        parsed = httpx.URL(self.origin)
-        if self.address is None or parsed.scheme != "https":
+        if self.address is None:
             return {}
-        return {"sni_hostname": parsed.host}
+        parsed = httpx.URL(self.origin)
+        return {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
 
 
 class Endpoints:
@@ -146,8 +146,8 @@ class Endpoints:
 
     @property
     def several(self) -> bool:
-        """Whether a failing call can go elsewhere (more than one URL, or a name to resolve)."""
-        return len(self._endpoints) > 1 or bool(self._names)
+        """Whether a failing call can go elsewhere: more than one URL, or address of a name."""
+        return len(self._endpoints) > 1
 
     def pick(self) -> Endpoint:
         """The endpoint for the next attempt: the next one in turn that is not cooling down.
