@@ -37,12 +37,13 @@ def insert_new(
     another one ends with one row and no unique violation (on PostgreSQL, the loser
     waits for the winner's commit, then finds its row).
     """
+    # RETURNING says whether a row went in: an INSERT's rowcount is -1 under psycopg.
     names = [column.name for column in key]
     if conn.dialect.name == "postgresql":
         pg = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=names)
-        return conn.execute(pg).rowcount == 1
+        return conn.execute(pg.returning(*key)).first() is not None
     lite = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=names)
-    return conn.execute(lite).rowcount == 1
+    return conn.execute(lite.returning(*key)).first() is not None
 
 
 @dataclass
