@@ -9,8 +9,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from oprun.domain.errors import Conflict
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -32,8 +35,42 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Apply every migration up to `revision`."""
+    """Apply every migration up to `revision`.
+
+    Raises:
+        Conflict: the database's schema is newer than this code knows (a newer oprun
+            migrated it): this code must not run on it.
+    """
+    refuse_unknown_schema(url)
     command.upgrade(alembic_config(url), revision)
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    """Every schema revision this code has a migration for."""
+    return frozenset(s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions())
+
+
+def refuse_unknown_schema(url: str) -> None:
+    """Raise `Conflict` when the database's schema revision is not one this code knows.
+
+    That is a database a newer oprun has upgraded (during a rolling upgrade, say): a
+    process already running keeps working on it, since migrations only add, but one
+    starting now would run code that does not know the schema.
+    """
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            found = current_revision(conn)
+    finally:
+        engine.dispose()
+    if found is not None and found not in known_revisions():
+        raise Conflict(
+            f"the database schema is at revision {found}, newer than this oprun knows "
+            f"(its newest is {head_revision()}): run the oprun version that upgraded it",
+            schema=found,
+            expected=head_revision(),
+        )
 
 
 @cache
