@@ -46,6 +46,8 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    """More settings, as `OPRUN_*` variables (``{"OPRUN_RETENTION_DAYS": "30"}``)."""
 
     @property
     def url(self) -> str:
@@ -64,6 +66,7 @@ class Server:
                     if self.worker_silence is not None
                     else {}
                 ),
+                **self.environment,
             }
         )
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

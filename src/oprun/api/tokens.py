@@ -1,4 +1,4 @@
-"""/v1/tokens and /v1/projects."""
+"""/v1/tokens and /v1/projects (with a project's retention)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from oprun.domain.models import (
     TokenCreate,
     TokenCreated,
 )
+from oprun.domain.retention import Retention, RetentionSettings
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
 
@@ -40,6 +41,27 @@ def revoke_token(token_id: str, caller: Caller, svc: Svc) -> Token:
 def current_project(caller: Caller, svc: Svc) -> Project:
     """The caller's project."""
     return svc.tokens.current_project(caller)
+
+
+@router.get("/projects/current/retention", response_model=Retention, operation_id="getRetention")
+def get_retention(caller: Caller, svc: Svc) -> Retention:
+    """How long the caller's project keeps its finished operations.
+
+    `days` and `max_operations` are the project's own settings (null: the server's
+    default, `OPRUN_RETENTION_DAYS` and `OPRUN_RETENTION_MAX_OPERATIONS`);
+    `effective_days` and `effective_max_operations` are what the purge applies.
+    """
+    return svc.retention.get(caller)
+
+
+@router.put("/projects/current/retention", response_model=Retention, operation_id="setRetention")
+def set_retention(body: RetentionSettings, caller: Caller, svc: Svc) -> Retention:
+    """Set the project's own retention (admin); a null field takes the server's default.
+
+    Finished operations are purged, with their tasks, attempts, history and logs, once
+    they ended more than `days` ago or once `max_operations` newer ones exist.
+    """
+    return svc.retention.set(caller, body)
 
 
 @router.post(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from oprun.domain.errors import Unavailable
-from oprun.service import reaper
+from oprun.service import reaper, retention
 from oprun.service.actions import ActionService
 from oprun.service.auth import Authenticator, Principal, TokenService, bootstrap
 from oprun.service.events import EventService
 from oprun.service.metrics import Metrics
 from oprun.service.operations import OperationService
 from oprun.service.queues import QueueService
+from oprun.service.retention import RetentionService
 from oprun.service.settings import Settings
 from oprun.service.workers import WorkerService
 from oprun.store import Store, open_store
@@ -39,6 +41,7 @@ class Services:
     workers: WorkerService
     queues: QueueService
     events: EventService
+    retention: RetentionService
     metrics: Metrics
     _store: Store = field(repr=False)
 
@@ -56,6 +59,7 @@ class Services:
             workers=WorkerService(store, settings, metrics),
             queues=QueueService(store),
             events=EventService(store),
+            retention=RetentionService(store, settings),
             metrics=metrics,
             _store=store,
         )
@@ -87,8 +91,15 @@ class Services:
         return revision
 
     async def reap_forever(self) -> None:
-        """Reap lapsed leases and deadlines every `reap_interval` seconds until cancelled."""
-        await reaper.reap_forever(self._store, self.settings, self.metrics)
+        """Keep the database in shape in the background until cancelled.
+
+        Reaps lapsed leases and deadlines every `reap_interval` seconds, and purges what
+        retention lets go every `retention_interval` seconds.
+        """
+        await asyncio.gather(
+            reaper.reap_forever(self._store, self.settings, self.metrics),
+            retention.purge_forever(self._store, self.settings),
+        )
 
     def shutdown(self) -> None:
         """The server is stopping: long polls and event streams answer now, new ones at once."""

@@ -17,6 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oprun.domain.errors import ValidationError
+from oprun.domain.retention import MAX_DAYS, SECONDS_PER_DAY, RetentionSettings
 
 
 def default_data_dir() -> Path:
@@ -61,6 +62,25 @@ class Settings(BaseSettings):
     )
     """After how long without a heartbeat a worker is NOT_RESPONDING (and told to stop
     when it comes back); three lease periods when unset."""
+    retention_days: float | None = Field(
+        default=None, gt=0, le=MAX_DAYS, validation_alias="OPRUN_RETENTION_DAYS"
+    )
+    """Finished operations are purged this many days after they ended, with their tasks,
+    attempts, history and logs; unset: kept for good. A project may set its own."""
+    retention_max_operations: int | None = Field(
+        default=None, ge=1, validation_alias="OPRUN_RETENTION_MAX_OPERATIONS"
+    )
+    """Each project keeps at most this many finished operations (the newest); unset: no
+    limit. A project may set its own."""
+    events_retention_hours: float | None = Field(
+        default=None, gt=0, validation_alias="OPRUN_EVENTS_RETENTION_HOURS"
+    )
+    """Events are purged this many hours after they happened; unset: as long as
+    `OPRUN_RETENTION_DAYS` keeps operations (kept for good when that is unset too)."""
+    retention_interval: float = Field(
+        default=60.0, gt=0, validation_alias="OPRUN_RETENTION_INTERVAL"
+    )
+    """How often each API process purges what retention lets go (seconds)."""
 
     metrics_public: bool = Field(default=False, validation_alias="OPRUN_METRICS_PUBLIC")
     """Serve `/metrics` to anyone who can reach it (a scraper on a private network);
@@ -86,6 +106,22 @@ class Settings(BaseSettings):
             return cls(**given)
         except pydantic.ValidationError as exc:
             raise _invalid(exc) from None
+
+    @property
+    def retention(self) -> RetentionSettings:
+        """The server's default retention of finished operations, for every project."""
+        return RetentionSettings(
+            days=self.retention_days, max_operations=self.retention_max_operations
+        )
+
+    @property
+    def events_retention_seconds(self) -> float | None:
+        """How long events are kept, in seconds (None: for good)."""
+        if self.events_retention_hours is not None:
+            return self.events_retention_hours * 3600
+        if self.retention_days is not None:
+            return self.retention_days * SECONDS_PER_DAY
+        return None
 
     @property
     def worker_silence(self) -> float:

@@ -28,6 +28,7 @@ from oprun.domain.models import (
 )
 from oprun.domain.plan import StepPlan
 from oprun.domain.protocol import Assignment, Held, Report, ReportOutcome, SessionReport
+from oprun.domain.retention import Boundary, RetentionSettings
 from oprun.domain.roles import Role
 from oprun.domain.silence import SilenceRule
 from oprun.domain.status import OperationStatus, WorkerStatus
@@ -302,4 +303,29 @@ class Store(Protocol):
 
     def pool_stats(self) -> list[PoolStats]:
         """The use of the store's connection pools (no I/O)."""
+        ...
+
+    # -- retention -----------------------------------------------------------------------
+    def get_retention(self, project_id: str) -> RetentionSettings:
+        """The project's own retention settings (null fields: the server's default), or NotFound."""
+        ...
+
+    def set_retention(self, project_id: str, settings: RetentionSettings) -> RetentionSettings:
+        """Replace the project's own retention settings, or NotFound."""
+        ...
+
+    def list_retention(self) -> list[tuple[str, RetentionSettings]]:
+        """Every project's id with its own retention settings."""
+        ...
+
+    def oldest_kept(self, project_id: str, keep: int) -> Boundary | None:
+        """The oldest of the project's `keep` newest finished operations (None: fewer exist)."""
+        ...
+
+    def purge_operations(self, project_id: str, before: Boundary, limit: int) -> int:
+        """Delete up to `limit` finished operations sorting before `before`, with all their rows."""
+        ...
+
+    def purge_events(self, before: float, limit: int) -> int:
+        """Delete up to `limit` of the oldest events recorded before `before` (never the newest)."""
         ...

@@ -13,6 +13,7 @@ from oprun.store.invocations import InvocationQueries
 from oprun.store.leases import LeaseQueries
 from oprun.store.reads import ReadQueries
 from oprun.store.reports import ReportQueries
+from oprun.store.retention import RetentionQueries
 from oprun.store.sessions import SessionQueries
 from oprun.store.stats import StatsQueries
 from oprun.store.tenancy import TenancyQueries
@@ -27,6 +28,7 @@ class SqlStore(
     SessionQueries,
     DeadlineQueries,
     ReadQueries,
+    RetentionQueries,
     StatsQueries,
 ):
     """Every store query over one engine; a backend supplies the engine and hooks."""
