@@ -164,7 +164,7 @@ def test_a_locked_sqlite_database_answers_503_to_writes_until_the_lock_is_releas
         server.stop()
 
 
-def test_readiness_names_a_schema_that_is_not_this_code_s(tmp_path):
+def test_readiness_names_a_schema_older_than_this_code_and_accepts_a_newer_one(tmp_path):
     path = tmp_path / "oprun.db"
     server = Server(database_url=f"sqlite:///{path}", log_path=tmp_path / "server.log").start()
     try:
@@ -172,12 +172,16 @@ def test_readiness_names_a_schema_that_is_not_this_code_s(tmp_path):
         assert ready.status_code == 200, ready.text
         head = ready.json()["schema"]
         assert ready.json()["status"] == "ready"
-        with sqlite3.connect(path) as db:
-            db.execute("UPDATE alembic_version SET version_num = 'older'")
+        with sqlite3.connect(path) as db:  # as if this code's last migrations were not applied
+            db.execute("UPDATE alembic_version SET version_num = '0001'")
         error = _assert_unavailable(httpx.get(f"{server.url}/v1/readyz", timeout=30))
-        assert error["details"] == {"check": "schema", "schema": "older", "expected": head}
+        assert error["details"] == {"check": "schema", "schema": "0001", "expected": head}
         assert "oprun db upgrade" in error["message"]
         assert httpx.get(f"{server.url}/v1/healthz", timeout=30).status_code == 200
+        with sqlite3.connect(path) as db:  # as if a newer oprun migrated it (rolling upgrade)
+            db.execute("UPDATE alembic_version SET version_num = '9999_newer'")
+        ready = httpx.get(f"{server.url}/v1/readyz", timeout=30)
+        assert ready.status_code == 200 and ready.json()["schema"] == "9999_newer"
     finally:
         server.stop()
 

@@ -17,7 +17,7 @@ from oprun.service.retention import RetentionService
 from oprun.service.settings import Settings
 from oprun.service.workers import WorkerService
 from oprun.store import Store, open_store
-from oprun.store.migrate import head_revision, upgrade
+from oprun.store.migrate import head_revision, known_revisions, upgrade
 
 __all__ = [
     "Bootstrapped",
@@ -71,19 +71,23 @@ class Services:
     def check_ready(self) -> str:
         """The database's schema revision, once the database answers and has this code's schema.
 
+        A schema newer than this code (a newer oprun migrated it during a rolling
+        upgrade) still counts as ready: migrations only add, so this process keeps
+        working on it (a process starting now refuses it, see `upgrade`).
+
         Raises:
             Unavailable: the database does not answer (`details.check` is "database"),
-                or its schema is not the one this code needs ("schema").
+                or its schema is older than this code needs ("schema").
         """
         try:
             revision = self._store.schema_revision()
         except Unavailable as exc:
             raise Unavailable(exc.message, check="database", **exc.details) from exc
         expected = head_revision()
-        if revision != expected:
+        if revision is None or (revision != expected and revision in known_revisions()):
             raise Unavailable(
-                f"the database schema is at revision {revision or 'none'}; this server needs "
-                f"{expected}: run `oprun db upgrade`",
+                f"the database schema is at revision {revision or 'none'}, older than this "
+                f"server's {expected}: run `oprun db upgrade`",
                 check="schema",
                 schema=revision,
                 expected=expected,
