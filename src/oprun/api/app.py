@@ -59,7 +59,7 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
             )
         return await call_next(request)
 
-    # Added last, so it is the outermost of the app's middleware and answers every crash.
+    # Outside the app's own middleware, so it answers a crash in any of them or a route.
     app.add_middleware(errors.CrashGuard)
     # Around even that: request ids, the access log and request metrics see its 500s.
     observability.install(app, services)
@@ -76,10 +76,10 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
         "/v1/readyz",
         tags=["health"],
         operation_id="ready",
-        responses={503: {"description": "the database does not answer or has another schema"}},
+        responses={503: {"description": "the database does not answer or its schema is older"}},
     )
     def ready() -> dict[str, str]:
-        """Readiness: the database answers and its schema is the one this server needs.
+        """Readiness: the database answers and its schema is not older than this server's.
 
         503 `UNAVAILABLE` (with `Retry-After`) otherwise; `details.check` says which
         (`database` or `schema`).
