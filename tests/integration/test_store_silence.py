@@ -21,7 +21,7 @@ from oprun.store import schema as t
 
 LEASE = 1.0
 RULE = SilenceRule(reap_interval=0.05, lease_seconds=LEASE)
-"""Tolerance: a third of a lease."""
+"""Tolerance: half a lease."""
 
 
 def _claimed(store: Store, project_id: str):

@@ -71,8 +71,9 @@ def test_a_worker_that_beats_every_third_of_a_lease_loses_nothing_to_the_servers
 
     The server hears nothing from `outage_start` for `outage` (in leases), and its clock
     steps by `step` leases meanwhile (forward or back). The worker beats every third of a
-    lease while it is heard, and again within a third of a lease once the server is back.
-    Whatever the outage and the step, no round finds its lease lapsed or it silent.
+    lease while it is heard and, unanswered, tries again every sixth (`HeartbeatLoop`), so
+    it is heard within a sixth of a lease once the server is back. Whatever the outage and
+    the step, no round finds its lease lapsed or the worker silent.
     """
     rule = SilenceRule(reap_interval=reap_share * lease, lease_seconds=lease)
     third, r = lease / 3, rule.reap_interval
@@ -86,7 +87,7 @@ def test_a_worker_that_beats_every_third_of_a_lease_loses_nothing_to_the_servers
     while beat < down:
         events.append((beat, 0))
         beat += third
-    beat = back + first_beat * third
+    beat = back + first_beat * third / 2
     while beat < back + 3 * lease:
         events.append((beat, 0))
         beat += third

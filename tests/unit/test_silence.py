@@ -9,9 +9,9 @@ from oprun.domain.silence import Forgiveness, SilenceRule
 DEFAULTS = SilenceRule(reap_interval=2.0, lease_seconds=30.0)
 
 
-def test_the_tolerance_is_a_third_of_a_lease_or_two_reap_intervals():
-    assert DEFAULTS.tolerance == 10.0
-    assert SilenceRule(reap_interval=0.25, lease_seconds=2.0).tolerance == pytest.approx(2 / 3)
+def test_the_tolerance_is_half_a_lease_or_two_reap_intervals():
+    assert DEFAULTS.tolerance == 15.0
+    assert SilenceRule(reap_interval=0.25, lease_seconds=2.0).tolerance == 1.0
     assert SilenceRule(reap_interval=5.0, lease_seconds=6.0).tolerance == 10.0
 
 
@@ -21,7 +21,7 @@ def test_the_first_round_ever_forgives_nothing():
 
 def test_a_round_on_time_or_late_within_the_tolerance_forgives_nothing():
     assert DEFAULTS.forgive(now=1002.0, last_round=1000.0) is None
-    assert DEFAULTS.forgive(now=1010.0, last_round=1000.0) is None
+    assert DEFAULTS.forgive(now=1015.0, last_round=1000.0) is None
 
 
 def test_a_clock_stepped_back_forgives_nothing():

@@ -62,11 +62,13 @@ class SilenceRule:
     def tolerance(self) -> float:
         """The longest gap between rounds that is not the server's own silence.
 
-        Two reap intervals, so a round the load made late is not taken for an outage;
-        and at least a third of a lease: a worker's heartbeat comes every third of a
-        lease, so it renews its leases in time after a shorter silence anyway.
+        Half a lease: a worker beats every third of a lease and, while the server does
+        not answer, tries again at least every sixth, so after a shorter silence it
+        renews its leases in time anyway; a longer tolerance would let such a silence
+        cost a lease. At least two reap intervals, so that a round the load made late
+        is not taken for an outage.
         """
-        return max(2 * self.reap_interval, self.lease_seconds / 3)
+        return max(2 * self.reap_interval, self.lease_seconds / 2)
 
     def forgive(self, now: float, last_round: float | None) -> Forgiveness | None:
         """What a reaper round at `now` forgives, given the last round's instant.

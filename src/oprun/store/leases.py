@@ -129,10 +129,10 @@ class LeaseQueries(StoreBase):
     ) -> int:
         """Interrupt attempts whose lease lapsed; mark silent workers NOT_RESPONDING.
 
-        With `silence`, the round is recorded first, and a silence of the server's own
-        since the last round is forgiven before anything is reaped (in one transaction,
-        so no round can reap what another is about to forgive). Safe to run in every API
-        process at once. Returns how many attempts ended.
+        With `silence`, a silence of the server's own since the last round is forgiven
+        before anything is reaped, and the round's end is recorded for the next one (in
+        one transaction, so no round can reap what another is about to forgive). Safe
+        to run in every API process at once. Returns how many attempts ended.
         """
         forgiven = None
         with self.write() as tx:
@@ -157,6 +157,13 @@ class LeaseQueries(StoreBase):
                 .values(status=WorkerStatus.NOT_RESPONDING.value)
             )
             settle(tx, sorted({sa["operation_id"] for sa in lapsed}))
+            if silence is not None:
+                # The round's end, not its start: a round the load made long is no silence.
+                conn.execute(
+                    update(t.reaper_rounds)
+                    .where(t.reaper_rounds.c.id == ROUND_ID)
+                    .values(at=self._db_now(conn))
+                )
         if forgiven is not None:
             log.warning(
                 "event=own_silence seconds=%.1f action=leases_and_heartbeats_moved",
@@ -166,14 +173,14 @@ class LeaseQueries(StoreBase):
 
 
 def _forgive_own_silence(tx: Tx, rule: SilenceRule) -> Forgiveness | None:
-    """Record this reaper round; after the server's own silence, forgive it first.
+    """Forgive the server's own silence since the last reaper round, if there was one.
 
-    The round's instant goes into `reaper_rounds`. When the previous round lies further
-    back than `rule.tolerance` (every API process was down, the database was
-    unreachable, or its clock stepped forward), the last heartbeats of the workers
-    still heard and the leases still live move forward by the silence, never past a
-    renewal now (`oprun.domain.silence`). The round's row stays locked until the
-    transaction ends, so among API processes reaping at once one forgives a silence, once.
+    When the previous round (`reaper_rounds`) ended further back than `rule.tolerance`
+    (every API process was down, the database was unreachable, or its clock stepped
+    forward), the last heartbeats of the workers still heard and the leases still live
+    move forward by the silence, never past a renewal now (`oprun.domain.silence`). The
+    round's row stays locked until the transaction ends (where `reap` records the
+    round), so among API processes reaping at once one forgives a silence, once.
     """
     conn, rounds = tx.conn, t.reaper_rounds
     last = conn.execute(
@@ -182,7 +189,6 @@ def _forgive_own_silence(tx: Tx, rule: SilenceRule) -> Forgiveness | None:
     if last is None:  # the migration makes the row: only a hand-made schema lacks it
         conn.execute(insert(rounds).values(id=ROUND_ID, at=tx.now))
         return None
-    conn.execute(update(rounds).where(rounds.c.id == ROUND_ID).values(at=tx.now))
     forgiven = rule.forgive(tx.now, last.at)
     if forgiven is None:
         return None

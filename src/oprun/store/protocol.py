@@ -283,8 +283,8 @@ class Store(Protocol):
     ) -> int:
         """Interrupt attempts whose lease lapsed, mark silent workers; how many ended.
 
-        With `silence`, the round is recorded, and the server's own silence since the
-        last round first moves leases and heartbeats forward (`oprun.domain.silence`).
+        With `silence`, the server's own silence since the last round first moves leases
+        and heartbeats forward (`oprun.domain.silence`), and the round is recorded.
         """
         ...
 

@@ -7,9 +7,9 @@ reported again). Newly claimed work cuts a long poll short, at most every
 `MIN_HEARTBEAT_GAP`, so that the server hears of it, and of a cancel for it, at once.
 
 A heartbeat the server could not answer (it is down, or its database is) is sent
-again soon, and never later than one heartbeat interval: when the server comes back
-it hears from the worker before the leases it kept for it run out, however long it
-was away (the server forgives its own silence, not the worker's).
+again soon, and never later than half a heartbeat interval (a sixth of a lease): when
+the server comes back it hears from the worker before the leases it kept for it run
+out, however long it was away (the server forgives its own silence, not the worker's).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DEFAULT_HEARTBEAT_SECONDS = 3.0
 MIN_HEARTBEAT_GAP = 1.0
 """Newly claimed work restarts a heartbeat long poll (so its cancel arrives at once), at most this often."""
 RETRY_FIRST = 0.25
-"""The first pause before a failed heartbeat is sent again; it doubles up to the interval."""
+"""The first pause before a failed heartbeat is sent again; it doubles up to half the interval."""
 
 log = logging.getLogger("oprun.worker")
 
@@ -103,14 +103,14 @@ class HeartbeatLoop:
                 continue
             except (Unavailable, ServerError, Throttled) as exc:
                 failures += 1
-                pause = backoff(failures - 1, RETRY_FIRST, interval, random.random())
+                pause = backoff(failures - 1, RETRY_FIRST, interval / 2, random.random())
                 if failures == 1:
                     log.warning(
                         "heartbeat_failed worker_id=%s held=%s code=%s retry_within=%.2f error=%s",
                         worker_id,
                         len(held),
                         exc.code,
-                        interval,
+                        interval / 2,
                         exc.message,
                     )
                 await asyncio.sleep(pause)
