@@ -95,6 +95,7 @@ class Server:
                 if httpx.get(f"{self.url}/v1/healthz", timeout=1).status_code == 200:
                     return self
             time.sleep(0.05)
+        self.stop()  # never leave a half-started server behind
         raise RuntimeError("server did not start within 30 s")
 
     def stop(self) -> None:
@@ -161,6 +162,7 @@ class Worker:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}")
             if time.monotonic() > deadline:
+                self.stop()  # never leave a half-started worker behind
                 raise RuntimeError("worker did not register within 30 s")
             time.sleep(0.05)
         return self
