@@ -146,7 +146,7 @@ class Endpoints:
 
     @property
     def several(self) -> bool:
-        """Whether a failing call can go elsewhere: more than one URL, or address of a name."""
+        """Whether a failing call can go elsewhere: several URLs, or a name with several addresses."""
         return len(self._endpoints) > 1
 
     def pick(self) -> Endpoint:
