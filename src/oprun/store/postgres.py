@@ -58,6 +58,10 @@ class PgNotifier(Notifier):
         self._thread.join(timeout=5)
 
 
+CONNECT_TIMEOUT = 5
+"""Seconds a new connection to PostgreSQL may take before the store answers 503."""
+
+
 class PostgresStore(SqlStore):
     """Store on PostgreSQL."""
 
@@ -65,8 +69,16 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str) -> None:
         sa_url = make_url(url).set(drivername="postgresql+psycopg")
+        # A database host that drops packets must not hold a request: a connection that
+        # takes longer than this is an outage (503), unless the URL sets its own.
+        connect = {} if "connect_timeout" in sa_url.query else {"connect_timeout": CONNECT_TIMEOUT}
         engine = create_engine(
-            sa_url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+            sa_url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args=connect,
         )
         conninfo = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         super().__init__(engine, PgNotifier(conninfo))
