@@ -276,3 +276,20 @@ def test_an_admin_sets_the_projects_own_retention(api):
         headers={"Authorization": f"Bearer {viewer}"},
     )
     assert refused.status_code == 403
+
+
+def test_claim_latency_with_and_without_a_purge_under_way(database_url, tmp_path, figure):
+    """A figure, not an assertion on timing: `python -m bench.retention` is the full run."""
+    from bench.retention import measure, summary
+
+    samples, before, after = measure(
+        database_url, backlog=2_000, windows=4, window=2.0, logs=tmp_path, waiting=6_000
+    )
+
+    assert after < before  # the purge ran during its windows
+    off, on = summary(samples["without purge"]), summary(samples["during purge"])
+    figure(
+        f"claim p50 {off['p50']:.1f} ms without a purge, {on['p50']:.1f} ms during one "
+        f"({on['p50'] / off['p50']:.2f}x); mean {off['mean']:.1f} vs {on['mean']:.1f} ms "
+        f"({on['mean'] / off['mean']:.2f}x); {before - after} of {before} purged meanwhile"
+    )

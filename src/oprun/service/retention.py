@@ -34,9 +34,16 @@ from oprun.store import Store
 
 log = logging.getLogger("oprun.retention")
 
-BATCH = 200
+TARGET_SECONDS = 0.02
+"""How long a purge transaction aims to take where writes go one at a time (SQLite):
+there every other writer (a claim, a report) waits while it runs. Each batch is sized
+from how long the last one took. On PostgreSQL a purge locks only finished rows, so its
+batches are `BATCH` operations."""
+FEWEST = 20
+"""The smallest batch, however slow the database: the purge must still get through."""
+BATCH = 500
 """Finished operations deleted per transaction at most (fewer when they have many tasks)."""
-EVENTS_BATCH = 2_000
+EVENTS_BATCH = 5_000
 """Events deleted per transaction at most."""
 PAUSE_RATIO = 9.0
 """Rest after each purge transaction, as a multiple of the time it took: the purge holds
@@ -96,24 +103,48 @@ async def purge_round(
         before = purge_boundary(age_boundary(policy.effective_days, now), by_count)
         if before is not None:
             operations += await _in_batches(
-                partial(store.purge_operations, project_id, before, batch), pause_ratio
+                partial(store.purge_operations, project_id, before),
+                batch,
+                pause_ratio,
+                timed=store.serial_writes,
             )
     events = 0
     keep_events = settings.events_retention_seconds
     if keep_events is not None:
         events = await _in_batches(
-            partial(store.purge_events, now - keep_events, EVENTS_BATCH), pause_ratio
+            partial(store.purge_events, now - keep_events),
+            EVENTS_BATCH,
+            pause_ratio,
+            timed=store.serial_writes,
         )
     return Purged(operations, events)
 
 
-async def _in_batches(purge: Callable[[], int], pause_ratio: float) -> int:
-    """Run `purge` until it deletes nothing, resting between its transactions; how many."""
+async def _in_batches(
+    purge: Callable[[int], int], most: int, pause_ratio: float, *, timed: bool
+) -> int:
+    """Call `purge(limit)` until it deletes nothing, resting between transactions; how many.
+
+    With `timed`, each batch is sized to take about `TARGET_SECONDS`; else it is `most`.
+    """
     total = 0
+    limit = min(FEWEST, most) if timed else most
     while True:
         started = time.monotonic()
-        done = await run_sync(purge)
+        done = await run_sync(purge, limit)
+        took = time.monotonic() - started
         if not done:
             return total
         total += done
-        await asyncio.sleep((time.monotonic() - started) * pause_ratio)
+        if timed:
+            limit = next_limit(limit, done, took, most)
+        await asyncio.sleep(took * pause_ratio)
+
+
+def next_limit(limit: int, done: int, took: float, most: int) -> int:
+    """The next batch's size: what fits `TARGET_SECONDS` at the last one's pace.
+
+    It at most doubles from one batch to the next, and stays within `FEWEST` and `most`.
+    """
+    fits = int(done * TARGET_SECONDS / max(took, 1e-6))
+    return max(min(FEWEST, most), min(most, 2 * limit, fits))

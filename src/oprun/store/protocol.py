@@ -66,6 +66,14 @@ class Store(Protocol):
         """Wake-ups of waiters in this process when what they wait on changes."""
         ...
 
+    @property
+    def serial_writes(self) -> bool:
+        """Whether write transactions take the database one at a time (SQLite).
+
+        There, a long transaction delays every claim and report behind it.
+        """
+        ...
+
     def now(self) -> float:
         """The store's clock (epoch seconds), for timeouts and ages."""
         ...

@@ -34,6 +34,9 @@ _op = t.operations.c
 class RetentionQueries(StoreBase):
     """A project's retention settings and the purge of finished operations and old events."""
 
+    serial_writes = False
+    """Whether write transactions take the database one at a time (SQLite overrides it)."""
+
     def get_retention(self, project_id: str) -> RetentionSettings:
         """The project's own retention settings (null fields: the server's default), or NotFound."""
         with self.read() as conn:

@@ -54,6 +54,7 @@ class SqliteStore(SqlStore):
     """Store on a SQLite file; wake-ups stay in this process."""
 
     dialect_name = "sqlite"
+    serial_writes = True
 
     def __init__(self, url: str) -> None:
         super().__init__(_engine(url, "BEGIN"), Notifier())
