@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from oprun.api.deps import Caller, Svc
+from oprun.api.deps import Caller, Svc, VersionNumber
 from oprun.domain.models import Action, ActionDefinition, Page
 
 router = APIRouter(prefix="/v1", tags=["actions"])
@@ -33,9 +33,7 @@ def list_actions(
 
 
 @router.get("/actions/{name}", response_model=Action, operation_id="getAction")
-def get_action(
-    name: str, caller: Caller, svc: Svc, version: Annotated[int | None, Query(ge=1)] = None
-) -> Action:
+def get_action(name: str, caller: Caller, svc: Svc, version: VersionNumber = None) -> Action:
     """One version of an action (the latest by default)."""
     return svc.actions.get(caller, name, version)
 

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from oprun.domain.errors import AccessDenied
+from oprun.domain.text import INT32_MAX, INT64_MAX
 from oprun.logs import current_request
 from oprun.service import Principal, Services
 
@@ -67,6 +68,12 @@ def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> 
         )
     return caller
 
+
+Position = Annotated[int, Query(ge=0, le=INT64_MAX)]
+"""A sequence number in a query (`after` of logs and events): what a 64-bit column holds."""
+MaybePosition = Annotated[int | None, Query(ge=0, le=INT64_MAX)]
+VersionNumber = Annotated[int | None, Query(ge=1, le=INT32_MAX)]
+"""An action version in a query: what its 32-bit column holds."""
 
 Svc = Annotated[Services, Depends(services)]
 Caller = Annotated[Principal, Depends(principal)]

@@ -25,6 +25,7 @@ from oprun.domain.errors import (
     Unavailable,
     ValidationError,
 )
+from oprun.domain.text import escape
 
 log = logging.getLogger("oprun.api")
 
@@ -38,7 +39,8 @@ def error_response(error: OprunError) -> JSONResponse:
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    # A dict key in the path may be the very text that was refused: answer it escaped.
+    parts = [escape(str(p)) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
 
 
@@ -51,11 +53,12 @@ def _validation(exc: RequestValidationError) -> ValidationError:
             field="body",
         )
     where = _location(tuple(first.get("loc", ())))
-    message = first.get("msg", "invalid request")
+    message = escape(first.get("msg", "invalid request"))
     if first.get("type") == "extra_forbidden":
         message = "unknown field"
     problems = [
-        {"field": _location(tuple(e.get("loc", ()))), "problem": e.get("msg", "")} for e in errors
+        {"field": _location(tuple(e.get("loc", ()))), "problem": escape(e.get("msg", ""))}
+        for e in errors
     ]
     return ValidationError(f"{where}: {message}", field=where, errors=problems)
 

@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
-from oprun.api.deps import Caller, Svc
+from oprun.api.deps import Caller, MaybePosition, Svc
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -19,7 +19,7 @@ async def stream_events(
     request: Request,
     caller: Caller,
     svc: Svc,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: MaybePosition = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Events after `after` (or `Last-Event-ID`); without either, from now on."""

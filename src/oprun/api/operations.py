@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from oprun.api.deps import Caller, Hangup, Svc
+from oprun.api.deps import Caller, Hangup, Position, Svc
 from oprun.domain.limits import MAX_WAIT_SECONDS
 from oprun.domain.models import (
     BulkInvocation,
@@ -131,7 +131,7 @@ async def get_logs(
     caller: Caller,
     svc: Svc,
     gone: Hangup,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Position = 0,
     limit: Annotated[int | None, Query(ge=1, le=500)] = None,
     follow: bool = False,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 20.0,

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from oprun.domain.limits import MAX_CLAIM, MAX_WAIT_SECONDS
 from oprun.domain.models import ActionDefinition, Input, Model
+from oprun.domain.text import INT32_MAX
 
 
 class WorkerRegistration(Input):
@@ -95,8 +96,17 @@ class HeartbeatResponse(Model):
 ReportKind = Literal["running", "progress", "log", "succeeded", "failed", "canceled", "released"]
 
 
+ExitCode = Field(default=None, ge=-INT32_MAX - 1, le=INT32_MAX)
+
+
 class Report(Input):
-    """One thing that happened to a held session action."""
+    """One thing that happened to a held session action.
+
+    Its text is an action's output: a NUL or a lone surrogate in it is kept escaped
+    (`oprun.domain.text.escape`), never refused.
+    """
+
+    action_output = True
 
     session_action_id: str
     lease_epoch: int
@@ -109,7 +119,7 @@ class Report(Input):
     result: Any = None
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, max_length=16_384)
-    exit_code: int | None = None
+    exit_code: int | None = ExitCode
 
 
 SESSION_ACTION_ID = r"^sa_[0-9a-f]{32}$"
@@ -122,7 +132,10 @@ class SessionReport(Input):
     (`syncInputJobAttachments`). The worker names the session action (a new id the
     first time) and reports each status it reaches; no lease: the session's tasks
     hold the leases, and once the session is ended nothing more is accepted for it.
+    Its text is kept escaped, as a `Report`'s.
     """
+
+    action_output = True
 
     session_id: str = Field(max_length=64)
     session_action_id: str = Field(pattern=SESSION_ACTION_ID)
@@ -131,7 +144,7 @@ class SessionReport(Input):
         '`{"syncInputJobAttachments": {}}`'
     )
     status: Literal["RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "INTERRUPTED"]
-    exit_code: int | None = None
+    exit_code: int | None = ExitCode
     message: str | None = Field(default=None, max_length=4096)
     lines: list[str] = Field(default_factory=list, max_length=10_000)
     stream: Literal["stdout", "stderr", "system"] = "stdout"

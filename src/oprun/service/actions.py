@@ -97,4 +97,5 @@ class ActionService:
             limit,
             lambda after, size: self._store.list_action_versions(project, name, after, size),
             key=lambda action: action.version,
+            kind=int,
         )

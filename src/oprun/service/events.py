@@ -8,6 +8,7 @@ from anyio.to_thread import run_sync
 
 from oprun.domain.models import Event
 from oprun.domain.roles import Permission
+from oprun.domain.text import INT64_MAX
 from oprun.service.auth import Principal
 from oprun.store import Store
 from oprun.store.notify import events_key
@@ -35,12 +36,15 @@ class EventService:
         """Where a stream begins: the event id after which it sends.
 
         A reconnecting client's `last_event_id` (the SSE `Last-Event-ID`) wins when it
-        is a number; else `after`; else the latest event, so the stream carries only
+        is a number (ASCII digits, within 64 bits; anything else counts as absent, as
+        an unknown id would); else `after`; else the latest event, so the stream carries only
         what happens from now on. Raises `AccessDenied` unless the caller may read.
         """
         principal.require(Permission.READ)
-        if last_event_id and last_event_id.isdigit():
-            return int(last_event_id)
+        if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+            position = int(last_event_id)
+            if position <= INT64_MAX:
+                return position
         if after is not None:
             return after
         return await run_sync(self._store.last_event_id, principal.project_id)

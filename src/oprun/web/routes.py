@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from oprun.api.deps import Svc
+from oprun.api.deps import Svc, VersionNumber
 from oprun.domain.errors import NotFound, ValidationError
 from oprun.domain.models import Action, Operation
 from oprun.domain.status import OperationStatus
@@ -205,7 +205,7 @@ def action(
     name: str,
     page: Page,
     svc: Svc,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: VersionNumber = None,
     cursor: str | None = None,
 ) -> Response:
     """One action: a version's definition and parameters, every version, recent runs."""

@@ -1,0 +1,133 @@
+r"""What a request may carry to storage: the one rule for text and numbers.
+
+Both backends must be able to store every value: PostgreSQL refuses a NUL character in
+text and JSON, neither backend can encode a lone UTF-16 surrogate (`"\ud800"`, which
+Python's JSON parser lets through), and integer columns are 64-bit at most. So:
+
+- text a client sends (names, parameters, filters, capabilities, ...) with a NUL or a
+  lone surrogate is refused (400 naming the field): `refuse`;
+- text an action produced (log lines, progress messages, results, error messages) is
+  kept, escaped: `escape` writes a NUL as `\x00`, a surrogate that stands for an
+  undecodable byte (Python's `surrogateescape`, U+DC80..U+DCFF) as that byte `\xNN`,
+  and any other lone surrogate as `\udNNN`: visible, and the original bytes can be
+  read back from it (unless the text already held such a sequence literally);
+- integers outside 64-bit signed and floats that are NaN or infinite are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+"""Integer columns: counts, versions and exit codes are 32-bit, sequences and ids 64-bit."""
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(text: str) -> bool:
+    """Whether `text` holds a NUL or a lone surrogate (text no backend stores as is)."""
+    return _UNSTORABLE.search(text) is not None
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = ord(match.group())
+    if char == 0:
+        return "\\x00"
+    if 0xDC80 <= char <= 0xDCFF:
+        return f"\\x{char - 0xDC00:02x}"
+    return f"\\u{char:04x}"
+
+
+def escape(text: str) -> str:
+    """`text` with each NUL and lone surrogate written out as a visible escape."""
+    return _UNSTORABLE.sub(_escaped, text) if unstorable(text) else text
+
+
+class Unstorable(ValueError):
+    """A value no backend can store; `where` is its path inside the field ("" for itself)."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{escape(where) + ': ' if where else ''}{problem}")
+        self.where = where
+        self.problem = problem
+
+
+def _text_problem(text: str) -> str | None:
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain a NUL character"
+    return "must not contain a lone UTF-16 surrogate"
+
+
+def _number_problem(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return "integer out of range (64-bit signed)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number (no NaN or Infinity)"
+    return None
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def walk(value: Any, on_text: Callable[[str], str], where: str = "", *, keep: bool = False) -> Any:
+    """`value` with `on_text` applied to every string (dict keys too); numbers checked.
+
+    Lists, tuples and dicts are rebuilt only when a string in them changed. An `Input`
+    model is left alone (it checks its own fields); another model's fields are checked. Raises `Unstorable` for a
+    number out of range, or when `on_text` does; with `keep` (an action's result), such
+    a number is kept as its JSON text (`"NaN"`, `"1180591620717411303424"`).
+    """
+    if isinstance(value, str):
+        try:
+            return on_text(value)
+        except Unstorable as exc:
+            raise Unstorable(where, exc.problem) from None
+    if isinstance(value, dict):
+        out = {
+            walk(k, on_text, _join(where, k), keep=keep): walk(
+                v, on_text, _join(where, k), keep=keep
+            )
+            for k, v in value.items()
+        }
+        same = len(out) == len(value) and all(
+            a is c and b is d for (a, b), (c, d) in zip(out.items(), value.items(), strict=False)
+        )
+        return value if same else out
+    if isinstance(value, list | tuple):
+        items = [walk(v, on_text, _join(where, i), keep=keep) for i, v in enumerate(value)]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(items)
+    if isinstance(value, BaseModel) and not hasattr(type(value), "action_output"):
+        # A nested model that is not an `Input` (a parameter spec): hold its fields too.
+        for name, field in value:
+            walk(field, on_text, _join(where, name), keep=keep)
+        return value
+    problem = _number_problem(value)
+    if problem and keep:
+        return json.dumps(value)
+    if problem:
+        raise Unstorable(where, problem)
+    return value
+
+
+def refuse(text: str) -> str:
+    """`text` itself, or `Unstorable` when it holds a NUL or a lone surrogate."""
+    problem = _text_problem(text)
+    if problem:
+        raise Unstorable("", problem)
+    return text
