@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from oprun import web
 from oprun.api.app import create_app
+from oprun.domain.limits import MAX_HEADER_BYTES
 from oprun.service import Bootstrapped, Services, open_services
 
 __all__ = ["Bootstrapped", "build_app", "open_services", "uvicorn_server"]
@@ -38,5 +39,9 @@ def uvicorn_server(services: Services, host: str, port: int) -> uvicorn.Server:
         log_config=None,  # uvicorn's lines go through oprun.logs, in its format
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # h11, not httptools: httptools reads a request head of any size (a 50 MB header
+        # would be buffered whole); h11 refuses one over this limit before the app runs.
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
     return uvicorn.Server(config)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from oprun._version import __version__
 from oprun.api import actions, errors, events, observability, operations, queues, tokens, workers
-from oprun.api.errors import error_response
-from oprun.domain.errors import TooLarge
-from oprun.domain.limits import MAX_REQUEST_BYTES
+from oprun.api.limits import RequestLimits
 from oprun.service import Services
 
 
@@ -45,23 +43,11 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
     app.state.services = services
     errors.install(app)
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            return error_response(
-                TooLarge(
-                    f"request body is {length} bytes; the limit is {MAX_REQUEST_BYTES}",
-                    limit=MAX_REQUEST_BYTES,
-                )
-            )
-        return await call_next(request)
-
     # Outside the app's own middleware, so it answers a crash in any of them or a route.
     app.add_middleware(errors.CrashGuard)
-    # Around even that: request ids, the access log and request metrics see its 500s.
+    # Around that: bodies, credentials and URLs are held to their limits before any work.
+    app.add_middleware(RequestLimits)
+    # Around even that: request ids, the access log and request metrics see its 500s and 413s.
     observability.install(app, services)
 
     for module in (operations, actions, queues, workers, tokens, events):

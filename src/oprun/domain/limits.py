@@ -1,7 +1,11 @@
 """Documented limits on everything a client can send (see docs/limits.md)."""
 
 MAX_REQUEST_BYTES = 1024 * 1024
-"""Largest request body the API accepts."""
+"""Largest request body the API accepts, however it is framed (Content-Length or chunked)."""
+MAX_AUTHORIZATION_BYTES = 4096
+"""Longest `Authorization` header: a longer one is 401 without being read as a token."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Largest request head (request line and headers) the server reads at all."""
 MAX_PARAMETER_BYTES = 64 * 1024
 """Largest encoded value of one parameter."""
 MAX_RESULT_BYTES = 256 * 1024
