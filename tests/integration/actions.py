@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -60,3 +61,15 @@ def once(ctx: Any, marker_dir: str, seconds: float = 0.0) -> int:
 def fail(ctx: Any, message: str = "boom") -> None:
     """Raise."""
     raise ValueError(message)
+
+
+@app.action(name="garbage")
+def garbage(ctx: Any) -> dict[str, str]:
+    """Print what no database stores as text: NUL, a lone surrogate, bytes that are not UTF-8."""
+    ctx.log("log nul \x00 here")
+    ctx.log("log lone \ud800 surrogate")
+    ctx.progress(50, "half\x00way \ud800")
+    sys.stdout.buffer.write(b"raw \xff\xfe bytes and a nul \x00\n")
+    sys.stdout.flush()
+    print("print lone \udcff surrogate", flush=True)
+    return {"nul": "a\x00b", "lone": "\ud800"}
