@@ -115,11 +115,11 @@ class HeartbeatLoop:
                     )
                 await asyncio.sleep(pause)
                 continue
+            if response is None:
+                continue  # new work is held: beat again with it
             if failures:
                 log.warning("heartbeat_restored worker_id=%s failed=%s", worker_id, failures)
                 failures = 0
-            if response is None:
-                continue  # new work is held: beat again with it
             if self._on_answer(response):
                 continue
             interval = self.interval()  # the first answer brings the server's lease
