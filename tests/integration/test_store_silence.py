@@ -93,7 +93,7 @@ def test_what_lapsed_while_the_server_listened_still_ends(store, project):
 
 
 def test_the_silence_counts_only_what_the_server_did_not_hear(store, project):
-    op, worker, a = _claimed(store, project.id)
+    op, _, a = _claimed(store, project.id)
     _rounds(store, 0.5 * LEASE)  # heard nothing for half a lease...
     time.sleep(2 * LEASE)  # ... then the server is away
     store.reap(worker_silence=3 * LEASE, silence=RULE)
