@@ -6,17 +6,16 @@ import hashlib
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field
 
 from oprun.domain.backoff import backoff
 from oprun.domain.limits import MAX_NAME_LENGTH
 from oprun.domain.params import ParameterSpec
 from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
-from oprun.domain.text import INT32_MAX, Unstorable, escape, refuse, walk
+from oprun.domain.text import INT32_MAX, Storable
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -27,29 +26,15 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class Input(BaseModel):
+class Input(Storable):
     """Base of everything a client sends: immutable; an unknown field is an error.
 
-    Every field, whatever its type and however deep, is held to the one rule of
-    `oprun.domain.text`: a NUL or a lone surrogate in any string, an integer outside
-    64 bits or a NaN/Infinity is a 400 naming the field. A model of an action's output
-    (`action_output`) keeps such text escaped instead, and its `result` such numbers
-    as their JSON text: a process may print anything.
+    Every field, however deep, holds to `oprun.domain.text`'s rule (no NUL or lone
+    surrogate, integers within 64 bits, finite numbers, no boolean for a number) or is
+    a 400 naming it; an `action_output` model keeps such text escaped instead.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    action_output: ClassVar[bool] = False
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
-        output = cls.action_output
-        try:
-            return walk(
-                value, escape if output else refuse, keep=output and info.field_name == "result"
-            )
-        except Unstorable as exc:
-            raise PydanticCustomError("unstorable", "{problem}", {"problem": str(exc)}) from None
 
 
 class Project(Model):

@@ -20,9 +20,11 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from functools import cache
+from typing import Any, ClassVar, get_args
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
+from pydantic_core import PydanticCustomError
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -112,7 +114,7 @@ def walk(value: Any, on_text: Callable[[str], str], where: str = "", *, keep: bo
         if all(a is b for a, b in zip(items, value, strict=True)):
             return value
         return type(value)(items)
-    if isinstance(value, BaseModel) and not hasattr(type(value), "action_output"):
+    if isinstance(value, BaseModel) and not isinstance(value, Storable):
         # A nested model that is not an `Input` (a parameter spec): hold its fields too.
         for name, field in value:
             walk(field, on_text, _join(where, name), keep=keep)
@@ -131,3 +133,55 @@ def refuse(text: str) -> str:
     if problem:
         raise Unstorable("", problem)
     return text
+
+
+def storable(value: Any, *, output: bool, result: bool) -> Any:
+    """A model field's `value` held to the rule: refused, or (`output`) escaped.
+
+    `result` (an action's result, in `output`) keeps out-of-range numbers as text.
+    Raises pydantic's error, so the field is named in the 400.
+    """
+    try:
+        return walk(value, escape if output else refuse, keep=output and result)
+    except Unstorable as exc:
+        raise PydanticCustomError("unstorable", "{problem}", {"problem": str(exc)}) from None
+
+
+@cache
+def number_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of `model` typed as a number (int or float, optional or not), never bool."""
+
+    def kinds(annotation: Any) -> set[Any]:
+        args = get_args(annotation)
+        return set().union(*(kinds(a) for a in args)) if args else {annotation}
+
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if (found := kinds(field.annotation)) & {int, float} and bool not in found
+    )
+
+
+def no_bool_for_a_number(model: type[BaseModel], field: str | None, value: Any) -> Any:
+    """`value`, unless it is a boolean for a number field (pydantic would read `true` as 1)."""
+    if isinstance(value, bool) and field in number_fields(model):
+        raise PydanticCustomError("number_type", "Input should be a number, not a boolean")
+    return value
+
+
+class Storable(BaseModel):
+    """A model whose every field holds to the rule (the base of every request model).
+
+    With `action_output`, its text is escaped instead of refused, and its `result`
+    field keeps out-of-range numbers as text.
+    """
+
+    action_output: ClassVar[bool] = False
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _storable(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        value = handler(no_bool_for_a_number(cls, info.field_name, value))
+        return storable(value, output=cls.action_output, result=info.field_name == "result")
