@@ -182,9 +182,12 @@ def test_an_age_limit_purges_only_what_ended_before_it(store, project):
     worker = store.register_worker(project.id, "w", "host", ["default"], {})
     _invoke(store, project.id, n=3)
     old = _finish(store, project.id, worker, 2)
-    time.sleep(1.0)
+    time.sleep(3.0)
     new = _finish(store, project.id, worker, 1)
-    settings = Settings(database_url="sqlite://", retention_days=0.5 / 86_400)
+    # An age whose limit falls half way between them (1.5 s of slack for a slow machine).
+    ended = store.get_operation(project.id, new[0]).ended_at.timestamp()
+    age = store.now() - (ended - 1.5)
+    settings = Settings(database_url="sqlite://", retention_days=age / 86_400)
 
     purged = asyncio.run(purge_round(store, settings, pause_ratio=0))
 

@@ -120,7 +120,7 @@ def _written_rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
             )
             for w in range(5)
         ]
-        ops = [op for op, _ in store.create_operations(items)]
+        store.create_operations(items)
         done, failed, running = store.claim(worker.id, project.id, ["default"], 3, 30)
         store.apply_reports(
             worker.id,
@@ -135,7 +135,9 @@ def _written_rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
                 _report(running, "log", lines=["still going"], stream="stderr"),
             ],
         )
-        store.cancel_operation(project.id, ops[3].id, "canceled by the test")
+        waiting = store.list_operations(project.id, status=OperationStatus.QUEUED)
+        assert len(waiting) == 2
+        store.cancel_operation(project.id, waiting[0].id, "canceled by the test")
     finally:
         store.close()
     engine = create_engine(url, poolclass=pool.NullPool)
