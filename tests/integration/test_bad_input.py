@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from oprun.domain.limits import MAX_REQUEST_BYTES
 from oprun.testing import Server
@@ -383,3 +385,23 @@ def test_oversized_credentials_and_headers_are_refused_before_any_work(
             pass  # the server closed the connection: refused all the same
     with httpx.Client(base_url=shared_server.url, timeout=30) as client:
         assert client.get("/v1/healthz").status_code == 200
+
+
+def test_a_poisoned_row_an_older_server_stored_reads_back_escaped(
+    shared_server: Server, project: tuple[httpx.Client, str, str]
+) -> None:
+    """Before the rule, a lone surrogate in a parameter reached SQLite's JSON columns."""
+    if not shared_server.database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's JSONB never took one")
+    api, worker_id, op_id = project
+    poisoned = '{"width": 1, "mode": "\\ud800"}'
+    with sqlite3.connect(make_url(shared_server.database_url).database or "") as db:
+        db.execute("UPDATE operations SET parameters = ? WHERE id = ?", (poisoned, op_id))
+        db.execute("UPDATE tasks SET parameters = ? WHERE operation_id = ?", (poisoned, op_id))
+    listed = api.get("/v1/operations")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"][0]["parameters"]["mode"] == "\\ud800"
+    claimed = api.post(f"/v1/workers/{worker_id}:claim", json={"max": 1})
+    assert claimed.status_code == 200, claimed.text
+    assert claimed.json()["assignments"][0]["parameters"]["mode"] == "\\ud800"
+    _still_healthy(api, worker_id, op_id)

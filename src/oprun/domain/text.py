@@ -135,6 +135,27 @@ def refuse(text: str) -> str:
     return text
 
 
+def escape_all(value: Any) -> Any:
+    """`value` (decoded JSON) with every string and key escaped; numbers left as they are."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {escape_all(k): escape_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape_all(v) for v in value]
+    return value
+
+
+def read_json(text: str) -> Any:
+    """JSON as stored, made readable whatever it holds.
+
+    A lone surrogate an older server let into a SQLite JSON column (as a `\ud800`
+    escape) comes back escaped, not as text no response can encode.
+    """
+    value = json.loads(text)
+    return escape_all(value) if "\\ud" in text else value
+
+
 def storable(value: Any, *, output: bool, result: bool) -> Any:
     """A model field's `value` held to the rule: refused, or (`output`) escaped.
 

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
+from oprun.domain.text import read_json
 from oprun.store.base import Tx
 from oprun.store.notify import Notifier
 from oprun.store.sql import SqlStore
@@ -31,6 +32,7 @@ def _engine(url: str, begin: str) -> Engine:
         max_overflow=8,
         connect_args={"check_same_thread": False, "timeout": timeout},
         hide_parameters=True,
+        json_deserializer=read_json,
     )
 
     @event.listens_for(engine, "connect")
