@@ -8,7 +8,6 @@ cuts (every connection closed, new ones refused) and restores.
 from __future__ import annotations
 
 import contextlib
-import socket
 import sqlite3
 import threading
 import time
@@ -21,64 +20,9 @@ from oprun.api.app import create_app
 from oprun.service import Settings, open_services
 from oprun.testing import Server, free_port
 from tests.conftest import PG_ADMIN_URL
+from tests.integration._tcp_proxy import TcpProxy
 
 ACTION = {"name": "echo", "entrypoint": "tests.integration.actions:echo"}
-
-
-class TcpProxy:
-    """Forwards a loopback port to an upstream address until cut; restorable on the same port."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = free_port()
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-
-    def start(self) -> TcpProxy:
-        """Accept connections (again)."""
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def cut(self) -> None:
-        """Refuse new connections and close every open one, as a database that went away."""
-        with self._lock:
-            doomed = [*self._sockets, *([self._listener] if self._listener else [])]
-            self._sockets.clear()
-            self._listener = None
-        for sock in doomed:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
 
 
 def _client(server: Server) -> httpx.Client:
