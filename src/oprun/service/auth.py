@@ -12,8 +12,11 @@ from oprun.domain.errors import AccessDenied, AuthenticationError, ValidationErr
 from oprun.domain.models import Project, Token
 from oprun.domain.roles import Permission, Role
 from oprun.store import Store
+from oprun.store.notify import tokens_key
 
 TOKEN_PREFIX = "oprun_"
+REVOKE_ECHO_SECONDS = 2.0
+"""How long a revocation waits for its NOTIFY to come back before it answers."""
 
 
 def hash_secret(secret: str) -> str:
@@ -46,13 +49,21 @@ class Principal:
 
 
 class Authenticator:
-    """Checks bearer secrets against the store, with a short cache."""
+    """Checks bearer secrets against the store, with a short cache.
+
+    A revocation anywhere publishes `tokens_key()`: every process (PostgreSQL NOTIFY
+    reaches all of them) drops its whole cache when it arrives. While this process may
+    miss keys (its listener is reconnecting) the cache is not used at all.
+    """
 
     def __init__(self, store: Store, cache_seconds: float) -> None:
         self._store = store
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, Principal]] = {}
-        self._lock = threading.Lock()
+        self._generation = 0
+        """Bumped by every flush; a lookup that raced a flush is not cached."""
+        self._flushed = threading.Condition()
+        store.notifier.subscribe(tokens_key(), self.forget)
 
     def authenticate(self, secret: str | None) -> Principal:
         """The principal of a bearer secret, or `AuthenticationError`."""
@@ -60,24 +71,39 @@ class Authenticator:
             raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <token>'")
         digest = hash_secret(secret)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
+        trusted = self._store.notifier.hears_everything
+        with self._flushed:
+            hit = self._cache.get(digest) if trusted else None
+            generation = self._generation
         if hit is not None and hit[0] > now:
             return hit[1]
         token = self._store.token_by_hash(digest)
         if token is None:
             raise AuthenticationError("invalid or revoked token")
         principal = Principal(token.id, token.name, token.project_id, token.role)
-        with self._lock:
+        with self._flushed:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = (now + self._ttl, principal)
+            if trusted and generation == self._generation:
+                self._cache[digest] = (now + self._ttl, principal)
         return principal
 
+    def generation(self) -> int:
+        """How many flushes this process has seen (pass it to `wait_flush`)."""
+        with self._flushed:
+            return self._generation
+
     def forget(self) -> None:
-        """Drop cached tokens (after a revocation in this process)."""
-        with self._lock:
+        """Drop cached tokens (a token was revoked, here or in another process)."""
+        with self._flushed:
             self._cache.clear()
+            self._generation += 1
+            self._flushed.notify_all()
+
+    def wait_flush(self, since: int, timeout: float) -> bool:
+        """Wait until a flush after generation `since` arrives; False on timeout."""
+        with self._flushed:
+            return self._flushed.wait_for(lambda: self._generation > since, timeout)
 
 
 class TokenService:
@@ -104,8 +130,13 @@ class TokenService:
     def revoke(self, principal: Principal, token_id: str) -> Token:
         """Revoke a token of the caller's project."""
         principal.require(Permission.MANAGE)
+        before = self._auth.generation()
         token = self._store.revoke_token(principal.project_id, token_id)
-        self._auth.forget()
+        # The revocation's own NOTIFY coming back shows the database has handed it to
+        # every listening process; answer after that (bounded: a listener that is away
+        # does not use its cache anyway).
+        if not self._auth.wait_flush(before, REVOKE_ECHO_SECONDS):
+            self._auth.forget()
         return token
 
     def current_project(self, principal: Principal) -> Project:

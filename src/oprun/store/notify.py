@@ -51,8 +51,23 @@ class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: dict[str, set[Signal]] = {}
+        self._callbacks: dict[str, list[Callable[[], None]]] = {}
         self.closing = False
         """Set at shutdown: long polls answer at once instead of waiting."""
+
+    @property
+    def hears_everything(self) -> bool:
+        """Whether every key published by any process reaches this one now.
+
+        In process: always. A PostgreSQL listener that lost its connection misses
+        keys until it is back, so caches kept fresh by keys must not be trusted then.
+        """
+        return True
+
+    def subscribe(self, key: str, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the publishing thread; keep it short) each time `key` is published."""
+        with self._lock:
+            self._callbacks.setdefault(key, []).append(callback)
 
     async def long_poll(
         self,
@@ -90,8 +105,12 @@ class Notifier:
 
     def publish(self, keys: Iterable[str]) -> None:
         """Wake every listener of each key."""
+        keys = list(keys)
         with self._lock:
             fired = {s for key in keys for s in self._listeners.get(key, ())}
+            calls = [c for key in keys for c in self._callbacks.get(key, ())]
+        for call in calls:
+            call()
         for signal in fired:
             signal.fire()
 
@@ -144,3 +163,8 @@ def worker_key(worker_id: str) -> str:
 def events_key(project_id: str) -> str:
     """Published when a project gets events."""
     return f"events:{project_id}"
+
+
+def tokens_key() -> str:
+    """Published when a token is revoked: every process drops its cached tokens."""
+    return "tokens"

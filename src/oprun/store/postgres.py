@@ -16,7 +16,7 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
 from oprun.store.base import Tx
-from oprun.store.notify import Notifier
+from oprun.store.notify import Notifier, tokens_key
 from oprun.store.sql import SqlStore
 
 log = logging.getLogger("oprun.store")
@@ -31,6 +31,7 @@ class PgNotifier(Notifier):
         self._conninfo = conninfo
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._listening = False
         self._thread = threading.Thread(target=self._listen, name="oprun-pg-listen", daemon=True)
         self._thread.start()
         self._ready.wait(10)
@@ -40,6 +41,10 @@ class PgNotifier(Notifier):
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    # Keys sent while the listener was away are lost: forget what they
+                    # would have invalidated (revoked tokens) before trusting caches again.
+                    self.publish([tokens_key()])
+                    self._listening = True
                     self._ready.set()
                     while not self._stop.is_set():
                         # Hand each key on as it arrives; the timeout only bounds how
@@ -47,10 +52,16 @@ class PgNotifier(Notifier):
                         for notify in conn.notifies(timeout=0.5):
                             self.publish([notify.payload])
             except psycopg.Error as exc:
+                self._listening = False
                 self._ready.set()
                 if not self._stop.is_set():
                     log.warning("event=listen_failed error=%r retry_in=1s", str(exc))
                     self._stop.wait(1.0)
+
+    @property
+    def hears_everything(self) -> bool:
+        """True while the LISTEN connection is up."""
+        return self._listening and not self._stop.is_set()
 
     def close(self) -> None:
         """Stop the listener thread."""

@@ -15,7 +15,7 @@ from oprun.domain.roles import Role
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx, at, insert_new, to_datetime
-from oprun.store.notify import work_key
+from oprun.store.notify import tokens_key, work_key
 
 
 def _project(row: Any) -> Project:
@@ -181,6 +181,7 @@ class TenancyQueries(StoreBase):
                 )
                 .values(revoked_at=tx.now)
             )
+            tx.keys.add(tokens_key())  # every process drops its cached tokens at commit
             row = tx.conn.execute(
                 select(t.tokens).where(
                     t.tokens.c.id == token_id, t.tokens.c.project_id == project_id
