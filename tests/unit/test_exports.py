@@ -17,6 +17,7 @@ EXPECTED = {
     "Conflict",
     "Context",
     "HttpRetry",
+    "MethodNotAllowed",
     "NoOp",
     "NotFound",
     "Operation",

@@ -10,8 +10,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from oprun._version import __version__
-from oprun.api import actions, errors, events, observability, operations, queues, tokens, workers
+from oprun.api import (
+    actions,
+    errors,
+    events,
+    observability,
+    openapi,
+    operations,
+    queues,
+    tokens,
+    workers,
+)
 from oprun.api.limits import RequestLimits
+from oprun.domain.errors import Unavailable
 from oprun.service import Services
 
 
@@ -62,7 +73,7 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
         "/v1/readyz",
         tags=["health"],
         operation_id="ready",
-        responses={503: {"description": "the database does not answer or its schema is older"}},
+        responses=openapi.error_responses(Unavailable),
     )
     def ready() -> dict[str, str]:
         """Readiness: the database answers and its schema is not older than this server's.
@@ -73,4 +84,5 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
         schema = services.check_ready()
         return {"status": "ready", "version": __version__, "schema": schema}
 
+    openapi.install(app)
     return app

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oprun.domain.errors import (
     ERRORS_BY_CODE,
+    MethodNotAllowed,
     NotFound,
     OprunError,
     ServerError,
@@ -81,6 +82,12 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(NotFound(f"no route {request.method} {request.url.path}"))
+        if exc.status_code == 405:
+            response = error_response(
+                MethodNotAllowed(f"{request.url.path} does not answer {request.method}")
+            )
+            response.headers.update(exc.headers or {})  # Allow
+            return response
         by_status = {c.http_status: c for c in ERRORS_BY_CODE.values()}
         cls = by_status.get(exc.status_code, ValidationError)
         error = cls(str(exc.detail))

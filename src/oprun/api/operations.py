@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from oprun.api.deps import Caller, Hangup, Position, Svc
+from oprun.api.openapi import error_responses
+from oprun.domain.errors import Conflict, NotFound
 from oprun.domain.limits import MAX_WAIT_SECONDS
 from oprun.domain.models import (
     BulkInvocation,
@@ -28,7 +30,11 @@ router = APIRouter(prefix="/v1", tags=["operations"])
     response_model=Operation,
     status_code=201,
     operation_id="invokeAction",
-    responses={200: {"description": "idempotent replay"}, 204: {"description": "cacheable hit"}},
+    responses={
+        200: {"description": "idempotent replay"},
+        204: {"description": "cacheable hit"},
+        **error_responses(NotFound, Conflict),
+    },
 )
 def invoke(invocation: Invocation, caller: Caller, svc: Svc) -> Response:
     """Invoke an action: 201 new operation, 200 replay of an idempotency key, 204 nothing to do."""
@@ -41,7 +47,10 @@ def invoke(invocation: Invocation, caller: Caller, svc: Svc) -> Response:
 
 
 @router.post(
-    "/operations:bulk", response_model=BulkInvocationResult, operation_id="invokeActionsBulk"
+    "/operations:bulk",
+    response_model=BulkInvocationResult,
+    operation_id="invokeActionsBulk",
+    responses=error_responses(NotFound, Conflict),
 )
 def invoke_bulk(body: BulkInvocation, caller: Caller, svc: Svc) -> Response:
     """Invoke many actions in one transaction."""
@@ -89,7 +98,10 @@ async def wait_operation(
 
 
 @router.post(
-    "/operations/{operation_id}:cancel", response_model=Operation, operation_id="cancelOperation"
+    "/operations/{operation_id}:cancel",
+    response_model=Operation,
+    operation_id="cancelOperation",
+    responses=error_responses(Conflict),
 )
 def cancel_operation(operation_id: str, caller: Caller, svc: Svc) -> Response:
     """Cancel: queued work never starts; running work is stopped by its worker."""
@@ -116,7 +128,12 @@ def get_operation(operation_id: str, caller: Caller, svc: Svc) -> Response:
     return Response(op.model_dump_json(), media_type="application/json")
 
 
-@router.delete("/operations/{operation_id}", status_code=204, operation_id="deleteOperation")
+@router.delete(
+    "/operations/{operation_id}",
+    status_code=204,
+    operation_id="deleteOperation",
+    responses=error_responses(Conflict),
+)
 def delete_operation(operation_id: str, caller: Caller, svc: Svc) -> Response:
     """Delete a finished operation and its records."""
     svc.operations.delete(caller, operation_id)

@@ -5,6 +5,7 @@
     ├── AuthenticationError  401 UNAUTHENTICATED
     ├── AccessDenied         403 ACCESS_DENIED
     ├── NotFound             404 NOT_FOUND
+    │   └── MethodNotAllowed 405 METHOD_NOT_ALLOWED
     ├── Conflict             409 CONFLICT
     ├── TooLarge             413 TOO_LARGE
     ├── Throttled            429 THROTTLED
@@ -65,6 +66,13 @@ class NotFound(OprunError):
     http_status = 404
 
 
+class MethodNotAllowed(NotFound):
+    """The resource does not answer this method (the `Allow` header names those it does)."""
+
+    code = "METHOD_NOT_ALLOWED"
+    http_status = 405
+
+
 class Conflict(OprunError):
     """The resource is not in a state that allows this."""
 
@@ -107,6 +115,7 @@ ERRORS_BY_CODE: dict[str, type[OprunError]] = {
         AuthenticationError,
         AccessDenied,
         NotFound,
+        MethodNotAllowed,
         Conflict,
         TooLarge,
         Throttled,

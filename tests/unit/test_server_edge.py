@@ -1,0 +1,85 @@
+"""What the HTTP server answers before the app runs: a request head it cannot read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oprun.domain.limits import MAX_HEADER_BYTES
+from oprun.server import uvicorn_server
+from oprun.service import Services, Settings
+from oprun.service.auth import bootstrap
+from oprun.store import open_store
+
+ADMIN = "oprun_server_edge_unit_admin"
+
+
+@pytest.fixture
+def port(tmp_path: Path) -> Iterator[int]:
+    url = f"sqlite:///{tmp_path / 'oprun.db'}"
+    store = open_store(url)
+    bootstrap(store, ADMIN)
+    services = Services.build(store, Settings(database_url=url, bootstrap_token=ADMIN))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    server = uvicorn_server(services, "127.0.0.1", free)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        yield free
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        services.close()
+
+
+def _exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /v1/healthz?" + b"a" * (4 * MAX_HEADER_BYTES) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\nX-Pad: "
+        + b"a" * (4 * MAX_HEADER_BYTES)
+        + b"\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+    ids=["long-url", "long-header", "malformed"],
+)
+def test_a_head_the_server_cannot_read_is_400_in_the_error_shape(port, request_bytes):
+    status, headers, body = _exchange(port, request_bytes)
+    assert status.startswith("HTTP/1.1 400")
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == "VALIDATION"
+    assert error["details"] == {"field": "head", "limit": MAX_HEADER_BYTES}
+
+
+def test_a_readable_request_still_reaches_the_app(port):
+    status, _, body = _exchange(
+        port, b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert status.startswith("HTTP/1.1 200")
+    assert json.loads(body)["status"] == "ok"
