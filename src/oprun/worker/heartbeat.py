@@ -10,6 +10,11 @@ A heartbeat the server could not answer (it is down, or its database is) is sent
 again soon, and never later than half a heartbeat interval (a sixth of a lease): when
 the server comes back it hears from the worker before the leases it kept for it run
 out, however long it was away (the server forgives its own silence, not the worker's).
+A heartbeat that gets no answer at all (a network that drops packets, where TCP would
+wait out its own retransmission backoff, seconds after the network is back) is given
+up one interval after its long poll should have ended and sent again at once on a new
+connection. Until one is answered, heartbeats are plain renewals without a long poll:
+being heard comes first.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ RETRY_FIRST = 0.25
 log = logging.getLogger("oprun.worker")
 
 WorkerState = Literal["RUNNING", "IDLE", "STOPPING", "STOPPED"]
+
+
+class _Unanswered(Unavailable):
+    """A heartbeat got no answer in time: the connection may be dead. Send another."""
 
 
 class HeartbeatLoop:
@@ -96,14 +105,17 @@ class HeartbeatLoop:
             started = loop.time()
             self._slots.held_added.clear()
             worker_id = self._worker_id()
+            wait = interval if held and not failures else 0.0
             try:
-                response = await self._beat(worker_id, beat, interval if held else 0.0, started)
+                response = await self._beat(worker_id, beat, wait, started, patience=interval)
             except NotFound:
                 await self._on_unknown(worker_id)
                 continue
             except (Unavailable, ServerError, Throttled) as exc:
                 failures += 1
                 pause = backoff(failures - 1, RETRY_FIRST, interval / 2, random.random())
+                if isinstance(exc, _Unanswered):
+                    pause = 0.0  # it has waited a whole interval already
                 if failures == 1:
                     log.warning(
                         "heartbeat_failed worker_id=%s held=%s code=%s retry_within=%.2f error=%s",
@@ -140,16 +152,33 @@ class HeartbeatLoop:
                 self._on_answer(response)
 
     async def _beat(
-        self, worker_id: str | None, beat: Heartbeat, wait: float, started: float
+        self,
+        worker_id: str | None,
+        beat: Heartbeat,
+        wait: float,
+        started: float,
+        *,
+        patience: float,
     ) -> HeartbeatResponse | None:
-        """One heartbeat; None when it was cut short to include newly claimed work."""
+        """One heartbeat; None when it was cut short to include newly claimed work.
+
+        Raises:
+            _Unanswered: no answer `patience` seconds after the long poll's `wait`.
+        """
         assert worker_id is not None
         loop = asyncio.get_running_loop()
         # Not retried by the client: this loop sends it again, paced by the interval.
         request = asyncio.create_task(self._client.heartbeat(worker_id, beat, wait, retry=False))
         added = asyncio.create_task(self._slots.held_added.wait())
         try:
-            done, _ = await asyncio.wait({request, added}, return_when=asyncio.FIRST_COMPLETED)
+            # Cancelling the request on time-out closes its connection: the next one is new.
+            done, _ = await asyncio.wait(
+                {request, added},
+                timeout=max(0.0, started + wait + patience - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:
+                raise _Unanswered(f"no answer to a heartbeat within {wait + patience:.1f} s")
             if request not in done:
                 gap = started + MIN_HEARTBEAT_GAP - loop.time()
                 if gap > 0:
