@@ -313,7 +313,7 @@ def test_action_output_is_kept_escaped_never_refused(
     held = {"session_action_id": sa["session_action_id"], "lease_epoch": sa["lease_epoch"]}
     reports = [
         held | {"kind": "log", "lines": ["nul \x00 here", "raw \udcff byte", "lone \ud800"]},
-        held | {"kind": "progress", "percent": 50, "message": "half\x00way"},
+        held | {"kind": "progress", "percent": 50, "message": "half\x00way \ud800"},
         held | {"kind": "succeeded", "result": {"text": "a\x00b", "\ud800": float("nan")}},
     ]
     body = json.dumps({"reports": reports})

@@ -204,5 +204,10 @@ class Storable(BaseModel):
     def _storable(
         cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> Any:
-        value = handler(no_bool_for_a_number(cls, info.field_name, value))
-        return storable(value, output=cls.action_output, result=info.field_name == "result")
+        output, result = cls.action_output, info.field_name == "result"
+        value = no_bool_for_a_number(cls, info.field_name, value)
+        if output:
+            # Before pydantic's own checks too: a length limit refuses a lone surrogate
+            # ("unable to parse raw data as a unicode string") that output must keep.
+            value = storable(value, output=output, result=result)
+        return storable(handler(value), output=output, result=result)
