@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from oprun.api.deps import Caller, Svc
-from oprun.domain.models import Page, Queue, QueueSettings, QueueStats
+from oprun.domain.models import Page, Queue, QueueName, QueueSettings, QueueStats
 
 router = APIRouter(prefix="/v1", tags=["queues"])
 
@@ -23,7 +25,9 @@ def list_queues(caller: Caller, svc: Svc) -> Page[QueueStats]:
 
 
 @router.put("/queues/{name}", response_model=Queue, operation_id="configureQueue")
-def configure_queue(name: str, settings: QueueSettings, caller: Caller, svc: Svc) -> Queue:
+def configure_queue(
+    name: Annotated[QueueName, Path()], settings: QueueSettings, caller: Caller, svc: Svc
+) -> Queue:
     """Set a queue's priority and concurrency limit (admin); creates the queue if new.
 
     `priority`: higher is served first. `max_concurrency`: most of its tasks running

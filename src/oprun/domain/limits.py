@@ -24,3 +24,20 @@ MAX_CLAIM = 256
 MAX_WAIT_SECONDS = 60.0
 """Longest server-side long poll."""
 MAX_NAME_LENGTH = 128
+"""Longest name of an action, a queue, a worker, a token or a project."""
+MAX_WORKER_QUEUES = 64
+"""Most queues one worker registration names."""
+MAX_WORKER_ACTIONS = 256
+"""Most actions one worker registration registers."""
+MAX_CAPABILITIES = 64
+"""Most entries in a worker's capabilities."""
+MAX_TAGS = 64
+"""Most tags an action requires or a worker's capabilities name."""
+MAX_ACTION_PARAMETERS = 256
+"""Most parameters one action defines."""
+MAX_ALLOWED_VALUES = 1000
+"""Most allowed values of one parameter."""
+MAX_COMMAND_ARGS = 1024
+"""Most arguments of an action's `command`."""
+MAX_HELD = 10_000
+"""Most held work items one heartbeat lists."""

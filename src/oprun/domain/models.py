@@ -6,18 +6,29 @@ import hashlib
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from oprun.domain.backoff import backoff
-from oprun.domain.limits import MAX_NAME_LENGTH
+from oprun.domain.limits import (
+    MAX_ACTION_PARAMETERS,
+    MAX_BULK_INVOKE,
+    MAX_COMMAND_ARGS,
+    MAX_NAME_LENGTH,
+    MAX_TAGS,
+)
 from oprun.domain.params import ParameterSpec
 from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
 from oprun.domain.text import INT32_MAX, Storable
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+QueueName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
+]
+"""A queue's name, held to one rule wherever it comes in: an invocation, an action's
+definition, a worker's registration and `PUT /v1/queues/{name}`."""
 
 
 class Model(BaseModel):
@@ -142,7 +153,7 @@ class Requirements(Input):
     cpus: float = Field(default=0, ge=0)
     memory_mb: float = Field(default=0, ge=0)
     gpus: float = Field(default=0, ge=0)
-    tags: list[str] = Field(default_factory=list, max_length=64)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
 
     def is_empty(self) -> bool:
         """Whether any worker qualifies."""
@@ -176,11 +187,12 @@ class ActionDefinition(Input):
     command: list[str] | None = Field(
         default=None,
         min_length=1,
+        max_length=MAX_COMMAND_ARGS,
         description="openjd actions: shorthand for a one-step template running this argv",
     )
-    parameters: list[ParameterSpec] = Field(default_factory=list)
+    parameters: list[ParameterSpec] = Field(default_factory=list, max_length=MAX_ACTION_PARAMETERS)
     timeout: float | None = Field(default=None, gt=0, description="seconds per attempt")
-    queue: str = Field(default="default", max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
+    queue: QueueName = "default"
     max_attempts: int = Field(default=3, ge=1, le=100)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     requirements: Requirements = Field(default_factory=Requirements)
@@ -401,13 +413,13 @@ class Invocation(Input):
     parameters: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     timeout: float | None = Field(default=None, gt=0, description="seconds for the whole operation")
-    queue: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
+    queue: QueueName | None = None
 
 
 class BulkInvocation(Input):
     """Many invocations in one request."""
 
-    invocations: list[Invocation] = Field(min_length=1, max_length=1000)
+    invocations: list[Invocation] = Field(min_length=1, max_length=MAX_BULK_INVOKE)
 
 
 class BulkInvocationResult(Model):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from oprun.domain.errors import ValidationError
-from oprun.domain.limits import MAX_PARAMETER_BYTES
+from oprun.domain.limits import MAX_ALLOWED_VALUES, MAX_PARAMETER_BYTES
 
 ParameterType = Literal["int", "float", "string", "path", "bool", "json"]
 
@@ -31,7 +31,7 @@ class ParameterSpec(BaseModel):
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
-    allowed: list[Any] | None = None
+    allowed: list[Any] | None = Field(default=None, max_length=MAX_ALLOWED_VALUES)
     description: str = ""
 
     def coerce(self, value: Any) -> Any:

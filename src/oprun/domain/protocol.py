@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from oprun.domain.limits import MAX_CLAIM, MAX_WAIT_SECONDS
-from oprun.domain.models import ActionDefinition, Input, Model
+from oprun.domain.limits import (
+    MAX_CAPABILITIES,
+    MAX_CLAIM,
+    MAX_HELD,
+    MAX_TAGS,
+    MAX_WAIT_SECONDS,
+    MAX_WORKER_ACTIONS,
+    MAX_WORKER_QUEUES,
+)
+from oprun.domain.models import ActionDefinition, Input, Model, QueueName
 from oprun.domain.text import INT32_MAX
 
 
@@ -20,11 +28,23 @@ class WorkerRegistration(Input):
 
     name: str = Field(min_length=1, max_length=128)
     hostname: str = Field(max_length=255)
-    queues: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
-    capabilities: dict[str, Any] = Field(default_factory=dict)
-    actions: list[ActionDefinition] = Field(
-        default_factory=list, description="actions this worker serves, registered on the way in"
+    queues: list[QueueName] = Field(
+        default_factory=lambda: ["default"], min_length=1, max_length=MAX_WORKER_QUEUES
     )
+    capabilities: dict[str, Any] = Field(default_factory=dict, max_length=MAX_CAPABILITIES)
+    actions: list[ActionDefinition] = Field(
+        default_factory=list,
+        max_length=MAX_WORKER_ACTIONS,
+        description="actions this worker serves, registered on the way in",
+    )
+
+    @field_validator("capabilities")
+    @classmethod
+    def _few_tags(cls, capabilities: dict[str, Any]) -> dict[str, Any]:
+        tags = capabilities.get("tags")
+        if isinstance(tags, list) and len(tags) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags")
+        return capabilities
 
 
 class ClaimRequest(Input):
@@ -80,7 +100,7 @@ class Held(Input):
 class Heartbeat(Input):
     """A worker's sign of life; renews the leases of what it holds."""
 
-    held: list[Held] = Field(default_factory=list)
+    held: list[Held] = Field(default_factory=list, max_length=MAX_HELD)
     status: Literal["RUNNING", "IDLE", "STOPPING", "STOPPED"] = "RUNNING"
 
 
