@@ -125,10 +125,16 @@ def test_missing_or_wrong_token_is_401_and_roles_are_enforced(server, api):
     )
 
 
-def test_another_projects_ids_are_not_found(server, api):
+def test_another_projects_ids_are_not_found(server, api, shared_server):
     api.post("/v1/actions", json=DEFINITION)
     op = api.post("/v1/operations", json={"action": "resize", "parameters": {"width": 3}}).json()
-    created = api.post("/v1/projects", json={"name": "other"})
+    # Projects are made by admins of the server's first project, not by a tenant's.
+    created = httpx.post(
+        f"{shared_server.url}/v1/projects",
+        json={"name": "other"},
+        headers={"Authorization": f"Bearer {shared_server.token}"},
+        timeout=30,
+    )
     assert created.status_code == 201
     other = {"Authorization": f"Bearer {created.json()['token']}"}
     for method, path in [

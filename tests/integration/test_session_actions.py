@@ -203,9 +203,15 @@ def test_the_list_is_in_the_openapi_document_and_refuses_overlong_ids(api):
     assert error["details"]["field"] == "query.task_id", error
 
 
-def test_session_actions_of_another_project_match_nothing(server, api, attempts):
+def test_session_actions_of_another_project_match_nothing(server, api, shared_server, attempts):
     first = attempts.ops[0]
-    created = api.post("/v1/projects", json={"name": "other"})
+    # Projects are made by admins of the server's first project, not by a tenant's.
+    created = httpx.post(
+        f"{shared_server.url}/v1/projects",
+        json={"name": "other"},
+        headers={"Authorization": f"Bearer {shared_server.token}"},
+        timeout=30,
+    )
     assert created.status_code == 201, created.text
     other = {"Authorization": f"Bearer {created.json()['token']}"}
     sa = _all(api, operation_id=first)[0]

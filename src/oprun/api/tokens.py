@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["tokens"])
 @router.post("/tokens", response_model=TokenCreated, status_code=201, operation_id="createToken")
 def create_token(body: TokenCreate, caller: Caller, svc: Svc) -> TokenCreated:
     """Create a token in the caller's project."""
-    token, secret = svc.tokens.create(caller, body.name, body.role)
+    token, secret = svc.tokens.create(caller, body.name, body.role, body.expires_in)
     return TokenCreated(token=token, secret=secret)
 
 

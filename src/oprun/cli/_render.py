@@ -268,7 +268,7 @@ def workers_table(workers: Iterable[models.Worker]) -> Table:
 def tokens_table(tokens: Iterable[models.Token]) -> Table:
     """``tokens list`` (secrets are never shown: the server does not keep them)."""
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAME", "ROLE", "CREATED", "REVOKED"):
+    for column in ("ID", "NAME", "ROLE", "CREATED", "REVOKED", "EXPIRES", "LAST USED"):
         table.add_column(column)
     for t in tokens:
         table.add_row(
@@ -277,6 +277,8 @@ def tokens_table(tokens: Iterable[models.Token]) -> Table:
             _t(t.role.value),
             _t(t.created_at.isoformat()),
             _t(t.revoked_at.isoformat() if t.revoked_at else None),
+            _t(t.expires_at.isoformat() if t.expires_at else None),
+            _t(t.last_used_at.isoformat() if t.last_used_at else None),
         )
     return table
 

@@ -17,6 +17,25 @@ app = typer.Typer(
 )
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in `3600`, `90s`, `30m`, `12h` or `90d`; a usage error otherwise."""
+    text = text.strip().lower()
+    number, unit = (text[:-1], _UNITS[text[-1]]) if text[-1:] in _UNITS else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise typer.BadParameter(
+            f"{text!r} is not a duration: seconds, or a number with s, m, h or d",
+            param_hint="--expires-in",
+        )
+    return seconds
+
+
 @app.command("create")
 def create(
     ctx: typer.Context,
@@ -29,13 +48,23 @@ def create(
             "--role", case_sensitive=False, help="What the token may do.", show_default=False
         ),
     ],
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            "--expires-in",
+            metavar="DURATION",
+            help="Expire after this long: seconds, or a number with s, m, h or d (90d).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a token; its secret is printed once and never again.
 
-    Example: oprun tokens create ci-deploy --role operator
+    Example: oprun tokens create ci-deploy --role operator --expires-in 90d
     """
     st = state(ctx)
-    created = st.client().tokens.create(name, role)
+    seconds = None if expires_in is None else duration_seconds(expires_in)
+    created = st.client().tokens.create(name, role, seconds)
     if st.json:
         print_json(created.model_dump(mode="json"))
         return

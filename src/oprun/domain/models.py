@@ -65,6 +65,10 @@ class Token(Model):
     role: Role
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None
+    """After this the token answers 401 (none: it lives until revoked)."""
+    last_used_at: datetime | None = None
+    """When it last authenticated a request, to the minute (none: never used)."""
 
 
 class Queue(Model):
@@ -410,6 +414,11 @@ class Invocation(Input):
 
     action: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     version: int | None = Field(default=None, ge=1, le=INT32_MAX, description="latest when omitted")
+    action_digest: str | None = Field(
+        default=None,
+        max_length=128,
+        description="run only if the version invoked has this digest (409 CONFLICT otherwise)",
+    )
     parameters: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     timeout: float | None = Field(default=None, gt=0, description="seconds for the whole operation")
@@ -433,6 +442,12 @@ class TokenCreate(Input):
 
     name: str = Field(min_length=1, max_length=128)
     role: Role
+    expires_in: float | None = Field(
+        default=None,
+        gt=0,
+        le=100 * 365 * 86400,
+        description="seconds until the token expires (none: it lives until revoked)",
+    )
 
 
 class TokenCreated(Model):

@@ -12,7 +12,9 @@ class Permission(StrEnum):
     INVOKE = "invoke"
     """Invoke, cancel, retry and delete operations."""
     DEFINE = "define"
-    """Register actions and action versions."""
+    """Register new actions, and new versions that run the same code as the latest."""
+    DEPLOY = "deploy"
+    """Change what an existing action runs: its kind, entrypoint, template or command."""
     MANAGE = "manage"
     """Create queues and tokens."""
     WORK = "work"
@@ -26,6 +28,7 @@ class Role(StrEnum):
     OPERATOR = "operator"
     ADMIN = "admin"
     WORKER = "worker"
+    DEPLOYER = "deployer"
 
     def allows(self, permission: Permission) -> bool:
         """Whether a token with this role may do `permission`."""
@@ -36,6 +39,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.READ}),
     Role.OPERATOR: frozenset({Permission.READ, Permission.INVOKE}),
     Role.ADMIN: frozenset(Permission),
-    # A worker reads what it runs and registers the actions it serves.
+    # A worker reads what it runs and registers the actions it serves; it may not change
+    # what an existing action runs (an operator's next invocation would run it anywhere).
     Role.WORKER: frozenset({Permission.READ, Permission.WORK, Permission.DEFINE}),
+    Role.DEPLOYER: frozenset({Permission.READ, Permission.DEFINE, Permission.DEPLOY}),
 }

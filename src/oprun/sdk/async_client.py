@@ -518,9 +518,14 @@ class AsyncTokens:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def create(self, name: str, role: Role | str) -> TokenCreated:
-        """A new token with `role`; its `secret` is shown only in this answer."""
-        return await self._client._send(E.create_token(name, role))
+    async def create(
+        self, name: str, role: Role | str, expires_in: float | None = None
+    ) -> TokenCreated:
+        """A new token with `role`; its `secret` is shown only in this answer.
+
+        With `expires_in` (seconds) the token answers 401 "expired" after that.
+        """
+        return await self._client._send(E.create_token(name, role, expires_in))
 
     async def list(self) -> builtins.list[models.Token]:
         """The project's tokens (never their secrets)."""

@@ -614,9 +614,12 @@ class Tokens:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def create(self, name: str, role: Role | str) -> TokenCreated:
-        """A new token with `role`; its `secret` is shown only in this answer."""
-        return self._client._send(E.create_token(name, role))
+    def create(self, name: str, role: Role | str, expires_in: float | None = None) -> TokenCreated:
+        """A new token with `role`; its `secret` is shown only in this answer.
+
+        With `expires_in` (seconds) the token answers 401 "expired" after that.
+        """
+        return self._client._send(E.create_token(name, role, expires_in))
 
     def list(self) -> builtins.list[models.Token]:
         """The project's tokens (never their secrets)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from oprun.domain.errors import ValidationError
+from collections.abc import Callable
+
+from oprun.domain.errors import AccessDenied, ValidationError
 from oprun.domain.models import Action, ActionDefinition, ActionKind, Page
 from oprun.domain.roles import Permission
 from oprun.service import cursor
@@ -57,6 +59,42 @@ def _openjd(definition: ActionDefinition) -> ActionDefinition:
     return definition.model_copy(update={"template": template, "parameters": declared})
 
 
+def runs_the_same(old: ActionDefinition, new: ActionDefinition) -> bool:
+    """Whether `new` runs what `old` runs: same kind, entrypoint, template and command.
+
+    Both must have passed `check_definition` (templates normalised).
+    """
+    return (old.kind, old.entrypoint, old.template, old.command) == (
+        new.kind,
+        new.entrypoint,
+        new.template,
+        new.command,
+    )
+
+
+def change_guard(
+    principal: Principal,
+) -> Callable[[ActionDefinition | None, ActionDefinition], None]:
+    """The check `save_action` applies to the latest version, under the action's lock.
+
+    Anyone with DEFINE may add an action or a version that runs the same code (a worker
+    registering its app at start); changing what an existing action runs needs DEPLOY.
+    """
+
+    def guard(latest: ActionDefinition | None, new: ActionDefinition) -> None:
+        if latest is None or runs_the_same(latest, new) or principal.role.allows(Permission.DEPLOY):
+            return
+        raise AccessDenied(
+            f"role {principal.role.value!r} may not change what action {new.name!r} runs "
+            "(kind, entrypoint, template or command); an admin or deployer token may",
+            role=principal.role.value,
+            needs=Permission.DEPLOY.value,
+            action=new.name,
+        )
+
+    return guard
+
+
 class ActionService:
     """Defining and reading actions."""
 
@@ -66,7 +104,12 @@ class ActionService:
     def save(self, principal: Principal, definition: ActionDefinition) -> tuple[Action, bool]:
         """Save a version; returns it and whether it is new (same digest: not new)."""
         principal.require(Permission.DEFINE)
-        return self._store.save_action(principal.project_id, check_definition(definition))
+        return self._store.save_action(
+            principal.project_id,
+            check_definition(definition),
+            guard=change_guard(principal),
+            actor=principal.token_id,
+        )
 
     def get(self, principal: Principal, name: str, version: int | None = None) -> Action:
         """One version (default the latest)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -14,7 +15,10 @@ from oprun.domain.roles import Permission, Role
 from oprun.store import Store
 from oprun.store.notify import tokens_key
 
+log = logging.getLogger("oprun.auth")
 TOKEN_PREFIX = "oprun_"
+LAST_USED_EVERY = 60.0
+"""Seconds between two writes of a token's `last_used_at`."""
 REVOKE_ECHO_SECONDS = 2.0
 """How long a revocation waits for its NOTIFY to come back before it answers."""
 
@@ -63,6 +67,7 @@ class Authenticator:
         self._generation = 0
         """Bumped by every flush; a lookup that raced a flush is not cached."""
         self._flushed = threading.Condition()
+        self._touched: dict[str, float] = {}
         store.notifier.subscribe(tokens_key(), self.forget)
 
     def authenticate(self, secret: str | None) -> Principal:
@@ -76,17 +81,39 @@ class Authenticator:
             hit = self._cache.get(digest) if trusted else None
             generation = self._generation
         if hit is not None and hit[0] > now:
+            self._touch(hit[1].token_id, now)
             return hit[1]
         token = self._store.token_by_hash(digest)
         if token is None:
             raise AuthenticationError("invalid or revoked token")
+        keep = self._ttl
+        if token.expires_at is not None:
+            left = token.expires_at.timestamp() - self._store.now()  # the database's clock
+            if left <= 0:
+                raise AuthenticationError(
+                    f"token expired at {token.expires_at.isoformat()}",
+                    expired_at=token.expires_at.isoformat(),
+                )
+            keep = min(keep, left)
         principal = Principal(token.id, token.name, token.project_id, token.role)
         with self._flushed:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             if trusted and generation == self._generation:
-                self._cache[digest] = (now + self._ttl, principal)
+                self._cache[digest] = (now + keep, principal)
+        self._touch(principal.token_id, now)
         return principal
+
+    def _touch(self, token_id: str, now: float) -> None:
+        # last_used_at is written at most once a minute per token and process (and the
+        # store skips it when another process wrote it in the last minute).
+        with self._flushed:
+            if now - self._touched.get(token_id, -LAST_USED_EVERY) < LAST_USED_EVERY:
+                return
+            if len(self._touched) > 10_000:
+                self._touched.clear()
+            self._touched[token_id] = now
+        self._store.touch_token(token_id, LAST_USED_EVERY)
 
     def generation(self) -> int:
         """How many flushes this process has seen (pass it to `wait_flush`)."""
@@ -113,13 +140,20 @@ class TokenService:
         self._store = store
         self._auth = authenticator
 
-    def create(self, principal: Principal, name: str, role: Role) -> tuple[Token, str]:
-        """A new token in the caller's project; returns it with its secret (shown once)."""
+    def create(
+        self, principal: Principal, name: str, role: Role, expires_in: float | None = None
+    ) -> tuple[Token, str]:
+        """A new token in the caller's project; returns it with its secret (shown once).
+
+        With `expires_in` (seconds) it answers 401 "expired" after that.
+        """
         principal.require(Permission.MANAGE)
         if not name.strip():
             raise ValidationError("token name must not be empty", field="name")
         secret = new_secret()
-        token = self._store.create_token(principal.project_id, name, role, hash_secret(secret))
+        token = self._store.create_token(
+            principal.project_id, name, role, hash_secret(secret), expires_in
+        )
         return token, secret
 
     def list(self, principal: Principal) -> list[Token]:
@@ -144,8 +178,18 @@ class TokenService:
         return self._store.get_project(principal.project_id)
 
     def create_project(self, principal: Principal, name: str) -> tuple[Project, str]:
-        """A new project and the secret of its first admin token."""
+        """A new project and the secret of its first admin token.
+
+        Only admins of the server's first project (the one bootstrapped) may: an admin of
+        any other project administers that project, not the server.
+        """
         principal.require(Permission.MANAGE)
+        if principal.project_id != self._store.first_project().id:
+            raise AccessDenied(
+                "only admin tokens of the server's first project may create projects",
+                role=principal.role.value,
+                needs="server admin",
+            )
         if not name.strip():
             raise ValidationError("project name must not be empty", field="name")
         project = self._store.create_project(name)
@@ -157,13 +201,26 @@ class TokenService:
 def bootstrap(store: Store, secret: str | None) -> tuple[Project, str] | None:
     """On an empty database, create the `default` project and its first admin token.
 
-    Uses `secret` (`OPRUN_BOOTSTRAP_TOKEN`) when given. Returns the project and the
-    secret when it created them, None when tokens already existed.
+    Uses `secret` (`OPRUN_BOOTSTRAP_TOKEN`) when given. On a database with tokens, an
+    unknown `secret` becomes an admin of the first project only if that project has no
+    live admin token; otherwise it is ignored with a warning. Returns the project and the
+    secret when it created a token, None otherwise.
     """
     if store.count_tokens():
         if secret and store.token_by_hash(hash_secret(secret)) is None:
-            # A new bootstrap secret on an existing database joins the first project.
             project = store.first_project()
+            if store.count_admins(project.id):
+                # Never add an admin silently: a stale or leaked variable in one host's
+                # environment would otherwise grant a new admin at every restart. Not an
+                # error either, so a stale variable cannot keep every API process down.
+                log.warning(
+                    "event=bootstrap_ignored reason=%r",
+                    "OPRUN_BOOTSTRAP_TOKEN matches no token and the first project has "
+                    "admins: ignored (create admin tokens with `oprun tokens create`)",
+                )
+                return None
+            # The first project has no admin left (an older server let it revoke itself):
+            # the bootstrap secret is how an operator takes it back.
             store.create_token(project.id, "bootstrap", Role.ADMIN, hash_secret(secret))
             return project, secret
         return None

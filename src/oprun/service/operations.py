@@ -10,7 +10,7 @@ from typing import Any
 
 from anyio.to_thread import run_sync as run_in_threadpool
 
-from oprun.domain.errors import ValidationError
+from oprun.domain.errors import Conflict, ValidationError
 from oprun.domain.limits import MAX_WAIT_SECONDS
 from oprun.domain.models import (
     Action,
@@ -77,6 +77,15 @@ class OperationService:
             )
             if actions is not None:
                 actions[key] = action
+        if invocation.action_digest is not None and invocation.action_digest != action.digest:
+            raise Conflict(
+                f"action {action.name!r} version {action.version} has digest {action.digest}, "
+                f"not {invocation.action_digest}",
+                action=action.name,
+                version=action.version,
+                digest=action.digest,
+                expected=invocation.action_digest,
+            )
         parameters = validate_parameters(action.definition.parameters, invocation.parameters)
         plan: list[StepPlan] = []
         if action.definition.kind is ActionKind.OPENJD:

@@ -24,7 +24,7 @@ from oprun.domain.protocol import (
 from oprun.domain.roles import Permission
 from oprun.domain.status import WorkerStatus
 from oprun.service import cursor
-from oprun.service.actions import check_definition
+from oprun.service.actions import change_guard, check_definition
 from oprun.service.auth import Principal
 from oprun.service.metrics import Metrics
 from oprun.service.settings import Settings
@@ -67,8 +67,11 @@ class WorkerService:
         for definition in registration.actions:
             principal.require(Permission.DEFINE)
             checked.append(check_definition(definition))
+        guard = change_guard(principal)
         for definition in checked:
-            self._store.save_action(principal.project_id, definition)
+            self._store.save_action(
+                principal.project_id, definition, guard=guard, actor=principal.token_id
+            )
         return self._store.register_worker(
             principal.project_id,
             registration.name,

@@ -7,7 +7,7 @@ checks that they do (see the end of `oprun.store`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -99,12 +99,27 @@ class Store(Protocol):
         """The oldest project (the one `oprun up` bootstrapped), or NotFound."""
         ...
 
+    def count_admins(self, project_id: str) -> int:
+        """How many live admin tokens a project has."""
+        ...
+
     def count_tokens(self) -> int:
         """How many tokens exist in all projects (zero on a fresh database)."""
         ...
 
-    def create_token(self, project_id: str, name: str, role: Role, secret_hash: str) -> Token:
-        """Store a token by the hash of its secret; Conflict if that secret exists."""
+    def create_token(
+        self,
+        project_id: str,
+        name: str,
+        role: Role,
+        secret_hash: str,
+        expires_in: float | None = None,
+    ) -> Token:
+        """Store a token by the hash of its secret, expiring `expires_in` seconds from now."""
+        ...
+
+    def touch_token(self, token_id: str, every: float) -> None:
+        """Set a token's `last_used_at` to now, unless it was set less than `every` s ago."""
         ...
 
     def token_by_hash(self, secret_hash: str) -> Token | None:
@@ -130,8 +145,18 @@ class Store(Protocol):
         """Every queue of a project with its depth, running work and last hour's throughput."""
         ...
 
-    def save_action(self, project_id: str, definition: ActionDefinition) -> tuple[Action, bool]:
-        """Save a new version of an action unless an equal one exists; True if created."""
+    def save_action(
+        self,
+        project_id: str,
+        definition: ActionDefinition,
+        guard: Callable[[ActionDefinition | None, ActionDefinition], None] | None = None,
+        actor: str | None = None,
+    ) -> tuple[Action, bool]:
+        """Save a new version of an action unless an equal one exists; True if created.
+
+        `guard(latest, definition)` runs under the action's lock before a new version is
+        written and may raise to refuse it; the `action.saved` event names `actor`.
+        """
         ...
 
     def get_action(self, project_id: str, name: str, version: int | None = None) -> Action:

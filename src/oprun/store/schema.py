@@ -50,6 +50,8 @@ tokens = Table(
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
+    Column("expires_at", Float),
+    Column("last_used_at", Float),
 )
 
 queues = Table(

@@ -17,10 +17,12 @@ from oprun.store.retention import RetentionQueries
 from oprun.store.sessions import SessionQueries
 from oprun.store.stats import StatsQueries
 from oprun.store.tenancy import TenancyQueries
+from oprun.store.tokens import TokenQueries
 
 
 class SqlStore(
     TenancyQueries,
+    TokenQueries,
     InvocationQueries,
     ClaimQueries,
     LeaseQueries,

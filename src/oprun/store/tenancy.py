@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, insert, select, update
 
-from oprun.domain.errors import Conflict, NotFound
+from oprun.domain.errors import NotFound
 from oprun.domain.ids import new_id
-from oprun.domain.models import Action, ActionDefinition, Project, Queue, Token, Worker
-from oprun.domain.roles import Role
+from oprun.domain.models import Action, ActionDefinition, Project, Queue, Worker
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx, at, insert_new, to_datetime
-from oprun.store.notify import tokens_key, work_key
+from oprun.store.notify import work_key
+
+ActionGuard = Callable[[ActionDefinition | None, ActionDefinition], None]
+"""Checks a new action version against the latest (None: a new action); raises to refuse."""
 
 
 def _project(row: Any) -> Project:
     return Project(id=row.id, name=row.name, created_at=at(row.created_at))
-
-
-def _token(row: Any) -> Token:
-    return Token(
-        id=row.id,
-        project_id=row.project_id,
-        name=row.name,
-        role=Role(row.role),
-        created_at=at(row.created_at),
-        revoked_at=to_datetime(row.revoked_at),
-    )
 
 
 def _worker(row: Any) -> Worker:
@@ -100,9 +90,9 @@ def ensure_queue(tx: Tx, project_id: str, name: str) -> str:
 
 
 class TenancyQueries(StoreBase):
-    """Projects, tokens, queues, actions and workers."""
+    """Projects, queues, actions and workers (tokens: `store/tokens.py`)."""
 
-    # -- projects and tokens -----------------------------------------------------------
+    # -- projects -----------------------------------------------------------
     def create_project(self, name: str) -> Project:
         """Create a project with its `default` queue."""
         with self.write() as tx:
@@ -126,70 +116,6 @@ class TenancyQueries(StoreBase):
         if row is None:
             raise NotFound("no project yet")
         return _project(row)
-
-    def count_tokens(self) -> int:
-        """How many tokens exist in all projects (zero on a fresh database)."""
-        with self.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(t.tokens)).scalar_one())
-
-    def create_token(self, project_id: str, name: str, role: Role, secret_hash: str) -> Token:
-        """Store a token by the hash of its secret."""
-        with self.write() as tx:
-            tid = new_id("token")
-            try:
-                tx.conn.execute(
-                    insert(t.tokens).values(
-                        id=tid,
-                        project_id=project_id,
-                        name=name,
-                        role=role.value,
-                        secret_hash=secret_hash,
-                        created_at=tx.now,
-                    )
-                )
-            except IntegrityError as exc:
-                raise Conflict("a token with this secret already exists") from exc
-            return Token(id=tid, project_id=project_id, name=name, role=role, created_at=at(tx.now))
-
-    def token_by_hash(self, secret_hash: str) -> Token | None:
-        """The live token whose secret hashes to `secret_hash`."""
-        with self.read() as conn:
-            row = conn.execute(
-                select(t.tokens).where(
-                    t.tokens.c.secret_hash == secret_hash, t.tokens.c.revoked_at.is_(None)
-                )
-            ).first()
-        return None if row is None else _token(row)
-
-    def list_tokens(self, project_id: str) -> list[Token]:
-        """Every token of a project, oldest first."""
-        with self.read() as conn:
-            rows = conn.execute(
-                select(t.tokens).where(t.tokens.c.project_id == project_id).order_by(t.tokens.c.id)
-            ).all()
-        return [_token(r) for r in rows]
-
-    def revoke_token(self, project_id: str, token_id: str) -> Token:
-        """Revoke a token of the project."""
-        with self.write() as tx:
-            tx.conn.execute(
-                update(t.tokens)
-                .where(
-                    t.tokens.c.id == token_id,
-                    t.tokens.c.project_id == project_id,
-                    t.tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=tx.now)
-            )
-            tx.keys.add(tokens_key())  # every process drops its cached tokens at commit
-            row = tx.conn.execute(
-                select(t.tokens).where(
-                    t.tokens.c.id == token_id, t.tokens.c.project_id == project_id
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"no token {token_id}", id=token_id)
-        return _token(row)
 
     # -- queues ------------------------------------------------------------------------
     def configure_queue(
@@ -215,9 +141,18 @@ class TenancyQueries(StoreBase):
             )
 
     # -- actions -----------------------------------------------------------------------
-    def save_action(self, project_id: str, definition: ActionDefinition) -> tuple[Action, bool]:
+    def save_action(
+        self,
+        project_id: str,
+        definition: ActionDefinition,
+        guard: ActionGuard | None = None,
+        actor: str | None = None,
+    ) -> tuple[Action, bool]:
         """Save a new version of an action unless one with the same digest exists.
 
+        `guard(latest, definition)` runs under the action's row lock before a new version
+        is written (latest is None for a new action) and may raise to refuse it; the
+        `action.saved` event records `actor`, the digest and the one it replaces.
         Returns the version and whether it was created.
         """
         digest = definition.digest()
@@ -255,6 +190,18 @@ class TenancyQueries(StoreBase):
             ).first()
             if existing is not None:
                 return _action(existing), False
+            latest = None
+            if action.latest_version:
+                latest = conn.execute(
+                    select(*_ACTION_COLUMNS)
+                    .select_from(_actions_join())
+                    .where(
+                        t.actions.c.id == action_id,
+                        t.action_versions.c.version == action.latest_version,
+                    )
+                ).one()
+            if guard is not None:
+                guard(None if latest is None else _action(latest).definition, definition)
             conn.execute(
                 update(t.actions).where(t.actions.c.id == action_id).values(latest_version=version)
             )
@@ -274,7 +221,16 @@ class TenancyQueries(StoreBase):
                 .where(t.actions.c.id == action_id, t.action_versions.c.version == version)
             ).one()
             tx.event(
-                project_id, "action.saved", action_id, {"name": definition.name, "version": version}
+                project_id,
+                "action.saved",
+                action_id,
+                {
+                    "name": definition.name,
+                    "version": version,
+                    "digest": digest,
+                    "previous_digest": None if latest is None else latest.digest,
+                    "by": actor,
+                },
             )
             return _action(row), True
 

@@ -68,16 +68,22 @@ def get_worker(worker_id: str) -> Call[models.Worker]:
     return Call("GET", f"/v1/workers/{segment(worker_id)}", _PARSE_WORKER, retry_safe=True)
 
 
-def create_token(name: str, role: Role | str) -> Call[TokenCreated]:
-    """``POST /v1/tokens``: a new token of the caller's project, with its secret."""
+def create_token(
+    name: str, role: Role | str, expires_in: float | None = None
+) -> Call[TokenCreated]:
+    """``POST /v1/tokens``: a new token of the caller's project, with its secret.
+
+    `expires_in`: seconds until it expires (None: it lives until revoked).
+    """
     try:
         role = Role(role)
     except ValueError:
         roles = ", ".join(r.value for r in Role)
         raise ValidationError(f"role must be one of {roles}, got {role!r}", field="role") from None
-    return Call(
-        "POST", "/v1/tokens", parse_model(TokenCreated), json={"name": name, "role": role.value}
-    )
+    body: dict[str, object] = {"name": name, "role": role.value}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    return Call("POST", "/v1/tokens", parse_model(TokenCreated), json=body)
 
 
 def list_tokens() -> Call[list[models.Token]]:
