@@ -184,3 +184,24 @@ def test_bulk_invocations_and_heartbeats_are_bounded(api):
     worker = _register(api).json()["id"]
     held = [{"session_action_id": f"sa_{i}", "lease_epoch": 1} for i in range(MAX_HELD + 1)]
     _refused(api.post(f"/v1/workers/{worker}:heartbeat", json={"held": held}), "held")
+
+
+def test_queues_are_paged_highest_priority_first(api):
+    settings = {"q-a": 5, "q-b": 5, "q-c": -3, "q-d": 1000, "q-e": 0, "q-f": 5, "q-g": -1000}
+    for name, priority in settings.items():
+        assert api.put(f"/v1/queues/{name}", json={"priority": priority}).status_code == 200
+    seen: list[tuple[int, str]] = []
+    cursor = None
+    while True:
+        page = api.get("/v1/queues", params={"limit": 3, "cursor": cursor}).json()
+        assert len(page["items"]) <= 3
+        seen += [(q["priority"], q["name"]) for q in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    expected = sorted({**settings, "default": 0}.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert seen == [(p, n) for n, p in expected]
+    assert len(api.get("/v1/queues").json()["items"]) == len(settings) + 1
+    for bad in ("%%%", "bm90IGEgY3Vyc29y", "IjE6PGltZz4i"):  # damaged, "not a cursor", "1:<img>"
+        _refused(api.get("/v1/queues", params={"cursor": bad}), "cursor")
+    _refused(api.get("/v1/queues", params={"limit": 501}), "query.limit")

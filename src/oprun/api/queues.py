@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from oprun.api.deps import Caller, Svc
 from oprun.domain.models import Page, Queue, QueueName, QueueSettings, QueueStats
@@ -13,15 +13,19 @@ router = APIRouter(prefix="/v1", tags=["queues"])
 
 
 @router.get("/queues", response_model=Page[QueueStats], operation_id="listQueues")
-def list_queues(caller: Caller, svc: Svc) -> Page[QueueStats]:
-    """Every queue of the project, highest priority first, then by name.
+def list_queues(
+    caller: Caller,
+    svc: Svc,
+    cursor: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=500)] = None,
+) -> Page[QueueStats]:
+    """The project's queues, highest priority first, then by name (paged).
 
     Each carries the tasks waiting (`depth`) and running (`running`), and the tasks that
     ended in each of the last 60 minutes (`throughput`, oldest first) with the hour's
-    `succeeded` and `failed`. A project has few queues: one page holds them all
-    (`next_cursor` is always null for now).
+    `succeeded` and `failed`.
     """
-    return Page(items=svc.queues.stats(caller))
+    return svc.queues.page(caller, cursor, limit)
 
 
 @router.put("/queues/{name}", response_model=Queue, operation_id="configureQueue")

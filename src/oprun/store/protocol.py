@@ -141,8 +141,14 @@ class Store(Protocol):
         """Set a queue's priority and concurrency limit (the queue is created if new)."""
         ...
 
-    def queue_stats(self, project_id: str) -> list[QueueStats]:
-        """Every queue of a project with its depth, running work and last hour's throughput."""
+    def queue_stats(
+        self, project_id: str, after: tuple[int, str] | None = None, limit: int | None = None
+    ) -> list[QueueStats]:
+        """Queues of a project with depth, running work and last hour's throughput.
+
+        Highest priority first, then by name; the `limit` after `(priority, name)`
+        `after`, every queue when both are None.
+        """
         ...
 
     def save_action(

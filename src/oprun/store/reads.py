@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import Connection, Integer, cast, func, select
+from sqlalchemy import Connection, Integer, and_, cast, func, or_, select
 
 from oprun.domain.errors import NotFound
 from oprun.domain.models import (
@@ -228,8 +228,13 @@ class ReadQueries(StoreBase):
             ).scalar()
         return int(found or 0)
 
-    def queue_stats(self, project_id: str) -> list[QueueStats]:
-        """Every queue of a project with its depth, running work and last hour's throughput.
+    def queue_stats(
+        self, project_id: str, after: tuple[int, str] | None = None, limit: int | None = None
+    ) -> list[QueueStats]:
+        """Queues of a project with their depth, running work and last hour's throughput.
+
+        Highest priority first, then by name: the `limit` queues after position `after`
+        (a queue's `(priority, name)`), every queue when both are None.
 
         Counts come from the partial indexes `ix_tasks_queue_active` (unfinished tasks)
         and `ix_tasks_queue_ended` (finished tasks by end time), grouped in the database:
@@ -239,11 +244,17 @@ class ReadQueries(StoreBase):
         tasks = t.tasks.c
         with self.read() as conn:
             now = self._db_now(conn)
-            queues = conn.execute(
-                select(t.queues)
-                .where(t.queues.c.project_id == project_id)
-                .order_by(t.queues.c.priority.desc(), t.queues.c.name)
-            ).all()
+            col = t.queues.c
+            query = select(t.queues).where(col.project_id == project_id)
+            if after is not None:
+                priority, name = after
+                query = query.where(
+                    or_(col.priority < priority, and_(col.priority == priority, col.name > name))
+                )
+            query = query.order_by(col.priority.desc(), col.name)
+            if limit is not None:
+                query = query.limit(limit)
+            queues = conn.execute(query).all()
             ids = [q.id for q in queues]
             live: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
             ended: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

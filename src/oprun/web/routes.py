@@ -245,11 +245,14 @@ def workers(
 
 # -- Queues -------------------------------------------------------------------------------
 @router.get("/queues")
-def queues(request: Request, page: Page, svc: Svc) -> Response:
+def queues(
+    request: Request, page: Page, svc: Svc, cursor: str | None = None, limit: PageSize = None
+) -> Response:
     """Queues: work waiting and running, and the last hour's throughput per minute."""
-    found = svc.queues.stats(page.caller)
-    rows = [(q, views.throughput_chart(q.throughput, q.at)) for q in found]
-    return render(request, "queues.html", _context(page, "queues", rows=rows))
+    found = svc.queues.page(page.caller, cursor or None, limit)
+    rows = [(q, views.throughput_chart(q.throughput, q.at)) for q in found.items]
+    context = _context(page, "queues", rows=rows, next_cursor=found.next_cursor, paged=bool(cursor))
+    return render(request, "queues.html", context)
 
 
 def static_files() -> StaticFiles:

@@ -26,7 +26,7 @@ _PARSE_WORKER = parse_model(models.Worker)
 
 # -- queues ----------------------------------------------------------------------------
 def list_queues(cursor: str | None, limit: int | None) -> Call[models.Page[models.QueueStats]]:
-    """``GET /v1/queues``: every queue, highest priority first (one page holds them all)."""
+    """``GET /v1/queues``: a page of queues, highest priority first, then by name."""
     return Call(
         "GET",
         "/v1/queues",
