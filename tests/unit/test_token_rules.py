@@ -14,6 +14,7 @@ from oprun.cli.tokens import duration_seconds
 from oprun.domain.errors import AccessDenied, AuthenticationError, Conflict
 from oprun.domain.models import Token
 from oprun.domain.roles import Role
+from oprun.sdk import _endpoints as E
 from oprun.service import Services, Settings
 from oprun.service.auth import bootstrap, hash_secret
 from oprun.store import Store, open_store
@@ -117,3 +118,13 @@ def test_expires_in_reads_seconds_and_units() -> None:
     for bad in ("", "0", "-5m", "soon", "inf", "3w"):
         with pytest.raises(typer.BadParameter):
             duration_seconds(bad)
+
+
+def test_the_sdk_sends_action_digest_only_when_set() -> None:
+    plain = E.invoke(E.invocation("resize", {"width": 3}))
+    assert plain.json is not None and "action_digest" not in plain.json
+    pinned = E.invoke(E.invocation("resize", action_digest="sha256:abc"))
+    assert pinned.json is not None and pinned.json["action_digest"] == "sha256:abc"
+    bulk = E.invoke_many([E.invocation("resize"), E.invocation("r", action_digest="sha256:1")])
+    assert bulk.json is not None
+    assert [("action_digest" in i) for i in bulk.json["invocations"]] == [False, True]

@@ -254,6 +254,7 @@ class AsyncOperations:
         idempotency_key: str | None = None,
         timeout: float | None = None,
         queue: str | None = None,
+        action_digest: str | None = None,
     ) -> AsyncOperation | AsyncNoOp:
         """Invoke an action; returns its operation, or an `AsyncNoOp` when nothing needs doing.
 
@@ -266,6 +267,7 @@ class AsyncOperations:
             idempotency_key=idempotency_key,
             timeout=timeout,
             queue=queue,
+            action_digest=action_digest,
         )
         model = await self._client._send(E.invoke(body))
         return AsyncNoOp(body.action) if model is None else self._snapshot(model)

@@ -313,6 +313,7 @@ class Operations:
         idempotency_key: str | None = None,
         timeout: float | None = None,
         queue: str | None = None,
+        action_digest: str | None = None,
     ) -> Operation | NoOp:
         """Invoke an action; returns its operation, or a `NoOp` when nothing needs doing.
 
@@ -325,6 +326,8 @@ class Operations:
                 starts a second operation.
             timeout: seconds the whole operation may take.
             queue: the queue to run on, instead of the action's.
+            action_digest: run only if the version invoked has this digest (`Action.digest`);
+                `Conflict` naming both digests when the action changed.
         """
         body = E.invocation(
             action,
@@ -333,6 +336,7 @@ class Operations:
             idempotency_key=idempotency_key,
             timeout=timeout,
             queue=queue,
+            action_digest=action_digest,
         )
         model = self._client._send(E.invoke(body))
         return NoOp(body.action) if model is None else self._snapshot(model)

@@ -51,12 +51,14 @@ def invocation(
     idempotency_key: str | None = None,
     timeout: float | None = None,
     queue: str | None = None,
+    action_digest: str | None = None,
 ) -> models.Invocation:
     """The `Invocation` to send, always with an idempotency key (a fresh one if none given)."""
     try:
         return models.Invocation(
             action=action_name(action),
             version=version,
+            action_digest=action_digest,
             parameters=dict(parameters or {}),
             idempotency_key=idempotency_key or new_idempotency_key(),
             timeout=timeout,
@@ -81,6 +83,13 @@ def as_invocation(item: models.Invocation | Mapping[str, Any]) -> models.Invocat
         raise ValidationError(f"invalid invocation {item!r}: {exc}", field="invocations") from None
 
 
+def _invocation_json(body: models.Invocation) -> dict[str, Any]:
+    # Fields newer than a server are sent only when set: an API process of the previous
+    # release (during a rolling upgrade) refuses fields it does not know.
+    unset = {"action_digest"} if body.action_digest is None else set()
+    return body.model_dump(mode="json", exclude=unset)
+
+
 def invoke(body: models.Invocation) -> Call[models.Operation | None]:
     """``POST /v1/operations``: 201 new, 200 replay, 204 (None) cacheable no-op.
 
@@ -90,7 +99,7 @@ def invoke(body: models.Invocation) -> Call[models.Operation | None]:
         "POST",
         "/v1/operations",
         _maybe_operation,
-        json=body.model_dump(mode="json"),
+        json=_invocation_json(body),
         retry_safe=body.idempotency_key is not None,
     )
 
@@ -105,7 +114,7 @@ def invoke_many(bodies: Iterable[models.Invocation]) -> Call[list[models.Operati
         "POST",
         "/v1/operations:bulk",
         _bulk,
-        json=bulk.model_dump(mode="json"),
+        json={"invocations": [_invocation_json(b) for b in bulk.invocations]},
         retry_safe=all(b.idempotency_key is not None for b in bulk.invocations),
     )
 
