@@ -14,6 +14,7 @@ from oprun.domain.protocol import Held, Report
 from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
 from oprun.service.operations import params_digest
 from oprun.store import NewOperation, Store
+from oprun.store.notify import work_key
 
 
 def _definition(**kw):
@@ -285,6 +286,20 @@ def test_released_work_is_claimable_at_once_without_spending_an_attempt(store, p
     assert b.task_id == a.task_id
     _run(store, worker, b, result=2)
     assert store.get_operation(project.id, op.id).status is OperationStatus.SUCCEEDED
+
+
+def test_a_claim_that_leaves_work_it_locked_wakes_the_claims_that_skipped_it(store, project):
+    # A claim locks a few more waiting tasks than it takes; a claim made meanwhile
+    # skips them (SKIP LOCKED) and sleeps. Once the first commits, the sleepers must
+    # be told to look again, or a short queue waits for the next invocation.
+    _invoke(store, project.id, n=12)
+    worker = _worker(store, project.id)
+    woken = threading.Event()
+    store.notifier.subscribe(work_key(project.id), woken.set)
+    time.sleep(0.3)  # the invocation's own wake-up (a NOTIFY on PostgreSQL) has arrived
+    woken.clear()
+    assert len(store.claim(worker.id, project.id, ["default"], 1, 30)) == 1
+    assert woken.wait(5), "the claim left 11 tasks waiting and woke no parked claim"
 
 
 def test_another_projects_operation_is_not_found(store, project):

@@ -31,6 +31,7 @@ from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
 from oprun.store.counters import bump
+from oprun.store.notify import work_key
 from oprun.store.schema import TASK_ACTIVE
 from oprun.store.sessions import is_open_for, sessions_of
 from oprun.store.transitions import lock_operations, settle
@@ -171,6 +172,11 @@ def _pick(
             room,
             want,
         )
+        if taken and len(rows) > len(taken):
+            # Claims parked meanwhile skipped the rows locked here and went back to
+            # sleep: once this commits, they look again. A claim that takes nothing
+            # wakes nobody, so claims never wake each other in a loop.
+            tx.keys.add(work_key(project_id))
         picked += taken
     return picked
 
