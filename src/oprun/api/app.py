@@ -50,6 +50,9 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
         version=__version__,
         summary="Long-running operations: define actions, run them on workers, follow each run.",
         lifespan=lifespan,
+        # Swagger UI is served from this server by the web UI (`oprun.web.docs`), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     errors.install(app)
