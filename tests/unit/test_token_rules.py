@@ -128,3 +128,20 @@ def test_the_sdk_sends_action_digest_only_when_set() -> None:
     bulk = E.invoke_many([E.invocation("resize"), E.invocation("r", action_digest="sha256:1")])
     assert bulk.json is not None
     assert [("action_digest" in i) for i in bulk.json["invocations"]] == [False, True]
+
+
+def test_the_token_cache_is_not_used_while_the_process_may_miss_revocations(
+    services: Services, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = []
+    real = store.token_by_hash
+    monkeypatch.setattr(store, "token_by_hash", lambda digest: lookups.append(1) or real(digest))
+    services.auth.forget()
+    services.auth.authenticate(ADMIN)
+    services.auth.authenticate(ADMIN)
+    assert len(lookups) == 1  # cached
+    # A PostgreSQL listener that lost its connection would not hear a revocation.
+    monkeypatch.setattr(type(store.notifier), "hears_everything", property(lambda _: False))
+    services.auth.authenticate(ADMIN)
+    services.auth.authenticate(ADMIN)
+    assert len(lookups) == 3
