@@ -47,3 +47,18 @@ def test_a_token_revoked_on_one_process_is_refused_at_once_on_another(two_server
         )
         assert minted.status_code == 401, minted.text
         assert httpx.get(f"{b.url}/v1/tokens", headers=_auth(secret)).status_code == 401
+
+
+def test_a_token_rotated_on_one_process_is_refused_at_once_on_another(two_servers) -> None:
+    a, b = two_servers
+    made = httpx.post(
+        f"{a.url}/v1/tokens", json={"name": "ci", "role": "operator"}, headers=_auth(a.token)
+    )
+    assert made.status_code == 201, made.text
+    old, token_id = made.json()["secret"], made.json()["token"]["id"]
+    assert httpx.get(f"{b.url}/v1/operations", headers=_auth(old)).status_code == 200
+    rotated = httpx.post(f"{a.url}/v1/tokens/{token_id}:rotate", headers=_auth(a.token))
+    assert rotated.status_code == 201, rotated.text
+    assert httpx.get(f"{b.url}/v1/operations", headers=_auth(old)).status_code == 401
+    new = rotated.json()["secret"]
+    assert httpx.get(f"{b.url}/v1/operations", headers=_auth(new)).status_code == 200

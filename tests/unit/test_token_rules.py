@@ -11,7 +11,7 @@ import pytest
 import typer
 
 from oprun.cli.tokens import duration_seconds
-from oprun.domain.errors import AccessDenied, AuthenticationError, Conflict
+from oprun.domain.errors import AccessDenied, AuthenticationError, Conflict, NotFound
 from oprun.domain.models import Token
 from oprun.domain.roles import Role
 from oprun.sdk import _endpoints as E
@@ -145,3 +145,20 @@ def test_the_token_cache_is_not_used_while_the_process_may_miss_revocations(
     services.auth.authenticate(ADMIN)
     services.auth.authenticate(ADMIN)
     assert len(lookups) == 3
+
+
+def test_rotation_replaces_a_token_with_the_same_name_role_and_expiry(services: Services) -> None:
+    admin = services.auth.authenticate(ADMIN)
+    old, old_secret = services.tokens.create(admin, "ci", Role.OPERATOR, expires_in=3600)
+    services.auth.authenticate(old_secret)  # cached
+    new, new_secret = services.tokens.rotate(admin, old.id)
+    assert (new.name, new.role, new.expires_at) == (old.name, old.role, old.expires_at)
+    assert new.id != old.id and new_secret != old_secret
+    with pytest.raises(AuthenticationError):
+        services.auth.authenticate(old_secret)
+    assert services.auth.authenticate(new_secret).token_id == new.id
+    with pytest.raises(NotFound):
+        services.tokens.rotate(admin, old.id)  # revoked: nothing to rotate
+    # Rotating the only admin token leaves an admin: allowed.
+    rotated, secret = services.tokens.rotate(admin, admin.token_id)
+    assert services.auth.authenticate(secret).role is Role.ADMIN and rotated.role is Role.ADMIN

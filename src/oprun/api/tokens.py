@@ -37,6 +37,18 @@ def revoke_token(token_id: str, caller: Caller, svc: Svc) -> Token:
     return svc.tokens.revoke(caller, token_id)
 
 
+@router.post(
+    "/tokens/{token_id}:rotate",
+    response_model=TokenCreated,
+    status_code=201,
+    operation_id="rotateToken",
+)
+def rotate_token(token_id: str, caller: Caller, svc: Svc) -> TokenCreated:
+    """Replace a token by a new one with the same name, role and expiry; revoke the old."""
+    token, secret = svc.tokens.rotate(caller, token_id)
+    return TokenCreated(token=token, secret=secret)
+
+
 @router.get("/projects/current", response_model=Project, operation_id="currentProject")
 def current_project(caller: Caller, svc: Svc) -> Project:
     """The caller's project."""

@@ -8,6 +8,7 @@ import typer
 
 from oprun.cli._common import print_json, state, stdout
 from oprun.cli._render import tokens_table
+from oprun.domain.models import TokenCreated
 from oprun.domain.roles import Role
 
 app = typer.Typer(
@@ -64,8 +65,11 @@ def create(
     """
     st = state(ctx)
     seconds = None if expires_in is None else duration_seconds(expires_in)
-    created = st.client().tokens.create(name, role, seconds)
-    if st.json:
+    _show_created(st.json, st.client().tokens.create(name, role, seconds))
+
+
+def _show_created(as_json: bool, created: TokenCreated) -> None:
+    if as_json:
         print_json(created.model_dump(mode="json"))
         return
     out = stdout()
@@ -106,3 +110,18 @@ def revoke(
         print_json(token.model_dump(mode="json"))
     else:
         stdout().print(f"revoked {token.id} ({token.name})")
+
+
+@app.command("rotate")
+def rotate(
+    ctx: typer.Context,
+    token_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The token's id (tok_...).", show_default=False)
+    ],
+) -> None:
+    """Replace a token by a new one (same name, role and expiry); the old stops working at once.
+
+    Example: oprun tokens rotate tok_0192f3c1...
+    """
+    st = state(ctx)
+    _show_created(st.json, st.client().tokens.rotate(token_id))

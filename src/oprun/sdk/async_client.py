@@ -533,6 +533,10 @@ class AsyncTokens:
         """The project's tokens (never their secrets)."""
         return await self._client._send(E.list_tokens())
 
+    async def rotate(self, token_id: str) -> TokenCreated:
+        """A new secret: the token's successor (same name, role, expiry); the old is revoked."""
+        return await self._client._send(E.rotate_token(token_id))
+
     async def revoke(self, token_id: str) -> models.Token:
         """Revoke a token; returns it with `revoked_at` set."""
         return await self._client._send(E.revoke_token(token_id))

@@ -629,6 +629,10 @@ class Tokens:
         """The project's tokens (never their secrets)."""
         return self._client._send(E.list_tokens())
 
+    def rotate(self, token_id: str) -> TokenCreated:
+        """A new secret: the token's successor (same name, role, expiry); the old is revoked."""
+        return self._client._send(E.rotate_token(token_id))
+
     def revoke(self, token_id: str) -> models.Token:
         """Revoke a token; returns it with `revoked_at` set."""
         return self._client._send(E.revoke_token(token_id))

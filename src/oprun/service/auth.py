@@ -173,6 +173,19 @@ class TokenService:
             self._auth.forget()
         return token
 
+    def rotate(self, principal: Principal, token_id: str) -> tuple[Token, str]:
+        """A new secret for a token: its successor (same name, role, expiry) and its secret.
+
+        The old token is revoked in the same transaction, everywhere before this answers.
+        """
+        principal.require(Permission.MANAGE)
+        before = self._auth.generation()
+        secret = new_secret()
+        token = self._store.rotate_token(principal.project_id, token_id, hash_secret(secret))
+        if not self._auth.wait_flush(before, REVOKE_ECHO_SECONDS):
+            self._auth.forget()
+        return token, secret
+
     def current_project(self, principal: Principal) -> Project:
         """The caller's project."""
         return self._store.get_project(principal.project_id)

@@ -118,6 +118,10 @@ class Store(Protocol):
         """Store a token by the hash of its secret, expiring `expires_in` seconds from now."""
         ...
 
+    def rotate_token(self, project_id: str, token_id: str, secret_hash: str) -> Token:
+        """Replace a live token by a new one (same name, role and expiry) and revoke it."""
+        ...
+
     def touch_token(self, token_id: str, every: float) -> None:
         """Set a token's `last_used_at` to now, unless it was set less than `every` s ago."""
         ...

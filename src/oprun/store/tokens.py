@@ -92,6 +92,38 @@ class TokenQueries(StoreBase):
             ).first()
         return None if row is None else _token(row)
 
+    def rotate_token(self, project_id: str, token_id: str, secret_hash: str) -> Token:
+        """Replace a live token by a new one (same name, role and expiry) and revoke it."""
+        with self.write() as tx:
+            old = tx.conn.execute(
+                select(t.tokens)
+                .where(
+                    t.tokens.c.id == token_id,
+                    t.tokens.c.project_id == project_id,
+                    t.tokens.c.revoked_at.is_(None),
+                )
+                .with_for_update()
+            ).first()
+            if old is None:
+                raise NotFound(f"no live token {token_id}", id=token_id)
+            tid = new_id("token")
+            tx.conn.execute(
+                insert(t.tokens).values(
+                    id=tid,
+                    project_id=project_id,
+                    name=old.name,
+                    role=old.role,
+                    secret_hash=secret_hash,
+                    created_at=tx.now,
+                    expires_at=old.expires_at,
+                )
+            )
+            tx.conn.execute(
+                update(t.tokens).where(t.tokens.c.id == token_id).values(revoked_at=tx.now)
+            )
+            tx.keys.add(tokens_key())  # every process drops its cached tokens at commit
+            return _token(tx.conn.execute(select(t.tokens).where(t.tokens.c.id == tid)).one())
+
     def touch_token(self, token_id: str, every: float) -> None:
         """Set a token's `last_used_at` to now, unless it was set less than `every` s ago."""
         with self.write() as tx:

@@ -54,6 +54,7 @@ from oprun.sdk._endpoints.project import (
     list_tokens,
     list_workers,
     revoke_token,
+    rotate_token,
     stream_events,
 )
 
@@ -95,6 +96,7 @@ __all__ = [
     "read_invocation",
     "retry_operation",
     "revoke_token",
+    "rotate_token",
     "save_action",
     "stream_events",
     "wait_operation",

@@ -91,6 +91,11 @@ def list_tokens() -> Call[list[models.Token]]:
     return Call("GET", "/v1/tokens", parse_typed(list[models.Token]), retry_safe=True)
 
 
+def rotate_token(token_id: str) -> Call[TokenCreated]:
+    """``POST /v1/tokens/{id}:rotate``: its successor with a new secret; the old is revoked."""
+    return Call("POST", f"/v1/tokens/{segment(token_id)}:rotate", parse_model(TokenCreated))
+
+
 def revoke_token(token_id: str) -> Call[models.Token]:
     """``DELETE /v1/tokens/{id}``: answers the revoked token."""
     return Call(
