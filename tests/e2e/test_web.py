@@ -517,3 +517,26 @@ def test_page_scripts_format_ages_and_durations_as_the_server_does(open_page: Op
     ages, durations = page.evaluate("(xs) => [xs.map(oprun.age), xs.map(oprun.duration)]", samples)
     assert ages == [views.age(x) for x in samples]
     assert durations == [views.duration(x) for x in samples]
+
+
+# -- API docs -------------------------------------------------------------------------------
+def test_api_docs_render_offline_under_the_uis_csp(open_page: Open, web: Server) -> None:
+    page = open_page(role=None)
+    refused: list[str] = []
+    outside: list[str] = []
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.on(
+        "request",
+        lambda r: outside.append(r.url) if not r.url.startswith(web.url) else None,
+    )
+    page.context.route(
+        re.compile(r"^(?!http://127\.0\.0\.1).*"), lambda route: route.abort()
+    )  # offline: anything not from the server fails
+    page.goto("/docs")
+    expect()(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    assert page.locator(".swagger-ui .opblock").count() >= 32
+    assert refused == [], refused
+    assert outside == [], outside
