@@ -79,6 +79,7 @@ def test_conflicts_and_unknown_actions_are_documented_where_they_happen(app):
     by_id = {op["operationId"]: op for _, _, op in _operations(app.openapi())}
     assert "409" in by_id["cancelOperation"]["responses"]
     assert "409" in by_id["deleteOperation"]["responses"]
+    assert "409" in by_id["revokeToken"]["responses"]  # the last admin token
     assert "404" in by_id["invokeAction"]["responses"]
     assert "503" in by_id["ready"]["responses"]
     assert "401" not in by_id["health"]["responses"]

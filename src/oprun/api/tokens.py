@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from oprun.api.deps import Caller, Svc
+from oprun.api.openapi import error_responses
+from oprun.domain.errors import Conflict
 from oprun.domain.models import (
     Project,
     ProjectCreate,
@@ -31,7 +33,12 @@ def list_tokens(caller: Caller, svc: Svc) -> list[Token]:
     return svc.tokens.list(caller)
 
 
-@router.delete("/tokens/{token_id}", response_model=Token, operation_id="revokeToken")
+@router.delete(
+    "/tokens/{token_id}",
+    response_model=Token,
+    operation_id="revokeToken",
+    responses=error_responses(Conflict),  # the project's last admin token
+)
 def revoke_token(token_id: str, caller: Caller, svc: Svc) -> Token:
     """Revoke a token."""
     return svc.tokens.revoke(caller, token_id)
