@@ -48,18 +48,31 @@ def _noted(caller: Principal) -> Principal:
     return caller
 
 
+def client_address(request: Request) -> str | None:
+    """The address the request came from: the peer of its connection.
+
+    `X-Forwarded-For` is not read: anyone can send it. Behind a reverse proxy every
+    request comes from the proxy's address, so failed authentications are counted
+    for all its clients together.
+    """
+    return request.client.host if request.client else None
+
+
 def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
     """The caller, from `Authorization: Bearer <token>` or the web session cookie.
 
     A cookie-authenticated request that changes state (any method but GET, HEAD,
     OPTIONS) must come from this server's own pages: the cookie is SameSite=Strict,
     and its `Origin` (or `Referer`) must name this server, else 403 (CSRF defence).
+    A client address that failed too often is answered 429 (`Authenticator`).
     """
+    client = client_address(request)
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() == "bearer":
-        return _noted(svc.auth.authenticate(secret.strip() or None))
-    caller = _noted(svc.auth.authenticate(request.cookies.get(SESSION_COOKIE, "").strip() or None))
+        return _noted(svc.auth.authenticate(secret.strip() or None, client))
+    cookie = request.cookies.get(SESSION_COOKIE, "").strip() or None
+    caller = _noted(svc.auth.authenticate(cookie, client))
     if request.method not in SAFE_METHODS and not same_origin(request):
         raise AccessDenied(
             "cross-site request refused: a request signed in with the session cookie "

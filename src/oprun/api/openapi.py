@@ -6,8 +6,8 @@ answers (`api/errors.py` turns every validation failure into 400 `VALIDATION`).
 
 - lists the errors it can answer, each with the `ErrorBody` schema: 400, 413 and
   500 for every route (the request's edge, `api/limits.py`, holds for all of them),
-  401, 403 and 503 for a route that authenticates (the token is looked up in the
-  database), 404 for a route with an id in its path, and what a route declares
+  401, 403, 429 and 503 for a route that authenticates (the token is looked up in
+  the database; an address that failed too often is throttled), 404 for a route with an id in its path, and what a route declares
   itself with `responses=error_responses(...)` (409 of cancel and delete);
 - requires the bearer token (or the web UI's session cookie) unless it is a probe;
 - has no 422, and the document no `HTTPValidationError`.
@@ -28,6 +28,7 @@ from oprun.domain.errors import (
     NotFound,
     OprunError,
     ServerError,
+    Throttled,
     TooLarge,
     Unavailable,
     ValidationError,
@@ -85,7 +86,7 @@ def errors_of(route: APIRoute) -> list[type[OprunError]]:
     """The errors every route of this kind can answer (what a route adds is its own)."""
     errors: list[type[OprunError]] = [ValidationError, TooLarge, ServerError]
     if route.operation_id not in PUBLIC:
-        errors += [AuthenticationError, AccessDenied, Unavailable]
+        errors += [AuthenticationError, AccessDenied, Throttled, Unavailable]
     if route.dependant.path_params:
         errors.append(NotFound)
     return errors

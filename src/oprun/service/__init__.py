@@ -48,7 +48,7 @@ class Services:
     @classmethod
     def build(cls, store: Store, settings: Settings) -> Services:
         """Wire the services over `store`."""
-        auth = Authenticator(store, settings.token_cache_seconds)
+        auth = Authenticator(store, settings.token_cache_seconds, settings.auth_failures)
         metrics = Metrics(store)
         return cls(
             settings=settings,

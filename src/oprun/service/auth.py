@@ -9,9 +9,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from oprun.domain.errors import AccessDenied, AuthenticationError, ValidationError
+from oprun.domain.errors import AccessDenied, AuthenticationError, Throttled, ValidationError
 from oprun.domain.models import Project, Token
 from oprun.domain.roles import Permission, Role
+from oprun.domain.throttle import FailureRule, retry_after_header
+from oprun.service.throttle import FailureThrottle
 from oprun.store import Store
 from oprun.store.notify import tokens_key
 
@@ -21,6 +23,9 @@ LAST_USED_EVERY = 60.0
 """Seconds between two writes of a token's `last_used_at`."""
 REVOKE_ECHO_SECONDS = 2.0
 """How long a revocation waits for its NOTIFY to come back before it answers."""
+KNOWN_FOR = 3600.0
+"""How long a token that authenticated here stays known, so a throttled address can use it."""
+DEFAULT_RULE = FailureRule(limit=20, window=60.0)
 
 
 def hash_secret(secret: str) -> str:
@@ -58,11 +63,23 @@ class Authenticator:
     A revocation anywhere publishes `tokens_key()`: every process (PostgreSQL NOTIFY
     reaches all of them) drops its whole cache when it arrives. While this process may
     miss keys (its listener is reconnecting) the cache is not used at all.
+
+    Failed authentications are counted per client address (`FailureThrottle`): past the
+    rule's limit, the address is answered 429 `THROTTLED` with `Retry-After` instead of
+    401. While throttled, a token this process has seen authenticate in the last
+    `KNOWN_FOR` seconds is still checked as usual (so one bad script does not lock out
+    everyone behind the same NAT); any other token is refused with one SHA-256 and no
+    database lookup.
     """
 
-    def __init__(self, store: Store, cache_seconds: float) -> None:
+    def __init__(
+        self, store: Store, cache_seconds: float, failures: FailureRule = DEFAULT_RULE
+    ) -> None:
         self._store = store
         self._ttl = cache_seconds
+        self.throttle = FailureThrottle(failures)
+        self._known: dict[str, float] = {}
+        """Digests of tokens that authenticated here, and until when they count as known."""
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._generation = 0
         """Bumped by every flush; a lookup that raced a flush is not cached."""
@@ -70,12 +87,49 @@ class Authenticator:
         self._touched: dict[str, float] = {}
         store.notifier.subscribe(tokens_key(), self.forget)
 
-    def authenticate(self, secret: str | None) -> Principal:
-        """The principal of a bearer secret, or `AuthenticationError`."""
+    def authenticate(self, secret: str | None, client: str | None = None) -> Principal:
+        """The principal of a bearer secret, or `AuthenticationError`.
+
+        With `client` (the caller's address) a wrong secret counts against it, and a
+        throttled address gets `Throttled` instead (see the class). A missing secret
+        is not a failure: it guesses nothing (a browser before sign-in sends none).
+        """
         if not secret:
             raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <token>'")
         digest = hash_secret(secret)
         now = time.monotonic()
+        if client is None:
+            return self._check(digest, now)
+        wait = self.throttle.retry_after(client, now)
+        if wait is not None:
+            with self._flushed:
+                known = self._known.get(digest, 0.0) > now
+            if not known:
+                raise self._throttled(self.throttle.fail(client, "unknown", now) or wait)
+        try:
+            principal = self._check(digest, now)
+        except AuthenticationError as exc:
+            reason = "expired" if "expired_at" in exc.details else "unknown"
+            after = self.throttle.fail(client, reason, now)
+            if wait is not None:
+                raise self._throttled(after or wait) from None
+            raise
+        with self._flushed:
+            if len(self._known) > 10_000:
+                self._known.clear()
+            self._known[digest] = now + KNOWN_FOR
+        return principal
+
+    @staticmethod
+    def _throttled(wait: float) -> Throttled:
+        seconds = retry_after_header(wait)
+        return Throttled(
+            f"too many failed authentications from this address: retry in {seconds} s",
+            retry_after=seconds,
+        )
+
+    def _check(self, digest: str, now: float) -> Principal:
+        """The principal of a secret's digest (cache, else the store), or 401."""
         trusted = self._store.notifier.hears_everything
         with self._flushed:
             hit = self._cache.get(digest) if trusted else None

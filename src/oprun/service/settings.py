@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oprun.domain.errors import ValidationError
 from oprun.domain.retention import MAX_DAYS, SECONDS_PER_DAY, RetentionSettings
+from oprun.domain.throttle import FailureRule
 
 
 def default_data_dir() -> Path:
@@ -91,6 +92,15 @@ class Settings(BaseSettings):
     """One log line per request: `on` for all but `/metrics` and the health probes,
     `all` for those too, `off` for none."""
 
+    auth_failure_limit: int = Field(default=20, ge=1, validation_alias="OPRUN_AUTH_FAILURE_LIMIT")
+    """Failed authentications (a wrong, revoked or expired token) one client address may
+    make within `OPRUN_AUTH_FAILURE_WINDOW` before it is answered 429 `THROTTLED`; per
+    API process."""
+    auth_failure_window: float = Field(
+        default=60.0, gt=0, le=86_400, validation_alias="OPRUN_AUTH_FAILURE_WINDOW"
+    )
+    """The window of `OPRUN_AUTH_FAILURE_LIMIT`, in seconds."""
+
     token_cache_seconds: ClassVar[float] = 5.0
     """How long a verified token is trusted before it is looked up again."""
 
@@ -122,6 +132,11 @@ class Settings(BaseSettings):
         if self.retention_days is not None:
             return self.retention_days * SECONDS_PER_DAY
         return None
+
+    @property
+    def auth_failures(self) -> FailureRule:
+        """How many failed authentications per client address, within how long."""
+        return FailureRule(limit=self.auth_failure_limit, window=self.auth_failure_window)
 
     @property
     def worker_silence(self) -> float:

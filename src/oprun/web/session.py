@@ -20,12 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
-from oprun.api.deps import SESSION_COOKIE, Caller, Svc, same_origin
+from oprun.api.deps import SESSION_COOKIE, Caller, Svc, client_address, same_origin
 from oprun.domain.errors import (
     AccessDenied,
     AuthenticationError,
     OprunError,
     ServerError,
+    Throttled,
     ValidationError,
 )
 from oprun.domain.models import Project
@@ -186,9 +187,16 @@ async def sign_in(request: Request, svc: Svc) -> Response:
     if not token:
         return _sign_in_page(request, next_path, "Paste an API token to sign in.", 400)
     try:
-        caller = await run_sync(svc.auth.authenticate, token)
+        caller = await run_sync(svc.auth.authenticate, token, client_address(request))
     except AuthenticationError:
         return _sign_in_page(request, next_path, "That token is not valid or was revoked.", 401)
+    except Throttled as exc:
+        wait = exc.details.get("retry_after", 1)
+        page = _sign_in_page(
+            request, next_path, f"Too many failed sign-ins: try again in {wait} s.", 429
+        )
+        page.headers["Retry-After"] = str(wait)
+        return page
     log.info("event=web_sign_in token_id=%s role=%s", caller.token_id, caller.role.value)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
