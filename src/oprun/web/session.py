@@ -44,6 +44,7 @@ TITLES = {
     403: "Not allowed",
     404: "Not found",
     409: "Conflict",
+    429: "Too many failed attempts",
 }
 
 
@@ -94,7 +95,7 @@ def sign_in_redirect(request: Request) -> Response:
 def error_page(request: Request, error: OprunError) -> Response:
     """The HTML page for an error, with its status code."""
     status = error.http_status
-    return render(
+    page = render(
         request,
         "error.html",
         {
@@ -106,6 +107,9 @@ def error_page(request: Request, error: OprunError) -> Response:
         },
         status_code=status,
     )
+    if isinstance(error, Throttled):
+        page.headers["Retry-After"] = str(error.details.get("retry_after", 1))
+    return page
 
 
 class WebRoute(APIRoute):
