@@ -387,12 +387,11 @@ def test_oversized_credentials_and_headers_are_refused_before_any_work(
         assert client.get("/v1/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("shared_server", ["sqlite"], indirect=True)  # JSONB never took one
 def test_a_poisoned_row_an_older_server_stored_reads_back_escaped(
     shared_server: Server, project: tuple[httpx.Client, str, str]
 ) -> None:
     """Before the rule, a lone surrogate in a parameter reached SQLite's JSON columns."""
-    if not shared_server.database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's JSONB never took one")
     api, worker_id, op_id = project
     poisoned = '{"width": 1, "mode": "\\ud800"}'
     with sqlite3.connect(make_url(shared_server.database_url).database or "") as db:
