@@ -59,8 +59,9 @@ def paged(
     """One page of a keyset-ordered list.
 
     `fetch(after, size)` reads up to `size` items after the position decoded from
-    `page_cursor` (None for the first page), a `kind` (the type of `key`). A full page names the next cursor by
-    `key` of its last item; a short page is the last one (its `next_cursor` is None).
+    `page_cursor` (None for the first page), a `kind` (the type of `key`). A full
+    page names the next cursor by `key` of its last item; a short page is the last
+    one (its `next_cursor` is None).
     Raises `ValidationError` for a damaged cursor or a `limit` out of bounds.
     """
     size = page_size(limit)

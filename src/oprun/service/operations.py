@@ -231,10 +231,6 @@ class OperationService:
             )
 
         def fetch(after: Any, size: int) -> list[SessionAction]:
-            if after is not None and not isinstance(after, str):
-                raise ValidationError(
-                    "invalid cursor; pass back next_cursor as given", field="cursor"
-                )
             return self._store.find_session_actions(
                 principal.project_id,
                 operation_id=operation_id,
