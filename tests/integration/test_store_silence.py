@@ -65,6 +65,11 @@ def _lease(store: Store, sa_id: str) -> float:
         )
 
 
+def _last_round(store: Store) -> float:
+    with store.read() as conn:  # type: ignore[attr-defined]
+        return float(conn.execute(select(t.reaper_rounds.c.at)).scalar_one())
+
+
 def _succeeded(store: Store, worker_id: str, sa_id: str, epoch: int) -> bool:
     (outcome,) = store.apply_reports(
         worker_id,
@@ -94,13 +99,21 @@ def test_what_lapsed_while_the_server_listened_still_ends(store, project):
 
 def test_the_silence_counts_only_what_the_server_did_not_hear(store, project):
     op, _, a = _claimed(store, project.id)
-    _rounds(store, 0.5 * LEASE)  # heard nothing for half a lease...
+    expires = _lease(store, a.session_action_id)
+    # Heard nothing for half a lease (by the store's clock, so a slow machine does not
+    # stretch it)...
+    while expires - store.now() > 0.5 * LEASE:
+        store.reap(worker_silence=3 * LEASE, silence=RULE)
+        time.sleep(RULE.reap_interval)
+    had = expires - _last_round(store)  # what the lease had left when last heard
+    assert 0 < had <= 0.5 * LEASE + RULE.reap_interval
     time.sleep(2 * LEASE)  # ... then the server is away
     store.reap(worker_silence=3 * LEASE, silence=RULE)
     # The lease keeps what it had left before the outage (less one reap interval): the
     # worker must renew it soon, as if the outage had not been.
     left = _lease(store, a.session_action_id) - store.now()
     assert 0 < left < 0.55 * LEASE
+    assert left <= had - RULE.reap_interval
     _rounds(store, left + 0.2)  # the server listens again; the worker stays silent
     assert store.get_operation(project.id, op.id).status is OperationStatus.QUEUED
 
