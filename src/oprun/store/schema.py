@@ -328,3 +328,25 @@ reaper_rounds = Table(
 """One row (id 1, made by the migration): when the last reaper round of any API process ran,
 on the store's clock (null before the first). A round that finds it too far back knows the
 server itself was away (`oprun.domain.silence`)."""
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    # null: a server-level event (a failed authentication whose token matches no project)
+    Column("project_id", Id),
+    Column("kind", String(64), nullable=False),
+    # the token that acted (null: nobody authenticated); its name and role as they were
+    Column("actor_id", Id),
+    Column("actor_name", String(128)),
+    Column("actor_role", String(16)),
+    # the connection's peer address (never X-Forwarded-For) and the request's X-Request-ID
+    Column("client", String(128)),
+    Column("request_id", String(128)),
+    Column("subject", String(256)),
+    Column("details", Json, nullable=False),
+)
+"""Security-relevant events, newest last; read by admins (`oprun.service.audit`). Never
+purged with operations: an audit trail outlives what it describes."""
+Index("ix_audit_log_project", audit_log.c.project_id, audit_log.c.id)
