@@ -98,7 +98,8 @@ def test_each_definition_change_is_an_event_naming_who_and_both_digests(admin, r
     deployer = role("deployer")
     first = deployer.post("/v1/actions", json=SHELL).json()
     second = deployer.post("/v1/actions", json={**SHELL, "command": ["echo", "2"]}).json()
-    deployer_id = next(t["id"] for t in admin.get("/v1/tokens").json() if t["role"] == "deployer")
+    tokens = admin.get("/v1/tokens").json()["items"]
+    deployer_id = next(t["id"] for t in tokens if t["role"] == "deployer")
     saved = []
     with admin.stream("GET", "/v1/events", params={"after": 0}, timeout=10) as stream:
         for line in stream.iter_lines():

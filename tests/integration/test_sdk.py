@@ -142,7 +142,7 @@ def test_invoke_wait_and_read_everything_async(env: Live) -> None:
             assert "did step 2" in lines
             followed = [r.line async for r in client.operations.logs(op.id, follow=True)]
             assert followed == lines
-            (task,) = await done.tasks()
+            (task,) = [t async for t in done.tasks()]
             assert task.status is OperationStatus.SUCCEEDED
             attempts = await done.session_actions()
             run = await client.session_actions.get(attempts[-1].id)
@@ -364,7 +364,7 @@ def test_actions_tokens_projects_workers_async(env: Live) -> None:
             assert [a.version async for a in client.actions.versions(name)] == [2, 1]
             assert name in {a.name async for a in client.actions.list()}
             created = await client.tokens.create(unique("tok"), "operator")
-            assert created.token.id in {t.id for t in await client.tokens.list()}
+            assert created.token.id in {t.id async for t in client.tokens.list()}
             await client.tokens.revoke(created.token.id)
             project = await client.projects.current()
             other = await client.projects.create(unique("proj"))

@@ -348,7 +348,7 @@ def test_tokens_create_prints_the_secret_once(cli, stub):
         "created_at": "2025-01-01T00:00:00Z",
     }
     stub.on("POST", "/v1/tokens", ok({"token": token, "secret": "s3cret"}, 201))
-    stub.on("GET", "/v1/tokens", ok([token]))
+    stub.on("GET", "/v1/tokens", ok({"items": [token], "next_cursor": None}))
     stub.on("DELETE", "/v1/tokens/tok_1", ok({**token, "revoked_at": "2025-01-02T00:00:00Z"}))
     created = cli("tokens", "create", "ci", "--role", "operator")
     assert created.exit_code == 0, created.stderr
@@ -357,6 +357,33 @@ def test_tokens_create_prints_the_secret_once(cli, stub):
     listed = cli("tokens", "list")
     assert "tok_1" in listed.stdout and "s3cret" not in listed.stdout
     assert cli("tokens", "revoke", "tok_1").exit_code == 0
+
+
+def test_ops_tasks_follows_the_pages(cli, stub):
+    def task(n: int) -> dict:
+        return {
+            "id": f"task_{n}",
+            "operation_id": "op_1",
+            "project_id": "prj_1",
+            "step_id": "Render",
+            "status": "SUCCEEDED",
+            "parameters": {"Frame": n},
+            "attempts": 1,
+            "max_attempts": 3,
+            "created_at": "2025-01-01T00:00:00Z",
+            "updated_at": "2025-01-01T00:00:00Z",
+        }
+
+    stub.on(
+        "GET",
+        "/v1/operations/op_1/tasks",
+        ok({"items": [task(1)], "next_cursor": "c1"}),
+        ok({"items": [task(2)], "next_cursor": None}),
+    )
+    result = cli("ops", "tasks", "op_1", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [t["id"] for t in json.loads(result.stdout)] == ["task_1", "task_2"]
+    assert stub.requests[1].url.params["cursor"] == "c1"
 
 
 def test_workers_list(cli, stub):

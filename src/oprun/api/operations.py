@@ -160,10 +160,17 @@ async def get_logs(
     return Response(page.model_dump_json(), media_type="application/json")
 
 
-@router.get("/operations/{operation_id}/tasks", response_model=list[Task], operation_id="listTasks")
-def list_tasks(operation_id: str, caller: Caller, svc: Svc) -> list[Task]:
-    """The operation's tasks."""
-    return svc.operations.tasks(caller, operation_id)
+@router.get("/operations/{operation_id}/tasks", response_model=Page[Task], operation_id="listTasks")
+def list_tasks(
+    operation_id: str,
+    caller: Caller,
+    svc: Svc,
+    cursor: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=500)] = None,
+) -> Response:
+    """The operation's tasks, oldest first, paged."""
+    page = svc.operations.tasks(caller, operation_id, cursor, limit)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from oprun.api.deps import Caller, Svc
 from oprun.api.openapi import error_responses
 from oprun.domain.errors import Conflict
 from oprun.domain.models import (
+    Page,
     Project,
     ProjectCreate,
     ProjectCreated,
@@ -27,10 +30,16 @@ def create_token(body: TokenCreate, caller: Caller, svc: Svc) -> TokenCreated:
     return TokenCreated(token=token, secret=secret)
 
 
-@router.get("/tokens", response_model=list[Token], operation_id="listTokens")
-def list_tokens(caller: Caller, svc: Svc) -> list[Token]:
-    """Tokens of the caller's project (never their secrets)."""
-    return svc.tokens.list(caller)
+@router.get("/tokens", response_model=Page[Token], operation_id="listTokens")
+def list_tokens(
+    caller: Caller,
+    svc: Svc,
+    cursor: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=500)] = None,
+) -> Response:
+    """Tokens of the caller's project, oldest first, paged (never their secrets)."""
+    page = svc.tokens.page(caller, cursor, limit)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.delete(

@@ -283,6 +283,23 @@ def tokens_table(tokens: Iterable[models.Token]) -> Table:
     return table
 
 
+def tasks_table(tasks: Iterable[models.Task]) -> Table:
+    """``ops tasks``: one row per task of an operation, oldest first."""
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "STEP", "STATUS", "ATTEMPTS", "PARAMETERS", "UPDATED"):
+        table.add_column(column)
+    for t in tasks:
+        table.add_row(
+            _t(t.id),
+            _t(t.step_id),
+            status_text(t.status.value),
+            _t(f"{t.attempts}/{t.max_attempts}"),
+            _t(as_json(t.parameters) if t.parameters else None),
+            _t(age(t.updated_at) + " ago"),
+        )
+    return table
+
+
 def _ran(start: datetime | None, end: datetime | None) -> str:
     """How long it ran: ``4.2s``; ``4.2s…`` while it still runs; ``-`` before it started."""
     if start is None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oprun.cli._common import EXIT_OK, parse_params, print_json, state, stdout
-from oprun.cli._render import operation_detail, operations_table, outcome_line
+from oprun.cli._render import operation_detail, operations_table, outcome_line, tasks_table
 from oprun.cli._wait import follow
 from oprun.domain.status import OperationStatus
 from oprun.sdk import NoOp
@@ -130,6 +130,26 @@ def get_operation(ctx: typer.Context, operation_id: OperationId) -> None:
         print_json(op.to_dict())
     else:
         stdout().print(operation_detail(op))
+
+
+@app.command("tasks")
+def tasks(
+    ctx: typer.Context,
+    operation_id: OperationId,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Show at most this many.")
+    ] = None,
+) -> None:
+    """List an operation's tasks, oldest first, with their status and attempts.
+
+    Example: oprun ops tasks op_0192f3c1... --limit 100
+    """
+    st = state(ctx)
+    found = list(st.client().operations.tasks(operation_id, limit=limit))
+    if st.json:
+        print_json([t.model_dump(mode="json") for t in found])
+    else:
+        stdout().print(tasks_table(found))
 
 
 @app.command("wait")

@@ -80,13 +80,18 @@ def _show_created(as_json: bool, created: TokenCreated) -> None:
 
 
 @app.command("list")
-def list_tokens(ctx: typer.Context) -> None:
-    """List the project's tokens (never their secrets).
+def list_tokens(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Show at most this many.")
+    ] = None,
+) -> None:
+    """List the project's tokens, oldest first, revoked ones too (never their secrets).
 
-    Example: oprun tokens list
+    Example: oprun tokens list --limit 20
     """
     st = state(ctx)
-    tokens = st.client().tokens.list()
+    tokens = list(st.client().tokens.list(limit=limit))
     if st.json:
         print_json([t.model_dump(mode="json") for t in tokens])
     else:

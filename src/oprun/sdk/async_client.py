@@ -433,9 +433,16 @@ class AsyncOperations:
                     yield record
                 return
 
-    async def tasks(self, operation_id: str) -> builtins.list[models.Task]:
-        """The operation's tasks."""
-        return await self._client._send(E.operation_tasks(operation_id))
+    def tasks(
+        self, operation_id: str, *, limit: int | None = None, page_size: int | None = None
+    ) -> AsyncIterator[models.Task]:
+        """The operation's tasks, oldest first (``async for``); pages are fetched as needed.
+
+        `limit` caps how many are yielded (all when None).
+        """
+        return self._client._pages(
+            lambda cursor, size: E.operation_tasks(operation_id, cursor, size), limit, page_size
+        )
 
     async def session_actions(self, operation_id: str) -> builtins.list[models.SessionAction]:
         """Every attempt at the operation's work, on whichever worker."""
@@ -529,9 +536,15 @@ class AsyncTokens:
         """
         return await self._client._send(E.create_token(name, role, expires_in))
 
-    async def list(self) -> builtins.list[models.Token]:
-        """The project's tokens (never their secrets)."""
-        return await self._client._send(E.list_tokens())
+    def list(
+        self, *, limit: int | None = None, page_size: int | None = None
+    ) -> AsyncIterator[models.Token]:
+        """The project's tokens, oldest first (never their secrets), page after page.
+
+        Revoked tokens are included (with `revoked_at`); `limit` caps how many are
+        yielded (all when None).
+        """
+        return self._client._pages(E.list_tokens, limit, page_size)
 
     async def rotate(self, token_id: str) -> TokenCreated:
         """A new secret: the token's successor (same name, role, expiry); the old is revoked."""

@@ -137,8 +137,8 @@ class Operation(OperationSnapshot):
         """Its log records in order; with `follow`, keep reading until it ends."""
         return self._client.operations.logs(self.id, follow=follow)
 
-    def tasks(self) -> list[models.Task]:
-        """Its tasks."""
+    def tasks(self) -> Iterator[models.Task]:
+        """Its tasks, oldest first; pages are fetched as you iterate."""
         return self._client.operations.tasks(self.id)
 
     def session_actions(self) -> list[models.SessionAction]:
@@ -227,9 +227,9 @@ class AsyncOperation(OperationSnapshot):
         """Its log records in order (``async for``); with `follow`, until it ends."""
         return self._client.operations.logs(self.id, follow=follow)
 
-    async def tasks(self) -> list[models.Task]:
-        """Its tasks."""
-        return await self._client.operations.tasks(self.id)
+    def tasks(self) -> AsyncIterator[models.Task]:
+        """Its tasks, oldest first (``async for``); pages are fetched as needed."""
+        return self._client.operations.tasks(self.id)
 
     async def session_actions(self) -> list[models.SessionAction]:
         """Every attempt at its work (Deadline's session actions)."""

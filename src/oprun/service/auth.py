@@ -8,11 +8,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from oprun.domain.errors import AccessDenied, AuthenticationError, Throttled, ValidationError
-from oprun.domain.models import Project, Token
+from oprun.domain.models import Page, Project, Token
 from oprun.domain.roles import Permission, Role
 from oprun.domain.throttle import FailureRule, retry_after_header
+from oprun.service import cursor
 from oprun.service.throttle import FailureThrottle
 from oprun.store import Store
 from oprun.store.notify import tokens_key
@@ -210,10 +212,16 @@ class TokenService:
         )
         return token, secret
 
-    def list(self, principal: Principal) -> list[Token]:
-        """The tokens of the caller's project."""
+    def page(
+        self, principal: Principal, page_cursor: str | None = None, limit: int | None = None
+    ) -> Page[Token]:
+        """A page of the caller's project's tokens, oldest first (revoked ones included)."""
         principal.require(Permission.MANAGE)
-        return self._store.list_tokens(principal.project_id)
+
+        def fetch(after: Any, size: int) -> list[Token]:
+            return self._store.list_tokens(principal.project_id, after=after, limit=size)
+
+        return cursor.paged(page_cursor, limit, fetch, key=lambda token: token.id)
 
     def revoke(self, principal: Principal, token_id: str) -> Token:
         """Revoke a token of the caller's project."""

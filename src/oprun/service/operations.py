@@ -194,10 +194,22 @@ class OperationService:
 
         return cursor.paged(page_cursor, limit, fetch, key=lambda op: op.id)
 
-    def tasks(self, principal: Principal, operation_id: str) -> list[Task]:
-        """The operation's tasks."""
+    def tasks(
+        self,
+        principal: Principal,
+        operation_id: str,
+        page_cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Task]:
+        """A page of the operation's tasks, oldest first; NotFound for another project's."""
         principal.require(Permission.READ)
-        return self._store.list_tasks(principal.project_id, operation_id)
+
+        def fetch(after: Any, size: int) -> list[Task]:
+            return self._store.list_tasks(
+                principal.project_id, operation_id, after=after, limit=size
+            )
+
+        return cursor.paged(page_cursor, limit, fetch, key=lambda task: task.id)
 
     def session_actions(self, principal: Principal, operation_id: str) -> list[SessionAction]:
         """Every attempt at the operation's work."""

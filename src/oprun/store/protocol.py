@@ -130,8 +130,10 @@ class Store(Protocol):
         """The live token whose secret hashes to `secret_hash`."""
         ...
 
-    def list_tokens(self, project_id: str) -> list[Token]:
-        """Every token of a project, oldest first."""
+    def list_tokens(
+        self, project_id: str, *, after: str | None = None, limit: int = 50
+    ) -> list[Token]:
+        """Up to `limit` tokens of a project, oldest first, newer than the id `after`."""
         ...
 
     def revoke_token(self, project_id: str, token_id: str) -> Token:
@@ -241,8 +243,10 @@ class Store(Protocol):
         """Operations of a project matching the filters, newest first, older than `before`."""
         ...
 
-    def list_tasks(self, project_id: str, operation_id: str) -> list[Task]:
-        """The tasks of one operation."""
+    def list_tasks(
+        self, project_id: str, operation_id: str, *, after: str | None = None, limit: int = 50
+    ) -> list[Task]:
+        """Up to `limit` tasks of one operation, oldest first, newer than the id `after`."""
         ...
 
     def list_session_actions(self, project_id: str, operation_id: str) -> list[SessionAction]:

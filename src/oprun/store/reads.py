@@ -96,18 +96,24 @@ class ReadQueries(StoreBase):
         if found is None:
             raise NotFound(f"no operation {operation_id}", id=operation_id)
 
-    def list_tasks(self, project_id: str, operation_id: str) -> list[Task]:
-        """The tasks of one operation."""
+    def list_tasks(
+        self, project_id: str, operation_id: str, *, after: str | None = None, limit: int = 50
+    ) -> list[Task]:
+        """Up to `limit` tasks of one operation, oldest first, newer than the id `after`.
+
+        NotFound for an operation of another project (or none).
+        """
+        query = (
+            select(t.tasks)
+            .where(t.tasks.c.operation_id == operation_id)
+            .order_by(t.tasks.c.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(t.tasks.c.id > after)
         with self.read() as conn:
             self._check_operation(conn, project_id, operation_id)
-            return [
-                rows.task(r)
-                for r in conn.execute(
-                    select(t.tasks)
-                    .where(t.tasks.c.operation_id == operation_id)
-                    .order_by(t.tasks.c.id)
-                ).all()
-            ]
+            return [rows.task(r) for r in conn.execute(query).all()]
 
     def list_session_actions(self, project_id: str, operation_id: str) -> list[SessionAction]:
         """Every attempt of an operation's work, oldest first."""

@@ -137,12 +137,20 @@ class TokenQueries(StoreBase):
                 .values(last_used_at=tx.now)
             )
 
-    def list_tokens(self, project_id: str) -> list[Token]:
-        """Every token of a project, oldest first."""
+    def list_tokens(
+        self, project_id: str, *, after: str | None = None, limit: int = 50
+    ) -> list[Token]:
+        """Up to `limit` tokens of a project, oldest first, newer than the id `after`."""
+        query = (
+            select(t.tokens)
+            .where(t.tokens.c.project_id == project_id)
+            .order_by(t.tokens.c.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(t.tokens.c.id > after)
         with self.read() as conn:
-            rows = conn.execute(
-                select(t.tokens).where(t.tokens.c.project_id == project_id).order_by(t.tokens.c.id)
-            ).all()
+            rows = conn.execute(query).all()
         return [_token(r) for r in rows]
 
     def revoke_token(self, project_id: str, token_id: str) -> Token:

@@ -31,6 +31,8 @@ RECENT_RUNS = 20
 """Runs drawn in an action's sparkline."""
 LOG_LINES_IN_PAGE = 500
 """Log lines rendered with the operation page; its script fetches the rest."""
+TASKS_IN_PAGE = 500
+"""Tasks drawn on one page of an operation; a pager leads to the rest."""
 PageSize = Annotated[int | None, Query(ge=1, le=500)]
 
 
@@ -124,24 +126,33 @@ def job_row(request: Request, operation_id: str, page: Page, svc: Svc) -> Respon
 
 
 # -- Operation ----------------------------------------------------------------------------
-def _operation_parts(svc: Svc, page: PageContext, operation_id: str) -> dict[str, Any]:
+def _operation_parts(
+    svc: Svc, page: PageContext, operation_id: str, cursor: str | None
+) -> dict[str, Any]:
     op: Operation = svc.operations.get(page.caller, operation_id)
-    tasks = svc.operations.tasks(page.caller, operation_id)
+    tasks = svc.operations.tasks(page.caller, operation_id, cursor or None, TASKS_IN_PAGE)
     attempts = svc.operations.session_actions(page.caller, operation_id)
     return {
         "op": op,
-        "tasks": tasks,
+        "tasks": tasks.items,
+        "tasks_next": tasks.next_cursor,
+        "tasks_paged": bool(cursor),
         "sessions": views.sessions(attempts),
         "timeline": views.timeline(op.history, ongoing=not op.status.is_terminal()),
     }
 
 
 @router.get("/operations/{operation_id}")
-async def operation(request: Request, operation_id: str, page: Page, svc: Svc) -> Response:
-    """One operation: status, progress, timeline, tasks, attempts, live logs, outcome."""
+async def operation(
+    request: Request, operation_id: str, page: Page, svc: Svc, cursor: str | None = None
+) -> Response:
+    """One operation: status, progress, timeline, tasks, attempts, live logs, outcome.
+
+    Its tasks are paged (`cursor` names the page, `TASKS_IN_PAGE` each).
+    """
     # Read the event position first: every change after it reaches the page's stream.
     after = await run_sync(svc.events.latest, page.caller)
-    parts = await run_sync(_operation_parts, svc, page, operation_id)
+    parts = await run_sync(_operation_parts, svc, page, operation_id, cursor)
     logs = await svc.operations.logs(page.caller, operation_id, 0, LOG_LINES_IN_PAGE, 0)
     return render(
         request,
@@ -151,9 +162,11 @@ async def operation(request: Request, operation_id: str, page: Page, svc: Svc) -
 
 
 @fragments.get("/operations/{operation_id}/live")
-def operation_live(request: Request, operation_id: str, page: Page, svc: Svc) -> Response:
-    """The parts of an operation page that change, as they are now."""
-    parts = _operation_parts(svc, page, operation_id)
+def operation_live(
+    request: Request, operation_id: str, page: Page, svc: Svc, cursor: str | None = None
+) -> Response:
+    """The parts of an operation page that change, as they are now (its page of tasks)."""
+    parts = _operation_parts(svc, page, operation_id, cursor)
     return render(request, "_operation_live.html", _context(page, "jobs", **parts))
 
 

@@ -204,12 +204,15 @@ def operation_logs(
     )
 
 
-def operation_tasks(operation_id: str) -> Call[list[models.Task]]:
-    """``GET /v1/operations/{id}/tasks``."""
+def operation_tasks(
+    operation_id: str, cursor: str | None, limit: int | None
+) -> Call[models.Page[models.Task]]:
+    """``GET /v1/operations/{id}/tasks``: a page of its tasks, oldest first."""
     return Call(
         "GET",
         f"/v1/operations/{segment(operation_id)}/tasks",
-        parse_typed(list[models.Task]),
+        parse_model(models.Page[models.Task]),
+        params={"cursor": cursor, "limit": limit},
         retry_safe=True,
     )
 

@@ -86,9 +86,15 @@ def create_token(
     return Call("POST", "/v1/tokens", parse_model(TokenCreated), json=body)
 
 
-def list_tokens() -> Call[list[models.Token]]:
-    """``GET /v1/tokens``: the project's tokens, never their secrets."""
-    return Call("GET", "/v1/tokens", parse_typed(list[models.Token]), retry_safe=True)
+def list_tokens(cursor: str | None, limit: int | None) -> Call[models.Page[models.Token]]:
+    """``GET /v1/tokens``: a page of the project's tokens, oldest first, never their secrets."""
+    return Call(
+        "GET",
+        "/v1/tokens",
+        parse_model(models.Page[models.Token]),
+        params={"cursor": cursor, "limit": limit},
+        retry_safe=True,
+    )
 
 
 def rotate_token(token_id: str) -> Call[TokenCreated]:

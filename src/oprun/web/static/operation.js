@@ -28,7 +28,10 @@
 
   // -- live parts -------------------------------------------------------------------------
   const refresh = window.oprun.refresher(async function () {
-    const answer = await window.oprun.fragment("/operations/" + encodeURIComponent(id) + "/live");
+    // The same page of tasks as the page shows (its ?cursor=).
+    const answer = await window.oprun.fragment(
+      "/operations/" + encodeURIComponent(id) + "/live" + window.location.search
+    );
     if (answer.status === 404) {
       say("This operation no longer exists.", true);
       return;
