@@ -9,7 +9,8 @@ the status a crash was answered with). For each HTTP request it:
   request id, the caller's project and the ids its route names;
 - counts the request by method, route *template* (``/v1/operations/{operation_id}``,
   never the raw path: one series per route, not per operation) and status, and
-  times it;
+  times it; counts the bytes of the request and of the response (start line,
+  headers, body; uvicorn's own Date and Server headers are not seen here);
 - writes one access log line (method, route, path, status, duration, request id,
   project); not for `/metrics` and the health probes unless ``OPRUN_ACCESS_LOG=all``.
 """
@@ -20,6 +21,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -55,6 +57,29 @@ def request_id_of(header: bytes | None) -> str:
     return uuid.uuid4().hex
 
 
+_STATUS_LINE = len(b"HTTP/1.1 200 OK\r\n\r\n")
+"""The bytes of a typical status line and of the blank line that ends the head."""
+_REQUEST_LINE = len(b"  HTTP/1.1\r\n\r\n")
+"""The fixed bytes of a request line (method, target and version) and of the blank line."""
+
+
+def _header_bytes(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers)  # "name: value\r\n"
+
+
+def request_head_bytes(scope: Scope) -> int:
+    """The bytes of a request's head: its request line, headers and the blank line."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    if scope.get("query_string"):
+        target += 1  # the "?"
+    return (
+        _REQUEST_LINE
+        + len(scope.get("method", ""))
+        + target
+        + _header_bytes(scope.get("headers") or ())
+    )
+
+
 def route_of(scope: Scope) -> str:
     """The template of the route that served `scope` (known once it was routed)."""
     route = scope.get("route")
@@ -82,18 +107,31 @@ class RequestObserver:
         context = RequestContext(request_id_of(header), scope=scope)
         status = 500
         started = time.perf_counter()
+        read = request_head_bytes(scope)
+        sent = 0
+
+        async def listen() -> Message:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            return message
 
         async def answer(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
+            nonlocal status, sent
+            if message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
                 status = int(message["status"])
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = context.request_id
+                sent += _STATUS_LINE + _header_bytes(message.get("headers") or ())
             await send(message)
 
         with bound_request(context):
             try:
-                await self.app(scope, receive, answer)
+                await self.app(scope, listen, answer)
             finally:
+                self._metrics.request_bytes.inc(read)
+                self._metrics.response_bytes.inc(sent)
                 self._observe(scope, context, status, time.perf_counter() - started)
 
     def _observe(self, scope: Scope, context: RequestContext, status: int, seconds: float) -> None:

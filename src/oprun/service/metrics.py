@@ -4,7 +4,9 @@ Two kinds:
 
 - counters and histograms the services (and the API's middleware, for requests)
   add to as things happen in this process: requests, claims and their latency,
-  retries, lease lapses, requeues, report batches, operations created;
+  retries, lease lapses, requeues, report batches, operations created, HTTP bytes
+  in and out, and the statements and round trips sent to the database (counted by
+  the store's engine hooks, `oprun.store.calls`);
 - gauges counted when Prometheus scrapes, from the store's indexes
   (`Store.server_stats`: unfinished operations and tasks per queue, the oldest
   wait per queue, workers by status) and its connection pools. They describe the
@@ -29,7 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -97,6 +99,30 @@ class _StoreGauges(Collector):
         yield capacity
 
 
+class _DatabaseCalls(Collector):
+    """The statements and round trips this process sent the database, read without I/O."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        calls = self._store.database_calls()
+        yield CounterMetricFamily(
+            "oprun_database_statements",
+            "SQL statements this process sent the database",
+            value=calls.statements,
+        )
+        yield CounterMetricFamily(
+            "oprun_database_round_trips",
+            "Requests this process sent the database and waited for: statements, "
+            "BEGIN and COMMIT/ROLLBACK, connection checks",
+            value=calls.round_trips,
+        )
+
+
 def _work_gauges(
     queues: Iterable[QueueGauges], workers: dict[tuple[str, str], int]
 ) -> Iterator[Metric]:
@@ -157,6 +183,16 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
+        self.request_bytes = Counter(
+            "oprun_http_request_bytes",
+            "Bytes of the HTTP requests read: request line, headers and body",
+            registry=registry,
+        )
+        self.response_bytes = Counter(
+            "oprun_http_response_bytes",
+            "Bytes of the HTTP responses sent: status line, headers and body",
+            registry=registry,
+        )
         self.operations_created = Counter(
             "oprun_operations_created",
             "Operations created, by project and queue",
@@ -206,6 +242,8 @@ class Metrics:
             ["kind", "outcome"],
             registry=registry,
         )
+        # Calls are read before the gauges query the store: a scrape counts in the next one.
+        registry.register(_DatabaseCalls(store))
         registry.register(_StoreGauges(store))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

@@ -13,6 +13,7 @@ from sqlalchemy import Column, Connection, Engine, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from oprun.store import schema as t
+from oprun.store.calls import CallCounter, count_calls
 from oprun.store.migrate import current_revision
 from oprun.store.notify import Notifier, events_key
 from oprun.store.outages import unavailable_on_outage
@@ -95,6 +96,8 @@ class StoreBase:
     def __init__(self, engine: Engine, notifier: Notifier) -> None:
         self.engine = engine
         self.notifier = notifier
+        self.calls = CallCounter()
+        count_calls(engine, self.calls, driver_begins=engine.dialect.name == "postgresql")
 
     # -- hooks for backends ------------------------------------------------------------
     def _db_now(self, conn: Connection) -> float:

@@ -32,6 +32,7 @@ from oprun.domain.retention import Boundary, RetentionSettings
 from oprun.domain.roles import Role
 from oprun.domain.silence import SilenceRule
 from oprun.domain.status import OperationStatus, WorkerStatus
+from oprun.store.calls import DatabaseCalls
 from oprun.store.notify import Notifier
 from oprun.store.stats import PoolStats, ServerStats
 
@@ -350,6 +351,10 @@ class Store(Protocol):
 
     def pool_stats(self) -> list[PoolStats]:
         """The use of the store's connection pools (no I/O)."""
+        ...
+
+    def database_calls(self) -> DatabaseCalls:
+        """Statements and round trips this process sent the database (no I/O)."""
         ...
 
     # -- retention -----------------------------------------------------------------------

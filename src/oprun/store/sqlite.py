@@ -15,6 +15,7 @@ from sqlalchemy.pool import QueuePool
 
 from oprun.domain.text import read_json
 from oprun.store.base import Tx
+from oprun.store.calls import count_calls
 from oprun.store.notify import Notifier
 from oprun.store.sql import SqlStore
 
@@ -61,6 +62,7 @@ class SqliteStore(SqlStore):
     def __init__(self, url: str) -> None:
         super().__init__(_engine(url, "BEGIN"), Notifier())
         self._writer = _engine(url, "BEGIN IMMEDIATE")
+        count_calls(self._writer, self.calls, driver_begins=False)
 
     def _begin_write(self) -> Connection:
         return self._writer.connect()

@@ -19,6 +19,7 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase
+from oprun.store.calls import DatabaseCalls
 
 UNFINISHED = (OS.QUEUED, OS.SCHEDULED, OS.RUNNING, OS.CANCELING)
 """The statuses counted: finished operations are the bulk of the table, and unbounded."""
@@ -143,6 +144,10 @@ class StatsQueries(StoreBase):
             workers=workers,
             at=now,
         )
+
+    def database_calls(self) -> DatabaseCalls:
+        """Statements and round trips this process sent the database (no I/O)."""
+        return self.calls.read()
 
     def pool_stats(self) -> list[PoolStats]:
         """The use of each connection pool (no I/O: it answers while the database is down)."""
