@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from oprun._version import __version__
 from oprun.api import (
     actions,
+    audit,
     errors,
     events,
     observability,
@@ -64,7 +65,7 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
     # Around even that: request ids, the access log and request metrics see its 500s and 413s.
     observability.install(app, services)
 
-    for module in (operations, actions, queues, workers, tokens, events):
+    for module in (operations, actions, queues, workers, tokens, events, audit):
         app.include_router(module.router)
 
     @app.get("/v1/healthz", tags=["health"], operation_id="health")

@@ -40,12 +40,18 @@ def same_origin(request: Request) -> bool:
     return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
 
 
-def _noted(caller: Principal) -> Principal:
-    """`caller`, now named in the request's log lines (its project)."""
+def _noted(caller: Principal, client: str | None) -> Principal:
+    """`caller`, now named in the request's log lines (its project), calling from `client`."""
     context = current_request()
     if context is not None:
         context.project_id = caller.project_id
-    return caller
+    return caller.calling(client, request_id())
+
+
+def request_id() -> str | None:
+    """The current request's id (`X-Request-ID`), for the audit log."""
+    context = current_request()
+    return None if context is None else context.request_id
 
 
 def client_address(request: Request) -> str | None:
@@ -70,9 +76,11 @@ def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> 
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() == "bearer":
-        return _noted(svc.auth.authenticate(secret.strip() or None, client))
+        found = svc.auth.authenticate(secret.strip() or None, client, request_id=request_id())
+        return _noted(found, client)
     cookie = request.cookies.get(SESSION_COOKIE, "").strip() or None
-    caller = _noted(svc.auth.authenticate(cookie, client))
+    found = svc.auth.authenticate(cookie, client, request_id=request_id(), via="session")
+    caller = _noted(found, client)
     if request.method not in SAFE_METHODS and not same_origin(request):
         raise AccessDenied(
             "cross-site request refused: a request signed in with the session cookie "

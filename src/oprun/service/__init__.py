@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from oprun.domain.errors import Unavailable
 from oprun.service import reaper, retention
 from oprun.service.actions import ActionService
+from oprun.service.audit import AuditService
 from oprun.service.auth import Authenticator, Principal, TokenService, bootstrap
 from oprun.service.events import EventService
 from oprun.service.metrics import Metrics
@@ -43,6 +44,7 @@ class Services:
     events: EventService
     retention: RetentionService
     metrics: Metrics
+    audit: AuditService
     _store: Store = field(repr=False)
 
     @classmethod
@@ -61,6 +63,7 @@ class Services:
             events=EventService(store),
             retention=RetentionService(store, settings),
             metrics=metrics,
+            audit=AuditService(store),
             _store=store,
         )
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from oprun.domain.audit import AuditKind
 from oprun.domain.errors import AccessDenied, ValidationError
 from oprun.domain.models import Action, ActionDefinition, ActionKind, Page
 from oprun.domain.roles import Permission
 from oprun.service import cursor
+from oprun.service.audit import entry
 from oprun.service.auth import Principal
 from oprun.store import Store
 
@@ -109,6 +111,7 @@ class ActionService:
             check_definition(definition),
             guard=change_guard(principal),
             actor=principal.token_id,
+            audit=entry(principal, AuditKind.ACTION_SAVED),
         )
 
     def get(self, principal: Principal, name: str, version: int | None = None) -> Action:

@@ -7,14 +7,16 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from oprun.domain.audit import AuditEntry, AuditKind
 from oprun.domain.errors import AccessDenied, AuthenticationError, Throttled, ValidationError
 from oprun.domain.models import Page, Project, Token
 from oprun.domain.roles import Permission, Role
 from oprun.domain.throttle import FailureRule, retry_after_header
 from oprun.service import cursor
+from oprun.service.audit import FailureAudit, entry
 from oprun.service.throttle import FailureThrottle
 from oprun.store import Store
 from oprun.store.notify import tokens_key
@@ -42,12 +44,20 @@ def new_secret() -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller: a token's id, name, project and role."""
+    """The caller: a token's id, name, project and role; and where this request came from."""
 
     token_id: str
     name: str
     project_id: str
     role: Role
+    client: str | None = None
+    """The request's client address (the connection's peer), for the audit log."""
+    request_id: str | None = None
+    """The request's `X-Request-ID`, for the audit log."""
+
+    def calling(self, client: str | None, request_id: str | None) -> Principal:
+        """The same token, calling from `client` in the request `request_id`."""
+        return replace(self, client=client, request_id=request_id)
 
     def require(self, permission: Permission) -> None:
         """Raise `AccessDenied` unless the role allows `permission`."""
@@ -57,6 +67,15 @@ class Principal:
                 role=self.role.value,
                 needs=permission.value,
             )
+
+
+class TokenExpired(AuthenticationError):
+    """The token has expired (a 401; the token is kept for the audit log, never sent)."""
+
+    def __init__(self, token: Token) -> None:
+        expired = token.expires_at.isoformat() if token.expires_at else ""
+        super().__init__(f"token expired at {expired}", expired_at=expired)
+        self.token = token
 
 
 class Authenticator:
@@ -75,11 +94,17 @@ class Authenticator:
     """
 
     def __init__(
-        self, store: Store, cache_seconds: float, failures: FailureRule = DEFAULT_RULE
+        self,
+        store: Store,
+        cache_seconds: float,
+        failures: FailureRule = DEFAULT_RULE,
+        audit: FailureAudit | None = None,
     ) -> None:
         self._store = store
         self._ttl = cache_seconds
         self.throttle = FailureThrottle(failures)
+        self.audit = audit or FailureAudit(store, time.monotonic)
+        """Where failed authentications are recorded (bounded) in the audit log."""
         self._known: dict[str, float] = {}
         """Digests of tokens that authenticated here, and until when they count as known."""
         self._cache: dict[str, tuple[float, Principal]] = {}
@@ -89,12 +114,21 @@ class Authenticator:
         self._touched: dict[str, float] = {}
         store.notifier.subscribe(tokens_key(), self.forget)
 
-    def authenticate(self, secret: str | None, client: str | None = None) -> Principal:
+    def authenticate(
+        self,
+        secret: str | None,
+        client: str | None = None,
+        *,
+        request_id: str | None = None,
+        via: str = "bearer",
+    ) -> Principal:
         """The principal of a bearer secret, or `AuthenticationError`.
 
         With `client` (the caller's address) a wrong secret counts against it, and a
         throttled address gets `Throttled` instead (see the class). A missing secret
         is not a failure: it guesses nothing (a browser before sign-in sends none).
+        With `client`, a failure is also recorded in the audit log (`FailureAudit`,
+        bounded), with `request_id` and `via` (`bearer`, `session` or `sign-in`).
         """
         if not secret:
             raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <token>'")
@@ -107,12 +141,15 @@ class Authenticator:
             with self._flushed:
                 known = self._known.get(digest, 0.0) > now
             if not known:
-                raise self._throttled(self.throttle.fail(client, "unknown", now) or wait)
+                after = self.throttle.fail(client, "unknown", now)
+                self.audit.failed(client, "unknown", request_id=request_id, via=via, throttled=True)
+                raise self._throttled(after or wait)
         try:
             principal = self._check(digest, now)
         except AuthenticationError as exc:
             reason = "expired" if "expired_at" in exc.details else "unknown"
             after = self.throttle.fail(client, reason, now)
+            self._audit_failure(exc, client, request_id, via, throttled=wait is not None)
             if wait is not None:
                 raise self._throttled(after or wait) from None
             raise
@@ -121,6 +158,25 @@ class Authenticator:
                 self._known.clear()
             self._known[digest] = now + KNOWN_FOR
         return principal
+
+    def _audit_failure(
+        self,
+        exc: AuthenticationError,
+        client: str | None,
+        request_id: str | None,
+        via: str,
+        *,
+        throttled: bool,
+    ) -> None:
+        token = exc.token if isinstance(exc, TokenExpired) else None
+        self.audit.failed(
+            client,
+            "unknown" if token is None else "expired",
+            request_id=request_id,
+            via=via,
+            token=token,
+            throttled=throttled,
+        )
 
     @staticmethod
     def _throttled(wait: float) -> Throttled:
@@ -146,10 +202,7 @@ class Authenticator:
         if token.expires_at is not None:
             left = token.expires_at.timestamp() - self._store.now()  # the database's clock
             if left <= 0:
-                raise AuthenticationError(
-                    f"token expired at {token.expires_at.isoformat()}",
-                    expired_at=token.expires_at.isoformat(),
-                )
+                raise TokenExpired(token)
             keep = min(keep, left)
         principal = Principal(token.id, token.name, token.project_id, token.role)
         with self._flushed:
@@ -208,7 +261,12 @@ class TokenService:
             raise ValidationError("token name must not be empty", field="name")
         secret = new_secret()
         token = self._store.create_token(
-            principal.project_id, name, role, hash_secret(secret), expires_in
+            principal.project_id,
+            name,
+            role,
+            hash_secret(secret),
+            expires_in,
+            audit=entry(principal, AuditKind.TOKEN_CREATED),
         )
         return token, secret
 
@@ -227,7 +285,9 @@ class TokenService:
         """Revoke a token of the caller's project."""
         principal.require(Permission.MANAGE)
         before = self._auth.generation()
-        token = self._store.revoke_token(principal.project_id, token_id)
+        token = self._store.revoke_token(
+            principal.project_id, token_id, audit=entry(principal, AuditKind.TOKEN_REVOKED)
+        )
         # The revocation's own NOTIFY coming back shows the database has handed it to
         # every listening process; answer after that (bounded: a listener that is away
         # does not use its cache anyway).
@@ -243,7 +303,12 @@ class TokenService:
         principal.require(Permission.MANAGE)
         before = self._auth.generation()
         secret = new_secret()
-        token = self._store.rotate_token(principal.project_id, token_id, hash_secret(secret))
+        token = self._store.rotate_token(
+            principal.project_id,
+            token_id,
+            hash_secret(secret),
+            audit=entry(principal, AuditKind.TOKEN_ROTATED),
+        )
         if not self._auth.wait_flush(before, REVOKE_ECHO_SECONDS):
             self._auth.forget()
         return token, secret
@@ -267,9 +332,18 @@ class TokenService:
             )
         if not name.strip():
             raise ValidationError("project name must not be empty", field="name")
-        project = self._store.create_project(name)
+        created = entry(principal, AuditKind.PROJECT_CREATED)
+        project = self._store.create_project(name, audit=created)
         secret = new_secret()
-        self._store.create_token(project.id, "admin", Role.ADMIN, hash_secret(secret))
+        self._store.create_token(
+            project.id,
+            "admin",
+            Role.ADMIN,
+            hash_secret(secret),
+            audit=created.as_kind(AuditKind.TOKEN_CREATED).about(
+                None, project.id, via="project.created"
+            ),
+        )
         return project, secret
 
 
@@ -296,10 +370,28 @@ def bootstrap(store: Store, secret: str | None) -> tuple[Project, str] | None:
                 return None
             # The first project has no admin left (an older server let it revoke itself):
             # the bootstrap secret is how an operator takes it back.
-            store.create_token(project.id, "bootstrap", Role.ADMIN, hash_secret(secret))
+            store.create_token(
+                project.id,
+                "bootstrap",
+                Role.ADMIN,
+                hash_secret(secret),
+                audit=_BOOTSTRAP.about(None, project.id),
+            )
             return project, secret
         return None
-    project = store.create_project("default")
+    project = store.create_project(
+        "default", audit=AuditEntry(AuditKind.PROJECT_CREATED, None, details={"via": "bootstrap"})
+    )
     secret = secret or new_secret()
-    store.create_token(project.id, "admin", Role.ADMIN, hash_secret(secret))
+    store.create_token(
+        project.id,
+        "admin",
+        Role.ADMIN,
+        hash_secret(secret),
+        audit=_BOOTSTRAP.about(None, project.id),
+    )
     return project, secret
+
+
+_BOOTSTRAP = AuditEntry(AuditKind.TOKEN_CREATED, None, details={"via": "bootstrap"})
+"""The server's own start made it: no actor, no request."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+from oprun.domain.audit import AuditKind
 from oprun.domain.errors import ValidationError
 from oprun.domain.limits import MAX_NAME_LENGTH
 from oprun.domain.models import NAME_PATTERN, Page, Queue, QueueSettings, QueueStats
 from oprun.domain.roles import Permission
+from oprun.service.audit import entry
 from oprun.service.auth import Principal
 from oprun.service.cursor import paged
 from oprun.store import Store
@@ -54,5 +56,9 @@ class QueueService:
         if not re.match(NAME_PATTERN, name) or len(name) > MAX_NAME_LENGTH:
             raise ValidationError(f"invalid queue name {name!r}", field="name")
         return self._store.configure_queue(
-            principal.project_id, name, settings.priority, settings.max_concurrency
+            principal.project_id,
+            name,
+            settings.priority,
+            settings.max_concurrency,
+            audit=entry(principal, AuditKind.QUEUE_CONFIGURED),
         )

@@ -20,6 +20,7 @@ from functools import partial
 
 from anyio.to_thread import run_sync
 
+from oprun.domain.audit import AuditKind
 from oprun.domain.retention import (
     Retention,
     RetentionSettings,
@@ -28,6 +29,7 @@ from oprun.domain.retention import (
     purge_boundary,
 )
 from oprun.domain.roles import Permission
+from oprun.service.audit import entry
 from oprun.service.auth import Principal
 from oprun.service.settings import Settings
 from oprun.store import Store
@@ -66,7 +68,9 @@ class RetentionService:
     def set(self, principal: Principal, settings: RetentionSettings) -> Retention:
         """Replace the project's own retention settings (admin); null takes the server's."""
         principal.require(Permission.MANAGE)
-        own = self._store.set_retention(principal.project_id, settings)
+        own = self._store.set_retention(
+            principal.project_id, settings, audit=entry(principal, AuditKind.RETENTION_CHANGED)
+        )
         return effective(own, self._settings.retention)
 
 

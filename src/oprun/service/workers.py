@@ -7,6 +7,7 @@ import json
 
 from anyio.to_thread import run_sync
 
+from oprun.domain.audit import AuditKind
 from oprun.domain.errors import NotFound, ValidationError
 from oprun.domain.limits import MAX_RESULT_BYTES, MAX_WAIT_SECONDS
 from oprun.domain.models import Page, Worker
@@ -25,6 +26,7 @@ from oprun.domain.roles import Permission
 from oprun.domain.status import WorkerStatus
 from oprun.service import cursor
 from oprun.service.actions import change_guard, check_definition
+from oprun.service.audit import entry
 from oprun.service.auth import Principal
 from oprun.service.metrics import Metrics
 from oprun.service.settings import Settings
@@ -70,7 +72,11 @@ class WorkerService:
         guard = change_guard(principal)
         for definition in checked:
             self._store.save_action(
-                principal.project_id, definition, guard=guard, actor=principal.token_id
+                principal.project_id,
+                definition,
+                guard=guard,
+                actor=principal.token_id,
+                audit=entry(principal, AuditKind.ACTION_SAVED),
             )
         return self._store.register_worker(
             principal.project_id,

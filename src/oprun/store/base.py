@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, Engine, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
+from oprun.domain.audit import AuditEntry
 from oprun.store import schema as t
 from oprun.store.calls import CallCounter, count_calls
 from oprun.store.migrate import current_revision
@@ -47,6 +48,22 @@ def insert_new(
     return conn.execute(lite.returning(*key)).first() is not None
 
 
+def audit_row(entry: AuditEntry, now: float) -> dict[str, Any]:
+    """The `audit_log` row of an entry recorded at `now`."""
+    return {
+        "at": now,
+        "project_id": entry.project_id,
+        "kind": entry.kind.value,
+        "actor_id": entry.actor_id,
+        "actor_name": entry.actor_name,
+        "actor_role": None if entry.actor_role is None else entry.actor_role.value,
+        "client": entry.client,
+        "request_id": entry.request_id,
+        "subject": entry.subject,
+        "details": entry.details,
+    }
+
+
 @dataclass
 class Tx:
     """One write transaction: its connection, its instant, and what it will publish."""
@@ -58,6 +75,7 @@ class Tx:
     """Operations whose work started in this transaction (their history shows RUNNING)."""
     _history: list[dict[str, Any]] = field(default_factory=list)
     _events: list[dict[str, Any]] = field(default_factory=list)
+    _audit: list[dict[str, Any]] = field(default_factory=list)
 
     def history(self, entity_id: str, status: str, detail: str | None = None) -> None:
         """Record a status change of `entity_id` (written before commit)."""
@@ -78,14 +96,22 @@ class Tx:
         )
         self.keys.add(events_key(project_id))
 
+    def audit(self, entry: AuditEntry | None) -> None:
+        """Record an audit log row with this transaction (None: nothing to record)."""
+        if entry is not None:
+            self._audit.append(audit_row(entry, self.now))
+
     def flush(self) -> None:
-        """Write the buffered history and events in two bulk inserts."""
+        """Write the buffered history, events and audit rows in bulk inserts."""
         if self._history:
             self.conn.execute(insert(t.status_history), self._history)
             self._history = []
         if self._events:
             self.conn.execute(insert(t.events), self._events)
             self._events = []
+        if self._audit:
+            self.conn.execute(insert(t.audit_log), self._audit)
+            self._audit = []
 
 
 class StoreBase:

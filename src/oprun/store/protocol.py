@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from oprun.domain.audit import AuditEntry, AuditRecord
 from oprun.domain.models import (
     Action,
     ActionDefinition,
@@ -88,8 +89,8 @@ class Store(Protocol):
         ...
 
     # -- projects and tokens -------------------------------------------------------------
-    def create_project(self, name: str) -> Project:
-        """Create a project with its `default` queue."""
+    def create_project(self, name: str, *, audit: AuditEntry | None = None) -> Project:
+        """Create a project with its `default` queue (recording `audit` about it)."""
         ...
 
     def get_project(self, project_id: str) -> Project:
@@ -115,12 +116,27 @@ class Store(Protocol):
         role: Role,
         secret_hash: str,
         expires_in: float | None = None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> Token:
-        """Store a token by the hash of its secret, expiring `expires_in` seconds from now."""
+        """Store a token by the hash of its secret, expiring `expires_in` seconds from now.
+
+        With `audit`, the row (naming the new token) is written in the same transaction.
+        """
         ...
 
-    def rotate_token(self, project_id: str, token_id: str, secret_hash: str) -> Token:
-        """Replace a live token by a new one (same name, role and expiry) and revoke it."""
+    def rotate_token(
+        self,
+        project_id: str,
+        token_id: str,
+        secret_hash: str,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> Token:
+        """Replace a live token by a new one (same name, role and expiry) and revoke it.
+
+        With `audit`, the row (naming both tokens) is written in the same transaction.
+        """
         ...
 
     def touch_token(self, token_id: str, every: float) -> None:
@@ -137,15 +153,26 @@ class Store(Protocol):
         """Up to `limit` tokens of a project, oldest first, newer than the id `after`."""
         ...
 
-    def revoke_token(self, project_id: str, token_id: str) -> Token:
-        """Revoke a token of the project, or NotFound."""
+    def revoke_token(
+        self, project_id: str, token_id: str, *, audit: AuditEntry | None = None
+    ) -> Token:
+        """Revoke a token of the project, or NotFound; `audit` is recorded with it."""
         ...
 
     # -- queues and actions --------------------------------------------------------------
     def configure_queue(
-        self, project_id: str, name: str, priority: int, max_concurrency: int | None
+        self,
+        project_id: str,
+        name: str,
+        priority: int,
+        max_concurrency: int | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> Queue:
-        """Set a queue's priority and concurrency limit (the queue is created if new)."""
+        """Set a queue's priority and concurrency limit (the queue is created if new).
+
+        With `audit`, the row (with the settings before and after) is written with it.
+        """
         ...
 
     def queue_stats(
@@ -164,11 +191,14 @@ class Store(Protocol):
         definition: ActionDefinition,
         guard: Callable[[ActionDefinition | None, ActionDefinition], None] | None = None,
         actor: str | None = None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> tuple[Action, bool]:
         """Save a new version of an action unless an equal one exists; True if created.
 
         `guard(latest, definition)` runs under the action's lock before a new version is
-        written and may raise to refuse it; the `action.saved` event names `actor`.
+        written and may raise to refuse it; the `action.saved` event names `actor`. With
+        `audit`, a new version is also recorded in the audit log, in the same transaction.
         """
         ...
 
@@ -362,8 +392,10 @@ class Store(Protocol):
         """The project's own retention settings (null fields: the server's default), or NotFound."""
         ...
 
-    def set_retention(self, project_id: str, settings: RetentionSettings) -> RetentionSettings:
-        """Replace the project's own retention settings, or NotFound."""
+    def set_retention(
+        self, project_id: str, settings: RetentionSettings, *, audit: AuditEntry | None = None
+    ) -> RetentionSettings:
+        """Replace the project's own retention settings, or NotFound; `audit` is recorded."""
         ...
 
     def list_retention(self) -> list[tuple[str, RetentionSettings]]:
@@ -380,4 +412,28 @@ class Store(Protocol):
 
     def purge_events(self, before: float, limit: int) -> int:
         """Delete up to `limit` of the oldest events recorded before `before` (never the newest)."""
+        ...
+
+    # -- audit log -----------------------------------------------------------------------
+    def record_audit(self, entry: AuditEntry) -> None:
+        """Write one audit row in a transaction of its own (a change records its own)."""
+        ...
+
+    def list_audit(
+        self,
+        project_id: str,
+        *,
+        server_level: bool = False,
+        before: int | None = None,
+        limit: int = 50,
+        kind: str | None = None,
+        actor_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[AuditRecord]:
+        """Up to `limit` audit rows of a project, newest first, older than the id `before`.
+
+        With `server_level`, the server's own rows (project null) too. `since` (inclusive)
+        and `until` (exclusive) bound `at`, in epoch seconds.
+        """
         ...

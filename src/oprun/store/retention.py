@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, func, select, tuple_, update
 
+from oprun.domain.audit import AuditEntry
 from oprun.domain.errors import NotFound
 from oprun.domain.retention import Boundary, RetentionSettings
 from oprun.domain.status import OperationStatus
@@ -49,9 +50,16 @@ class RetentionQueries(StoreBase):
             raise NotFound(f"no project {project_id}", id=project_id)
         return RetentionSettings(days=row[0], max_operations=row[1])
 
-    def set_retention(self, project_id: str, settings: RetentionSettings) -> RetentionSettings:
-        """Replace the project's own retention settings, or NotFound."""
+    def set_retention(
+        self, project_id: str, settings: RetentionSettings, *, audit: AuditEntry | None = None
+    ) -> RetentionSettings:
+        """Replace the project's own retention settings, or NotFound; `audit` is recorded."""
         with self.write() as tx:
+            before = tx.conn.execute(
+                select(t.projects.c.retention_days, t.projects.c.retention_max_operations)
+                .where(t.projects.c.id == project_id)
+                .with_for_update()
+            ).first()
             changed = tx.conn.execute(
                 update(t.projects)
                 .where(t.projects.c.id == project_id)
@@ -60,6 +68,15 @@ class RetentionQueries(StoreBase):
                     retention_max_operations=settings.max_operations,
                 )
             ).rowcount
+            if changed and before is not None and audit is not None:
+                tx.audit(
+                    audit.about(
+                        project_id,
+                        days=settings.days,
+                        max_operations=settings.max_operations,
+                        previous={"days": before[0], "max_operations": before[1]},
+                    )
+                )
         if not changed:
             raise NotFound(f"no project {project_id}", id=project_id)
         return settings

@@ -7,6 +7,7 @@ The backends (`sqlite.py`, `postgres.py`) only override the base's hooks.
 
 from __future__ import annotations
 
+from oprun.store.audit import AuditQueries
 from oprun.store.claims import ClaimQueries
 from oprun.store.deadlines import DeadlineQueries
 from oprun.store.invocations import InvocationQueries
@@ -32,5 +33,6 @@ class SqlStore(
     ReadQueries,
     RetentionQueries,
     StatsQueries,
+    AuditQueries,
 ):
     """Every store query over one engine; a backend supplies the engine and hooks."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from oprun.domain.audit import AuditEntry
 from oprun.domain.errors import NotFound
 from oprun.domain.ids import new_id
 from oprun.domain.models import Action, ActionDefinition, Project, Queue, Worker
@@ -93,12 +94,14 @@ class TenancyQueries(StoreBase):
     """Projects, queues, actions and workers (tokens: `store/tokens.py`)."""
 
     # -- projects -----------------------------------------------------------
-    def create_project(self, name: str) -> Project:
-        """Create a project with its `default` queue."""
+    def create_project(self, name: str, *, audit: AuditEntry | None = None) -> Project:
+        """Create a project with its `default` queue (recording `audit` about it)."""
         with self.write() as tx:
             pid = new_id("project")
             tx.conn.execute(insert(t.projects).values(id=pid, name=name, created_at=tx.now))
             ensure_queue(tx, pid, "default")
+            if audit is not None:
+                tx.audit(audit.about(pid, audit.project_id or pid, name=name))
             return Project(id=pid, name=name, created_at=at(tx.now))
 
     def get_project(self, project_id: str) -> Project:
@@ -119,17 +122,41 @@ class TenancyQueries(StoreBase):
 
     # -- queues ------------------------------------------------------------------------
     def configure_queue(
-        self, project_id: str, name: str, priority: int, max_concurrency: int | None
+        self,
+        project_id: str,
+        name: str,
+        priority: int,
+        max_concurrency: int | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> Queue:
-        """Set a queue's priority and concurrency limit (the queue is created if new)."""
+        """Set a queue's priority and concurrency limit (the queue is created if new).
+
+        With `audit`, the row (with the settings before and after) is written with it.
+        """
         with self.write() as tx:
             qid = ensure_queue(tx, project_id, name)
+            before = tx.conn.execute(
+                select(t.queues.c.priority, t.queues.c.max_concurrency)
+                .where(t.queues.c.id == qid)
+                .with_for_update()
+            ).one()
             tx.conn.execute(
                 update(t.queues)
                 .where(t.queues.c.id == qid)
                 .values(priority=priority, max_concurrency=max_concurrency)
             )
             tx.keys.add(work_key(project_id))  # more room or a new order: claims look again
+            tx.audit(
+                None
+                if audit is None
+                else audit.about(
+                    name,
+                    priority=priority,
+                    max_concurrency=max_concurrency,
+                    previous={"priority": before[0], "max_concurrency": before[1]},
+                )
+            )
             row = tx.conn.execute(select(t.queues).where(t.queues.c.id == qid)).one()
             return Queue(
                 id=row.id,
@@ -147,12 +174,15 @@ class TenancyQueries(StoreBase):
         definition: ActionDefinition,
         guard: ActionGuard | None = None,
         actor: str | None = None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> tuple[Action, bool]:
         """Save a new version of an action unless one with the same digest exists.
 
         `guard(latest, definition)` runs under the action's row lock before a new version
         is written (latest is None for a new action) and may raise to refuse it; the
-        `action.saved` event records `actor`, the digest and the one it replaces.
+        `action.saved` event records `actor`, the digest and the one it replaces, and so
+        does the audit row `audit` (written only for a new version).
         Returns the version and whether it was created.
         """
         digest = definition.digest()
@@ -220,18 +250,15 @@ class TenancyQueries(StoreBase):
                 .select_from(_actions_join())
                 .where(t.actions.c.id == action_id, t.action_versions.c.version == version)
             ).one()
-            tx.event(
-                project_id,
-                "action.saved",
-                action_id,
-                {
-                    "name": definition.name,
-                    "version": version,
-                    "digest": digest,
-                    "previous_digest": None if latest is None else latest.digest,
-                    "by": actor,
-                },
-            )
+            saved = {
+                "name": definition.name,
+                "version": version,
+                "digest": digest,
+                "previous_digest": None if latest is None else latest.digest,
+            }
+            tx.event(project_id, "action.saved", action_id, {**saved, "by": actor})
+            if audit is not None:
+                tx.audit(audit.about(definition.name, **saved))
             return _action(row), True
 
     def get_action(self, project_id: str, name: str, version: int | None = None) -> Action:

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from oprun.domain.audit import AuditEntry
 from oprun.domain.errors import Conflict, NotFound
 from oprun.domain.ids import new_id
 from oprun.domain.models import Token
@@ -54,8 +55,13 @@ class TokenQueries(StoreBase):
         role: Role,
         secret_hash: str,
         expires_in: float | None = None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> Token:
-        """Store a token by the hash of its secret, expiring `expires_in` seconds from now."""
+        """Store a token by the hash of its secret, expiring `expires_in` seconds from now.
+
+        With `audit`, the row (naming the new token) is written in the same transaction.
+        """
         with self.write() as tx:
             tid = new_id("token")
             expires_at = None if expires_in is None else tx.now + expires_in
@@ -73,6 +79,16 @@ class TokenQueries(StoreBase):
                 )
             except IntegrityError as exc:
                 raise Conflict("a token with this secret already exists") from exc
+            if audit is not None:
+                tx.audit(
+                    audit.about(
+                        tid,
+                        project_id,
+                        name=name,
+                        role=role.value,
+                        expires_at=expires_at,
+                    )
+                )
             return Token(
                 id=tid,
                 project_id=project_id,
@@ -92,8 +108,18 @@ class TokenQueries(StoreBase):
             ).first()
         return None if row is None else _token(row)
 
-    def rotate_token(self, project_id: str, token_id: str, secret_hash: str) -> Token:
-        """Replace a live token by a new one (same name, role and expiry) and revoke it."""
+    def rotate_token(
+        self,
+        project_id: str,
+        token_id: str,
+        secret_hash: str,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> Token:
+        """Replace a live token by a new one (same name, role and expiry) and revoke it.
+
+        With `audit`, the row (naming both tokens) is written in the same transaction.
+        """
         with self.write() as tx:
             old = tx.conn.execute(
                 select(t.tokens)
@@ -122,6 +148,8 @@ class TokenQueries(StoreBase):
                 update(t.tokens).where(t.tokens.c.id == token_id).values(revoked_at=tx.now)
             )
             tx.keys.add(tokens_key())  # every process drops its cached tokens at commit
+            if audit is not None:
+                tx.audit(audit.about(token_id, name=old.name, role=old.role, successor=tid))
             return _token(tx.conn.execute(select(t.tokens).where(t.tokens.c.id == tid)).one())
 
     def touch_token(self, token_id: str, every: float) -> None:
@@ -153,8 +181,13 @@ class TokenQueries(StoreBase):
             rows = conn.execute(query).all()
         return [_token(r) for r in rows]
 
-    def revoke_token(self, project_id: str, token_id: str) -> Token:
-        """Revoke a token of the project; Conflict for its last live admin token."""
+    def revoke_token(
+        self, project_id: str, token_id: str, *, audit: AuditEntry | None = None
+    ) -> Token:
+        """Revoke a token of the project; Conflict for its last live admin token.
+
+        With `audit`, a revocation that happened is recorded in the same transaction.
+        """
         with self.write() as tx:
             # Lock the live admin tokens: two admins revoking each other at once cannot
             # both see the other as the one left.
@@ -178,7 +211,7 @@ class TokenQueries(StoreBase):
                     id=token_id,
                     reason="last_admin",
                 )
-            tx.conn.execute(
+            revoked = tx.conn.execute(
                 update(t.tokens)
                 .where(
                     t.tokens.c.id == token_id,
@@ -186,13 +219,15 @@ class TokenQueries(StoreBase):
                     t.tokens.c.revoked_at.is_(None),
                 )
                 .values(revoked_at=tx.now)
-            )
+            ).rowcount
             tx.keys.add(tokens_key())  # every process drops its cached tokens at commit
             row = tx.conn.execute(
                 select(t.tokens).where(
                     t.tokens.c.id == token_id, t.tokens.c.project_id == project_id
                 )
             ).first()
+            if audit is not None and revoked and row is not None:
+                tx.audit(audit.about(token_id, name=row.name, role=row.role))
         if row is None:
             raise NotFound(f"no token {token_id}", id=token_id)
         return _token(row)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
@@ -20,7 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
-from oprun.api.deps import SESSION_COOKIE, Caller, Svc, client_address, same_origin
+from oprun.api.deps import (
+    SESSION_COOKIE,
+    Caller,
+    Svc,
+    client_address,
+    request_id,
+    same_origin,
+)
 from oprun.domain.errors import (
     AccessDenied,
     AuthenticationError,
@@ -191,7 +199,15 @@ async def sign_in(request: Request, svc: Svc) -> Response:
     if not token:
         return _sign_in_page(request, next_path, "Paste an API token to sign in.", 400)
     try:
-        caller = await run_sync(svc.auth.authenticate, token, client_address(request))
+        caller = await run_sync(
+            partial(
+                svc.auth.authenticate,
+                token,
+                client_address(request),
+                request_id=request_id(),
+                via="sign-in",
+            )
+        )
     except AuthenticationError:
         return _sign_in_page(request, next_path, "That token is not valid or was revoked.", 401)
     except Throttled as exc:
