@@ -17,6 +17,7 @@ RESOURCES = (
     "tokens",
     "projects",
     "events",
+    "audit",
 )
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, overload
 
 import httpx
 
 from oprun.domain import models
+from oprun.domain.audit import AuditKind, AuditRecord
 from oprun.domain.limits import MAX_PAGE_SIZE
 from oprun.domain.roles import Role
 from oprun.domain.status import OperationStatus
@@ -113,6 +115,7 @@ class Client:
         self.tokens = Tokens(self)
         self.events = Events(self)
         self.projects = Projects(self)
+        self.audit = Audit(self)
 
     @property
     def url(self) -> str:
@@ -664,3 +667,38 @@ class Projects:
     def create(self, name: str) -> ProjectCreated:
         """A new project and the secret of its first admin token (needs an admin token)."""
         return self._client._send(E.create_project(name))
+
+
+class Audit:
+    """`client.audit`: the audit log of security-relevant events (needs an admin token)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(
+        self,
+        *,
+        kind: AuditKind | str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[AuditRecord]:
+        """Audit rows the token may read, newest first, page after page.
+
+        An admin reads their project's rows; an admin of the server's first project
+        also reads the server's own (`project_id` None: failed authentications whose
+        token matches nothing). `kind` (e.g. ``"token.created"``) and `actor` (a token
+        id) match exactly; `since` (inclusive) and `until` (exclusive) bound the time
+        (a naive datetime is UTC); `limit` caps how many are yielded (all when None).
+
+        Raises:
+            ValidationError: `kind` is not a kind of audit row.
+            AccessDenied: the token is not an admin's.
+        """
+
+        def page(cursor: str | None, size: int | None) -> Call[models.Page[AuditRecord]]:
+            return E.list_audit(cursor, size, kind=kind, actor=actor, since=since, until=until)
+
+        return self._client._pages(page, limit, page_size)

@@ -3,8 +3,8 @@
 Builders validate what they can before anything is sent (a bad invocation fails
 here, with oprun's `ValidationError`), and pair each request with the parser of
 its answer. Nothing here does I/O. One module per resource: `actions`,
-`operations` (with session actions) and `project` (queues, workers, tokens,
-events, health); `_common` holds the parsers they share. The clients use them as
+`operations` (with session actions), `project` (queues, workers, tokens,
+events, health) and `audit`; `_common` holds the parsers they share. The clients use them as
 ``from oprun.sdk import _endpoints as E``.
 """
 
@@ -23,6 +23,7 @@ from oprun.sdk._endpoints.actions import (
     openjd_definition,
     save_action,
 )
+from oprun.sdk._endpoints.audit import list_audit
 from oprun.sdk._endpoints.operations import (
     SESSION_ACTION_FILTERS,
     as_invocation,
@@ -82,6 +83,7 @@ __all__ = [
     "invoke",
     "invoke_many",
     "list_actions",
+    "list_audit",
     "list_operations",
     "list_queues",
     "list_session_actions",
