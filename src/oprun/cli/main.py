@@ -20,7 +20,17 @@ from typer._click.core import Context as ClickContext
 from typer.core import TyperGroup
 
 from oprun._version import __version__
-from oprun.cli import actions, events, login, ops, queues, session_actions, tokens, workers
+from oprun.cli import (
+    actions,
+    audit,
+    events,
+    login,
+    ops,
+    queues,
+    session_actions,
+    tokens,
+    workers,
+)
 from oprun.cli._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -234,6 +244,7 @@ app.add_typer(actions.app, name="actions")
 app.add_typer(queues.app, name="queues")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(workers.app, name="workers")
+app.add_typer(audit.app, name="audit")
 
 # Server-side commands (up, server, worker, db upgrade) live in oprun.cli.serve.
 try:
