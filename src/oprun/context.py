@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from oprun.domain.escaping import fit
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 
 MAX_MESSAGE_CHARS = 4096
@@ -110,7 +111,7 @@ class Context:
             raise ValueError(f"progress percent must be between 0 and 100, got {percent!r}")
         event: dict[str, Any] = {"event": "progress", "percent": value, "message": None}
         if message is not None:
-            event["message"] = str(message)[:MAX_MESSAGE_CHARS]
+            event["message"] = fit(str(message), chars=MAX_MESSAGE_CHARS)
         self._send(event)
 
     def step(self, code: str) -> None:
@@ -149,10 +150,9 @@ class Context:
 
 
 def cut_text(text: str, max_bytes: int) -> str:
-    """`text` cut to at most `max_bytes` bytes of UTF-8, on a character boundary."""
-    if len(text) * 4 <= max_bytes:
-        return text
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= max_bytes:
-        return text
-    return raw[:max_bytes].decode("utf-8", "ignore")
+    """`text` escaped, then cut to at most `max_bytes` bytes of UTF-8.
+
+    A NUL or a lone surrogate is written out (`oprun.domain.escaping.fit`); the cut
+    falls on a character boundary, never inside an escape.
+    """
+    return fit(text, utf8_bytes=max_bytes)

@@ -72,4 +72,14 @@ def garbage(ctx: Any) -> dict[str, str]:
     sys.stdout.buffer.write(b"raw \xff\xfe bytes and a nul \x00\n")
     sys.stdout.flush()
     print("print lone \udcff surrogate", flush=True)
+    # A euro sign (e2 82 ac) split across two writes the worker reads apart.
+    sys.stdout.buffer.write(b"raw \x80 and \xff, split \xe2\x82")
+    sys.stdout.flush()
+    time.sleep(0.2)
+    sys.stdout.buffer.write(b"\xac here\n")
+    # Output that escaping makes longer than its limit: cut once escaped.
+    sys.stdout.buffer.write(b"\x80" * 20_000 + b"\n")
+    sys.stdout.flush()
+    ctx.log("\x00" * 16_384)
+    ctx.progress(60, "\x00" * 4096)
     return {"nul": "a\x00b", "lone": "\ud800"}

@@ -8,9 +8,11 @@ import math
 import pydantic
 import pytest
 
+from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.models import ActionDefinition, Invocation, TokenCreate
-from oprun.domain.protocol import ClaimRequest, Report, WorkerRegistration
-from oprun.domain.text import escape, read_json, unstorable
+from oprun.domain.protocol import ClaimRequest, Report, SessionReport, WorkerRegistration
+from oprun.domain.text import escape, fit, read_json, unstorable
+from oprun.worker._subprocess import LineSplitter, decode_line
 
 
 def test_escape_makes_nul_and_lone_surrogates_visible_and_leaves_the_rest() -> None:
@@ -80,3 +82,60 @@ def test_stored_json_with_a_lone_surrogate_reads_back_escaped() -> None:
         "\\xff": 1,
     }
     assert read_json('{"a": [1, "é"]}') == {"a": [1, "é"]}
+
+
+def test_fit_escapes_then_cuts_never_inside_a_character_or_an_escape() -> None:
+    assert fit("abc") == "abc" and fit("a\x00", chars=10) == "a\\x00"
+    assert fit("ab\x00cd", chars=6) == "ab\\x00"
+    assert fit("ab\x00cd", chars=5) == "ab"  # `\x00` does not fit whole: no `\x0`
+    assert fit("ab\udcffcd", chars=7) == "ab\\xffc"
+    assert fit("é" * 10, utf8_bytes=5) == "éé"  # 2 bytes each: never half of one
+    assert fit("😀\x00", utf8_bytes=7) == "😀"
+    assert fit("\ud800" * 4, chars=13) == "\\ud800\\ud800"
+    for text in ("\x00" * 5000, "a\udc80" * 3000, "é\x00😀" * 2000):
+        assert len(fit(text, chars=4096)) <= 4096
+        assert len(fit(text, utf8_bytes=16_384).encode()) <= 16_384
+        assert not unstorable(fit(text, chars=4096))
+
+
+def test_action_output_is_cut_to_each_limit_once_escaped_never_refused() -> None:
+    report = Report.model_validate(
+        {
+            "session_action_id": "s",
+            "lease_epoch": 1,
+            "kind": "failed",
+            "lines": ["\x00" * MAX_LOG_LINE_BYTES, "ok"],
+            "message": "m" + "\x00" * 4096,
+            "step_code": "\x00" * 64,
+            "error_message": "\udc80" * 16_384,
+        }
+    )
+    assert report.lines[0] == "\\x00" * (MAX_LOG_LINE_BYTES // 4) and report.lines[1] == "ok"
+    assert report.message == "m" + "\\x00" * 1023
+    assert report.step_code == "\\x00" * 16
+    assert report.error_message == "\\x80" * 4096
+    session = SessionReport.model_validate(
+        {
+            "session_id": "s",
+            "session_action_id": "sa_" + "0" * 32,
+            "definition": {"envEnter": {}},
+            "status": "RUNNING",
+            "message": "\x00" * 4096,
+            "lines": ["é\udcff" * MAX_LOG_LINE_BYTES],
+        }
+    )
+    assert session.message is not None and len(session.message) == 4096
+    assert session.lines[0] == "é\\xff" * (MAX_LOG_LINE_BYTES // 6) + "é"  # 6 bytes a pair
+
+
+def test_a_childs_raw_bytes_come_back_as_their_escapes_whole_characters_as_themselves() -> None:
+    """Output split into lines by bytes: undecodable bytes become `\\xNN`, even when a
+    multi-byte character arrives in two reads it comes back whole."""
+    splitter = LineSplitter(MAX_LOG_LINE_BYTES)
+    lines = splitter.feed(b"raw \x80 and \xff, split \xe2\x82") + splitter.feed(b"\xac here\r\n")
+    assert [decode_line(line) for line in lines] == ["raw \\x80 and \\xff, split \u20ac here"]
+    # A line of bytes that are not UTF-8 is cut to the limit, not emptied.
+    (cut,) = LineSplitter(10).feed(b"\x80" * 50 + b"\n")
+    assert cut == b"\x80" * 10
+    (cut,) = LineSplitter(10).feed(b"123456789\xe2\x82\xac\n")
+    assert cut == b"123456789"

@@ -14,6 +14,7 @@ from oprun.domain.limits import (
     MAX_CAPABILITIES,
     MAX_CLAIM,
     MAX_HELD,
+    MAX_LOG_LINE_BYTES,
     MAX_TAGS,
     MAX_WAIT_SECONDS,
     MAX_WORKER_ACTIONS,
@@ -123,10 +124,12 @@ class Report(Input):
     """One thing that happened to a held session action.
 
     Its text is an action's output: a NUL or a lone surrogate in it is kept escaped
-    (`oprun.domain.text.escape`), never refused.
+    (`oprun.domain.text.escape`), never refused, and text longer than its field's limit
+    once escaped is cut to it (a log line to `MAX_LOG_LINE_BYTES` bytes).
     """
 
     action_output = True
+    line_bytes = {"lines": MAX_LOG_LINE_BYTES}
 
     session_action_id: str
     lease_epoch: int
@@ -152,10 +155,11 @@ class SessionReport(Input):
     (`syncInputJobAttachments`). The worker names the session action (a new id the
     first time) and reports each status it reaches; no lease: the session's tasks
     hold the leases, and once the session is ended nothing more is accepted for it.
-    Its text is kept escaped, as a `Report`'s.
+    Its text is kept escaped and cut to its limits, as a `Report`'s.
     """
 
     action_output = True
+    line_bytes = {"lines": MAX_LOG_LINE_BYTES}
 
     session_id: str = Field(max_length=64)
     session_action_id: str = Field(pattern=SESSION_ACTION_ID)

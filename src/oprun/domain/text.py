@@ -7,7 +7,7 @@ Python's JSON parser lets through), and integer columns are 64-bit at most. So:
 - text a client sends (names, parameters, filters, capabilities, ...) with a NUL or a
   lone surrogate is refused (400 naming the field): `refuse`;
 - text an action produced (log lines, progress messages, results, error messages) is
-  kept, escaped: `escape` writes a NUL as `\x00`, a surrogate that stands for an
+  kept, escaped (`oprun.domain.escaping`), then cut to its field's limit: `escape` writes a NUL as `\x00`, a surrogate that stands for an
   undecodable byte (Python's `surrogateescape`, U+DC80..U+DCFF) as that byte `\xNN`,
   and any other lone surrogate as `\udNNN`: visible, and the original bytes can be
   read back from it (unless the text already held such a sequence literally);
@@ -18,39 +18,21 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, ClassVar, get_args
 
 from pydantic import BaseModel, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
 from pydantic_core import PydanticCustomError
 
+from oprun.domain.escaping import UNSTORABLE, fit
+from oprun.domain.escaping import escape as escape  # re-exported: the rule lives here
+from oprun.domain.escaping import unstorable as unstorable
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 """Integer columns: counts, versions and exit codes are 32-bit, sequences and ids 64-bit."""
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def unstorable(text: str) -> bool:
-    """Whether `text` holds a NUL or a lone surrogate (text no backend stores as is)."""
-    return _UNSTORABLE.search(text) is not None
-
-
-def _escaped(match: re.Match[str]) -> str:
-    char = ord(match.group())
-    if char == 0:
-        return "\\x00"
-    if 0xDC80 <= char <= 0xDCFF:
-        return f"\\x{char - 0xDC00:02x}"
-    return f"\\u{char:04x}"
-
-
-def escape(text: str) -> str:
-    """`text` with each NUL and lone surrogate written out as a visible escape."""
-    return _UNSTORABLE.sub(_escaped, text) if unstorable(text) else text
 
 
 class Unstorable(ValueError):
@@ -63,7 +45,7 @@ class Unstorable(ValueError):
 
 
 def _text_problem(text: str) -> str | None:
-    found = _UNSTORABLE.search(text)
+    found = UNSTORABLE.search(text)
     if found is None:
         return None
     if found.group() == "\x00":
@@ -190,14 +172,43 @@ def no_bool_for_a_number(model: type[BaseModel], field: str | None, value: Any) 
     return value
 
 
+@cache
+def max_chars(model: type[BaseModel], field: str | None) -> int | None:
+    """The `max_length` of `model`'s `field` (None: it has none)."""
+    info = model.model_fields.get(field or "")
+    for constraint in info.metadata if info else ():
+        limit = getattr(constraint, "max_length", None)  # annotated_types.MaxLen
+        if isinstance(limit, int):
+            return limit
+    return None
+
+
+def fit_output(model: type[Storable], field: str | None, value: Any) -> Any:
+    """Text of an action's output escaped, then cut to the field's limit (not refused).
+
+    A text field is cut to its `max_length` in characters; each text of a list field
+    `model.line_bytes` names, to that many bytes of UTF-8. Escaping first makes the
+    limit hold on what is stored.
+    """
+    if isinstance(value, str):
+        return fit(value, chars=max_chars(model, field))
+    limit = model.line_bytes.get(field or "")
+    if limit is not None and isinstance(value, list):
+        return [fit(v, utf8_bytes=limit) if isinstance(v, str) else v for v in value]
+    return value
+
+
 class Storable(BaseModel):
     """A model whose every field holds to the rule (the base of every request model).
 
-    With `action_output`, its text is escaped instead of refused, and its `result`
-    field keeps out-of-range numbers as text.
+    With `action_output`, its text is escaped instead of refused and cut to each
+    field's limit once escaped (`fit_output`), and its `result` field keeps
+    out-of-range numbers as text.
     """
 
     action_output: ClassVar[bool] = False
+    line_bytes: ClassVar[Mapping[str, int]] = {}
+    """With `action_output`: list fields whose every text is cut to this many bytes."""
 
     @field_validator("*", mode="wrap")
     @classmethod
@@ -208,6 +219,7 @@ class Storable(BaseModel):
         value = no_bool_for_a_number(cls, info.field_name, value)
         if output:
             # Before pydantic's own checks too: a length limit refuses a lone surrogate
-            # ("unable to parse raw data as a unicode string") that output must keep.
-            value = storable(value, output=output, result=result)
+            # ("unable to parse raw data as a unicode string") that output must keep,
+            # and an action's text is cut to the limit, escaped, rather than refused.
+            value = storable(fit_output(cls, info.field_name, value), output=output, result=result)
         return storable(handler(value), output=output, result=result)

@@ -38,6 +38,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
+from oprun.domain.escaping import escape
+
 SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD")
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -119,22 +121,45 @@ def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _utf8_length(lead: int) -> int:
+    """How many bytes the UTF-8 character starting with byte `lead` has (1: not a lead)."""
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 1
+
+
 def cut_bytes(raw: bytes, max_bytes: int) -> bytes:
-    """`raw` cut to at most `max_bytes`, never inside a UTF-8 character."""
+    """`raw` cut to at most `max_bytes`, never inside a UTF-8 character.
+
+    Bytes that are not UTF-8 are kept up to the limit (each is escaped later).
+    """
     if len(raw) <= max_bytes:
         return raw
     end = max_bytes
-    # Back off over continuation bytes (0b10xxxxxx) to the start of a character.
-    while end > 0 and (raw[end] & 0xC0) == 0x80:
-        end -= 1
+    if raw[end] & 0xC0 == 0x80:  # the cut falls before a continuation byte
+        # A character starts at most 3 bytes back: cut before it if it runs past `end`.
+        for back in range(1, min(3, end) + 1):
+            byte = raw[end - back]
+            if byte & 0xC0 != 0x80:
+                if _utf8_length(byte) > back:
+                    end -= back
+                break
     return raw[:end]
 
 
 def decode_line(raw: bytes) -> str:
-    """A line of output as text: UTF-8 (bad bytes replaced), without its trailing CR."""
+    r"""A line of output as text, without its trailing CR.
+
+    UTF-8; a byte that is not is kept as its escape `\xNN` (decoded with
+    `surrogateescape`, then `oprun.domain.escaping.escape`), as is a NUL (`\x00`).
+    """
     if raw.endswith(b"\r"):
         raw = raw[:-1]
-    return raw.decode("utf-8", "replace")
+    return escape(raw.decode("utf-8", "surrogateescape"))
 
 
 class LineSplitter:

@@ -21,7 +21,9 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
+from oprun.domain.escaping import fit
 from oprun.domain.ids import new_id
+from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.protocol import Assignment, SessionReport
 from oprun.worker.executor import NextTask, StopReason
 from oprun.worker.openjd.events import ActionEvent, ActionOutcome, OutputEvent
@@ -29,6 +31,11 @@ from oprun.worker.openjd.session import OpenJDSession
 from oprun.worker.reports import ReportBatcher, Stream
 
 log = logging.getLogger("oprun.worker.openjd")
+
+MAX_MESSAGE_CHARS = 4096
+"""A report's `message` limit: longer text is cut, escaped, to it."""
+MAX_ERROR_MESSAGE_CHARS = 16_384
+"""A report's `error_message` limit."""
 
 SessionStatus = Literal["RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "INTERRUPTED"]
 _STATUS: dict[str, SessionStatus] = {
@@ -188,7 +195,7 @@ class OpenJDExecution:
             a.lease_epoch,
             "failed",
             error_code=code,
-            error_message=message[:16_384],
+            error_message=fit(message, chars=MAX_ERROR_MESSAGE_CHARS),
             exit_code=outcome.exit_code if outcome else None,
         )
 
@@ -228,10 +235,12 @@ class OpenJDExecution:
         if event.kind == "progress":
             self._reports.progress(sa, epoch, percent=event.percent)
         elif event.kind == "status":
-            self._reports.progress(sa, epoch, message=(event.message or "")[:4096])
+            self._reports.progress(
+                sa, epoch, message=fit(event.message or "", chars=MAX_MESSAGE_CHARS)
+            )
         elif event.lines:
             stream: Stream = "stdout" if event.stream == "output" else "system"
-            lines = [line[:16_384] for line in event.lines]
+            lines = [fit(line, utf8_bytes=MAX_LOG_LINE_BYTES) for line in event.lines]
             env = self._env
             if env is not None and "envExit" in env[1]:
                 # Environments exit after the last task's outcome: their output is theirs.
@@ -257,7 +266,7 @@ class OpenJDExecution:
                 definition=definition,
                 status=status,
                 exit_code=exit_code,
-                message=message[:4096] if message else None,
+                message=fit(message, chars=MAX_MESSAGE_CHARS) if message else None,
                 lines=lines or [],
                 stream=stream,
             )

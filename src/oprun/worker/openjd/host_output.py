@@ -15,8 +15,9 @@ from typing import Any
 
 from openjd.sessions import LogContent
 
+from oprun.domain.escaping import fit
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
-from oprun.worker._subprocess import cut_bytes, write_line
+from oprun.worker._subprocess import write_line
 
 FLUSH_INTERVAL = 0.05
 """Output lines are sent in batches at most this often (seconds)."""
@@ -69,9 +70,12 @@ class OutputCapture(logging.Handler):
         except Exception:  # a record that cannot format itself is not worth a crash
             text = str(record.msg)
         for line in text.splitlines() or [""]:
-            raw = cut_bytes(line.encode(errors="replace"), MAX_LOG_LINE_BYTES)
+            # openjd-sessions decodes the action's output with `backslashreplace`: a byte
+            # that is not UTF-8 arrives as `\xNN` already. Its own lines may hold lone
+            # surrogates (a path's undecodable bytes): escaped the same way, then cut.
+            cut = fit(line, utf8_bytes=MAX_LOG_LINE_BYTES)
             with self._lock:
-                self._pending.append(("output" if is_output else "session", raw.decode()))
+                self._pending.append(("output" if is_output else "session", cut))
 
     def flush(self) -> None:
         """Send every queued line now.

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from oprun.domain.errors import ERRORS_BY_CODE, ValidationError
+from oprun.domain.escaping import escape
 from oprun.worker._subprocess import child_environment, kill_tree
 from oprun.worker.openjd.events import OutputEvent
 
@@ -207,6 +208,6 @@ class HostLink:
     async def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
         while line := await self._proc.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
+            text = escape(line.decode("utf-8", "surrogateescape")).rstrip()
             self._stderr.append(text)
             log.debug("openjd_host_stderr pid=%s line=%s", self.pid, text)

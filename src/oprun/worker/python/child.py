@@ -45,6 +45,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from oprun.context import Cancelled, Context
+from oprun.domain.escaping import fit
 from oprun.domain.limits import MAX_RESULT_BYTES
 from oprun.worker._subprocess import (
     die_with_parent,
@@ -250,8 +251,11 @@ def _success(result: Any) -> dict[str, Any] | str:
         return {
             "event": "failed",
             "error_code": "RESULT_NOT_JSON",
-            "error_message": f"the action returned a {type(result).__name__} that is not "
-            f"JSON-serialisable: {exc}"[:MAX_ERROR_MESSAGE_CHARS],
+            "error_message": fit(
+                f"the action returned a {type(result).__name__} that is not "
+                f"JSON-serialisable: {exc}",
+                chars=MAX_ERROR_MESSAGE_CHARS,
+            ),
             "traceback": None,
         }
     if len(encoded) > MAX_RESULT_BYTES:
@@ -272,7 +276,7 @@ def _failure(code: str, exc: BaseException) -> dict[str, Any]:
     return {
         "event": "failed",
         "error_code": code,
-        "error_message": f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE_CHARS],
+        "error_message": fit(f"{type(exc).__name__}: {exc}", chars=MAX_ERROR_MESSAGE_CHARS),
         "traceback": text[-MAX_TRACEBACK_CHARS:],
     }
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from oprun.context import MAX_MESSAGE_CHARS, MAX_STEP_CODE_CHARS
+from oprun.domain.escaping import fit
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.protocol import Assignment
-from oprun.worker._subprocess import cut_bytes
 from oprun.worker.executor import NextTask, StopReason
 from oprun.worker.python.process import ChildEvent, ChildProcess, Exited, OutputLine, TaskSpec
 from oprun.worker.reports import ReportBatcher
@@ -229,10 +229,11 @@ class PythonExecution:
                 sa,
                 epoch,
                 percent=float(percent) if isinstance(percent, int | float) else None,
-                message=str(message)[:MAX_MESSAGE_CHARS] if message is not None else None,
+                message=fit(str(message), chars=MAX_MESSAGE_CHARS) if message is not None else None,
             )
         elif event.kind == "step":
-            self._reports.progress(sa, epoch, step_code=str(data.get("code"))[:MAX_STEP_CODE_CHARS])
+            code = fit(str(data.get("code")), chars=MAX_STEP_CODE_CHARS)
+            self._reports.progress(sa, epoch, step_code=code)
         elif event.kind == "log":
             self._log([str(data.get("line", ""))], "stdout")
         else:
@@ -289,7 +290,7 @@ class PythonExecution:
             self.assignment.lease_epoch,
             "failed",
             error_code=code,
-            error_message=message[:MAX_ERROR_MESSAGE_CHARS],
+            error_message=fit(message, chars=MAX_ERROR_MESSAGE_CHARS),
             exit_code=exit_code,
         )
 
@@ -310,9 +311,8 @@ class PythonExecution:
 
 
 def _cut(line: str) -> str:
-    if len(line) * 4 <= MAX_LOG_LINE_BYTES:
-        return line
-    return cut_bytes(line.encode("utf-8", "replace"), MAX_LOG_LINE_BYTES).decode("utf-8", "replace")
+    """A log line escaped, then cut to the limit: the server stores it as it is."""
+    return fit(line, utf8_bytes=MAX_LOG_LINE_BYTES)
 
 
 def _stop_line(reason: StopReason, grace: float) -> str:
