@@ -25,6 +25,16 @@ REGISTER_WAIT_SECONDS = 10.0
 """How long `up` waits for its worker to register before it prints that it is up."""
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` readable by its owner alone (0600) from its first byte, never after."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a file left by an earlier start keeps no wider mode
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def _load_app(spec: str) -> App:
     """The `--app` option's `App` (see `oprun.app.load_app`), or a usage error saying why not."""
     from oprun.app import load_app
@@ -145,8 +155,7 @@ def register(app: typer.Typer) -> None:
         services, made = open_services(Settings.load(database_url=url))
         token_path = folder / TOKEN_FILE
         if made is not None:
-            token_path.write_text(made.secret + "\n")
-            token_path.chmod(0o600)
+            _write_private(token_path, made.secret + "\n")
         secret = (
             made.secret
             if made

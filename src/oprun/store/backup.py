@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from oprun.domain.errors import Conflict, ValidationError
+from oprun.store.files import create_private
 from oprun.store.migrate import known_revisions
 
 PG_PRACTICE = (
@@ -37,7 +38,7 @@ def sqlite_file(url: str) -> Path:
 
 
 def backup(url: str, destination: Path) -> int:
-    """Copy the SQLite database at `url` to `destination` (a new file); its size in bytes.
+    """Copy the SQLite database at `url` to `destination` (a new file, mode 0600); its size.
 
     The server may be running and writing: the copy is consistent as of one commit.
     It is written beside `destination` and renamed into place once checked, so a
@@ -54,6 +55,7 @@ def backup(url: str, destination: Path) -> int:
         raise Conflict(f"{destination} exists: back up to a new file", path=str(destination))
     partial = destination.with_name(destination.name + ".partial")
     partial.unlink(missing_ok=True)
+    create_private(partial)  # a backup holds what the database holds: its owner's alone
     with _connect(source, timeout=30) as src, _connect(partial) as dst:
         src.backup(dst)  # all pages in one step: one read transaction, one commit's state
         dst.execute("PRAGMA journal_mode=DELETE")  # the backup is one self-contained file
@@ -80,6 +82,7 @@ def restore(backup_file: Path, url: str) -> str | None:
         _check(src, backup_file)
         revision = _revision(src, backup_file)
         target.parent.mkdir(parents=True, exist_ok=True)
+        create_private(target)  # only when there is none: an existing file keeps its mode
         with _connect(target) as dst:
             try:
                 # Leaving WAL needs the database to itself: it fails while anyone has it open.

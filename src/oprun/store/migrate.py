@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from oprun.domain.errors import Conflict
+from oprun.store.files import create_private_database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -41,6 +42,7 @@ def upgrade(url: str, revision: str = "head") -> None:
         Conflict: the database's schema is newer than this code knows (a newer oprun
             migrated it): this code must not run on it.
     """
+    create_private_database(url)  # before anything opens a new SQLite file: mode 0600
     refuse_unknown_schema(url)
     command.upgrade(alembic_config(url), revision)
 

@@ -1,4 +1,4 @@
-"""The embedded backend: one SQLite file in WAL mode.
+"""The embedded backend: one SQLite file in WAL mode (a new one made with mode 0600).
 
 Writers take the database lock up front (`BEGIN IMMEDIATE`), so a claim can never
 be overtaken between its read and its update; readers use their own connections
@@ -16,6 +16,7 @@ from sqlalchemy.pool import QueuePool
 from oprun.domain.text import read_json
 from oprun.store.base import Tx
 from oprun.store.calls import count_calls
+from oprun.store.files import create_private_database
 from oprun.store.notify import Notifier
 from oprun.store.sql import SqlStore
 
@@ -60,6 +61,7 @@ class SqliteStore(SqlStore):
     serial_writes = True
 
     def __init__(self, url: str) -> None:
+        create_private_database(url)  # a new database file: readable by its owner alone
         super().__init__(_engine(url, "BEGIN"), Notifier())
         self._writer = _engine(url, "BEGIN IMMEDIATE")
         count_calls(self._writer, self.calls, driver_begins=False)
