@@ -265,7 +265,7 @@ class Metrics:
             raise AccessDenied(
                 "metrics describe every project of the server: they need an admin token "
                 "of its first project (or OPRUN_METRICS_PUBLIC=1 on the server)",
-                needs="operator",
+                needs="server admin",
             )
 
     def exposition(self) -> bytes:
