@@ -448,6 +448,23 @@ def test_queues_page_shows_each_queues_depth_running_and_last_hours_throughput(
     )
 
 
+def test_audit_page_is_in_the_admins_nav_only_and_shows_who_did_what(
+    open_page: Open, api: httpx.Client
+) -> None:
+    made = api.post("/v1/tokens", json={"name": "<b>audited</b>", "role": "viewer"})
+    assert made.status_code == 201, made.text
+    page = open_page("admin")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
+    page.wait_for_url("**/audit")
+    expect()(page.get_by_role("heading", level=1)).to_have_text("Audit")
+    row = page.locator("tr", has_text=made.json()["token"]["id"])
+    expect()(row.locator("td[data-label=Kind]")).to_have_text("token.created")
+    expect()(row.locator("td[data-label=Details]")).to_contain_text("<b>audited</b>")
+    assert made.json()["secret"] not in page.content()
+    viewer = open_page("viewer")
+    expect()(viewer.get_by_role("navigation", name="Main").get_by_role("link")).to_have_count(4)
+
+
 # -- every page, desktop and phone, light and dark ------------------------------------------
 PAGES_WITHOUT_SESSION = {"sign-in": "/sign-in"}
 
@@ -485,6 +502,7 @@ def test_screenshots_of_every_page_on_desktop_and_phone_in_light_and_dark(
             "action": "/actions/progress",
             "workers": "/workers",
             "queues": "/queues",
+            "audit": "/audit",
             "not-found": "/operations/op_0000000000000000000000000000dead",
         }
         for scheme in ("light", "dark"):

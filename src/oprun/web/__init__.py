@@ -7,13 +7,14 @@ from fastapi import FastAPI
 
 def install(app: FastAPI) -> None:
     """Serve the UI from `app`: its static files, sign-in, pages, live fragments and `/docs`."""
-    from oprun.web import docs, routes, session
+    from oprun.web import audit, docs, routes, session
 
     app.mount("/static", routes.static_files(), name="static")
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     app.include_router(docs.router)
     app.include_router(session.router)
     app.include_router(routes.router)
+    app.include_router(audit.router)
     app.include_router(routes.fragments)
 
 
