@@ -297,3 +297,38 @@ def test_the_sdk_pages_through_it_sync_and_async(tenant: Tenant) -> None:
     assert asyncio.run(read()) == now and len(now) == 5  # the viewer's too
     with oprun.Client(tenant.url, viewer) as client, pytest.raises(oprun.AccessDenied):
         list(client.audit.list())
+
+
+def test_a_refused_change_records_nothing(tenant: Tenant) -> None:
+    """The row is written by the change's own transaction: a change refused, no row."""
+    me = httpx.get(f"{tenant.url}/v1/tokens", headers=_auth(tenant.token)).json()["items"][0]
+    last = httpx.delete(f"{tenant.url}/v1/tokens/{me['id']}", headers=_auth(tenant.token))
+    assert last.status_code == 409, last.text  # the project's last admin token
+    worker = httpx.post(
+        f"{tenant.url}/v1/tokens", json={"name": "w", "role": "worker"}, headers=_auth(tenant.token)
+    ).json()["secret"]
+    definition = {"name": "resize", "entrypoint": "media:resize"}
+    assert httpx.post(f"{tenant.url}/v1/actions", json=definition, headers=_auth(worker)).is_success
+    moved = {**definition, "entrypoint": "media:elsewhere"}
+    refused = httpx.post(f"{tenant.url}/v1/actions", json=moved, headers=_auth(worker))
+    assert refused.status_code == 403, refused.text
+    kinds = [r["kind"] for r in _audit(tenant.url, tenant.token)]
+    assert "token.revoked" not in kinds
+    assert kinds.count("action.saved") == 1  # the worker's first version, not the refused one
+
+
+def test_the_store_writes_the_row_in_the_changes_transaction(store, project) -> None:
+    from oprun.domain.audit import AuditEntry, AuditKind
+    from oprun.domain.errors import Conflict
+    from oprun.domain.roles import Role
+
+    entry = AuditEntry(AuditKind.TOKEN_CREATED, project.id, client="192.0.2.1")
+    made = store.create_token(project.id, "a", Role.ADMIN, "hash-1", audit=entry)
+    with pytest.raises(Conflict):  # the same secret twice: the insert fails, so does the row
+        store.create_token(project.id, "b", Role.ADMIN, "hash-1", audit=entry)
+    rows = store.list_audit(project.id)
+    assert [(r.kind, r.subject, r.client) for r in rows] == [
+        ("token.created", made.id, "192.0.2.1")
+    ]
+    assert "hash-1" not in json.dumps([r.model_dump(mode="json") for r in rows])
+    assert store.list_audit("prj_other") == []
