@@ -20,13 +20,14 @@ import json
 import logging
 import re
 import sys
-import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+from oprun.tracebacks import ExcInfo, format_exception
 
 __all__ = [
     "FORMATS",
@@ -141,6 +142,10 @@ class TextFormatter(logging.Formatter):
             line += "\n" + self.formatException(record.exc_info).rstrip()
         return redact(line)
 
+    def formatException(self, ei: ExcInfo) -> str:
+        """The traceback, a database error's quoted values left out (`oprun.tracebacks`)."""
+        return format_exception(ei)
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the context and fields."""
@@ -156,7 +161,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in _record_fields(record).items():
             body.setdefault(key, value)
         if record.exc_info:
-            body["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            body["exception"] = format_exception(record.exc_info).rstrip()
         return redact(json.dumps(body, default=str, ensure_ascii=False))
 
 
