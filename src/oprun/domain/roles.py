@@ -12,9 +12,9 @@ class Permission(StrEnum):
     INVOKE = "invoke"
     """Invoke, cancel, retry and delete operations."""
     DEFINE = "define"
-    """Register new actions, and new versions that run the same code as the latest."""
+    """Register new python actions, and new versions that run the same code as the latest."""
     DEPLOY = "deploy"
-    """Change what an existing action runs: its kind, entrypoint, template or command."""
+    """Define openjd actions (commands, templates) and change what an existing action runs."""
     MANAGE = "manage"
     """Create queues and tokens."""
     WORK = "work"
@@ -39,8 +39,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.READ}),
     Role.OPERATOR: frozenset({Permission.READ, Permission.INVOKE}),
     Role.ADMIN: frozenset(Permission),
-    # A worker reads what it runs and registers the actions it serves; it may not change
-    # what an existing action runs (an operator's next invocation would run it anywhere).
+    # A worker reads what it runs and registers the python actions it serves; it may not
+    # define a command (openjd) or change what an existing action runs (an operator's next
+    # invocation would run it on every worker).
     Role.WORKER: frozenset({Permission.READ, Permission.WORK, Permission.DEFINE}),
     Role.DEPLOYER: frozenset({Permission.READ, Permission.DEFINE, Permission.DEPLOY}),
 }

@@ -74,13 +74,33 @@ def runs_the_same(old: ActionDefinition, new: ActionDefinition) -> bool:
     )
 
 
+def require_kind_right(principal: Principal, definition: ActionDefinition) -> None:
+    """Refuse an `openjd` action (a template or command) to a token that may not DEPLOY.
+
+    A worker token defines `python` actions only: its app's functions, which workers
+    import and call. An `openjd` action runs a command line on every worker that claims
+    it, so a worker token that could save one (even under a new name) could have an
+    operator run anything across the fleet; it needs a deployer or admin token.
+    """
+    if definition.kind is ActionKind.PYTHON or principal.role.allows(Permission.DEPLOY):
+        return
+    raise AccessDenied(
+        f"role {principal.role.value!r} may not define openjd action {definition.name!r} "
+        "(it runs a command on the workers); an admin or deployer token may",
+        role=principal.role.value,
+        needs=Permission.DEPLOY.value,
+        action=definition.name,
+    )
+
+
 def change_guard(
     principal: Principal,
 ) -> Callable[[ActionDefinition | None, ActionDefinition], None]:
     """The check `save_action` applies to the latest version, under the action's lock.
 
-    Anyone with DEFINE may add an action or a version that runs the same code (a worker
-    registering its app at start); changing what an existing action runs needs DEPLOY.
+    Anyone with DEFINE may add a python action or a version that runs the same code (a
+    worker registering its app at start; `require_kind_right` keeps openjd actions to
+    DEPLOY); changing what an existing action runs needs DEPLOY.
     """
 
     def guard(latest: ActionDefinition | None, new: ActionDefinition) -> None:
@@ -106,6 +126,7 @@ class ActionService:
     def save(self, principal: Principal, definition: ActionDefinition) -> tuple[Action, bool]:
         """Save a version; returns it and whether it is new (same digest: not new)."""
         principal.require(Permission.DEFINE)
+        require_kind_right(principal, definition)
         return self._store.save_action(
             principal.project_id,
             check_definition(definition),

@@ -25,7 +25,7 @@ from oprun.domain.protocol import (
 from oprun.domain.roles import Permission
 from oprun.domain.status import WorkerStatus
 from oprun.service import cursor
-from oprun.service.actions import change_guard, check_definition
+from oprun.service.actions import change_guard, check_definition, require_kind_right
 from oprun.service.audit import entry
 from oprun.service.auth import Principal
 from oprun.service.metrics import Metrics
@@ -68,6 +68,7 @@ class WorkerService:
         checked = []
         for definition in registration.actions:
             principal.require(Permission.DEFINE)
+            require_kind_right(principal, definition)
             checked.append(check_definition(definition))
         guard = change_guard(principal)
         for definition in checked:
