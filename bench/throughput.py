@@ -122,23 +122,34 @@ def _submit_bulk(client: httpx.Client, ops: int) -> list[str]:
     return ids
 
 
+UNFINISHED = ("QUEUED", "SCHEDULED", "RUNNING")
+
+
 def _unfinished(client: httpx.Client) -> bool:
-    for status in ("QUEUED", "SCHEDULED", "RUNNING"):
+    for status in UNFINISHED:
         page = client.get("/v1/operations", params={"status": status, "limit": 1}).json()
         if page["items"]:
             return True
     return False
 
 
+DRAIN_LIMIT = 900.0
+"""Seconds a drain may take before the bench gives up (a broken server must not hang it)."""
+
+
 def _wait_all(client: httpx.Client, last: str) -> None:
     """Until every operation ended: wait on the last submitted, then poll the rest."""
-    while client.get(f"/v1/operations/{last}:wait", params={"timeout": 30}).json()["status"] in (
-        "QUEUED",
-        "SCHEDULED",
-        "RUNNING",
-    ):
-        pass
+    deadline = time.monotonic() + DRAIN_LIMIT
+
+    def check() -> None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"operations still unfinished after {DRAIN_LIMIT:.0f} s")
+
+    wait = f"/v1/operations/{last}:wait"
+    while client.get(wait, params={"timeout": 30}).json()["status"] in UNFINISHED:
+        check()
     while _unfinished(client):
+        check()
         time.sleep(0.01)
 
 
