@@ -190,8 +190,13 @@ class FailureAudit:
         )
         try:
             self._store.record_audit(row)
-        except Exception:
-            log.warning("event=audit_write_failed kind=%s client=%s", row.kind.value, client)
+        except Exception as exc:  # the answer stays 401 or 429 whatever went wrong here
+            log.warning(
+                "event=audit_write_failed kind=%s client=%s error=%s",
+                row.kind.value,
+                client,
+                type(exc).__name__,
+            )
 
     def _forget_oldest(self) -> None:
         while len(self._clients) > self._max:
