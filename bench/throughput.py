@@ -302,7 +302,10 @@ def format_costs(
     runs: Sequence[Run], phases: Sequence[str] = ("bulk submit", "single submit", "drain")
 ) -> str:
     """Cost per operation: one column per run and phase."""
-    columns = [(r, p) for r in runs for p in phases if p in r.costs]
+    columns: list[tuple[Run, str]] = []
+    for run in runs:  # submits are measured once per backend: show them once
+        shown = any(r.backend == run.backend for r, _ in columns)
+        columns += [(run, p) for p in phases if p in run.costs and (p == "drain" or not shown)]
     heads = [f"{_name(r, runs)} {_short(p)}" for r, p in columns]
     width = max(12, *(len(h) + 2 for h in heads))
     lines = [f"{'cost per op':<18}{'unit':<5}" + "".join(f"{h:>{width}}" for h in heads)]
