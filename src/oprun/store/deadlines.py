@@ -1,8 +1,15 @@
-"""The reaper's rounds against the clock: operations past their deadline, retries come due."""
+"""The reaper's rounds against the clock: operations past their deadline, retries come due.
+
+Each check first reads, outside any write transaction, just the rows that are due,
+from a partial index that holds only unfinished work (`ix_operations_deadline_pending`,
+`ix_tasks_queued_available`): a round costs what is due, not what the database holds.
+Only when something is due does it write (on SQLite, only then does it take the
+database's write lock).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import and_, select
+from sqlalchemy import Connection, select
 
 from oprun.domain.errors import Conflict
 from oprun.domain.status import OperationStatus as OS
@@ -10,6 +17,25 @@ from oprun.store import schema as t
 from oprun.store.base import StoreBase
 from oprun.store.invocations import cancel_in
 from oprun.store.notify import work_key
+
+TIMED = [OS.QUEUED.value, OS.SCHEDULED.value, OS.RUNNING.value]
+"""The statuses a deadline cancels (a CANCELING operation is already on its way out)."""
+
+
+def _due_operations(conn: Connection, now: float, batch: int) -> list[tuple[str, str, float]]:
+    """(id, project id, timeout) of up to `batch` operations past their deadline, by id.
+
+    The most overdue first when more than `batch` are due; returned in id order, the
+    order every writer locks operations in.
+    """
+    ops = t.operations.c
+    found = conn.execute(
+        select(ops.id, ops.project_id, ops.timeout)
+        .where(t.OPERATION_PENDING_DEADLINE, ops.deadline_at < now, ops.status.in_(TIMED))
+        .order_by(ops.deadline_at)
+        .limit(batch)
+    ).all()
+    return sorted((r.id, r.project_id, r.timeout) for r in found)
 
 
 class DeadlineQueries(StoreBase):
@@ -20,40 +46,35 @@ class DeadlineQueries(StoreBase):
 
         Returns the instant checked up to, to pass as `since` next time.
         """
-        with self.write() as tx:
-            projects = tx.conn.execute(
-                select(t.tasks.c.project_id)
-                .where(
-                    t.tasks.c.status == OS.QUEUED.value,
-                    and_(t.tasks.c.available_at > since, t.tasks.c.available_at <= tx.now),
-                )
-                .distinct()
-            ).scalars()
-            tx.keys.update(work_key(p) for p in projects)
-            return tx.now
+        tasks = t.tasks.c
+        with self.read() as conn:
+            now = self._db_now(conn)
+            projects = set(
+                conn.execute(
+                    select(tasks.project_id)
+                    .where(t.TASK_QUEUED, tasks.available_at > since, tasks.available_at <= now)
+                    .distinct()
+                ).scalars()
+            )
+        if projects:
+            with self.write() as tx:
+                tx.keys.update(work_key(p) for p in projects)
+        return now
 
     def time_out_operations(self, batch: int = 100) -> int:
         """Cancel operations past their deadline; they end FAILED with `TIMEOUT`."""
+        with self.read() as conn:
+            if not _due_operations(conn, self._db_now(conn), batch):
+                return 0
         with self.write() as tx:
-            due = tx.conn.execute(
-                select(t.operations.c.id, t.operations.c.project_id, t.operations.c.timeout)
-                .where(
-                    t.operations.c.deadline_at < tx.now,
-                    t.operations.c.status.in_(
-                        [OS.QUEUED.value, OS.SCHEDULED.value, OS.RUNNING.value]
-                    ),
-                )
-                .order_by(t.operations.c.id)
-                .limit(batch)
-            ).all()
             timed_out = 0
-            for op in due:
-                message = f"the operation ran past its timeout of {op.timeout:g} s"
+            for op_id, project_id, timeout in _due_operations(tx.conn, tx.now, batch):
+                message = f"the operation ran past its timeout of {timeout:g} s"
                 try:
                     cancel_in(
                         tx,
-                        op.project_id,
-                        op.id,
+                        project_id,
+                        op_id,
                         message,
                         reason="TIMEOUT",
                         error={"code": "TIMEOUT", "message": message, "details": {}},

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, insert, select, update
+from sqlalchemy import ColumnElement, Select, case, insert, select, update
 
 from oprun.domain.protocol import Held
 from oprun.domain.silence import Forgiveness, SilenceRule
@@ -139,12 +139,7 @@ class LeaseQueries(StoreBase):
             conn = tx.conn
             if silence is not None:
                 forgiven = _forgive_own_silence(tx, silence)
-            lapsed = lock_attempts(
-                tx,
-                t.session_actions.c.lease_expires_at < tx.now,
-                t.session_actions.c.status.in_(LIVE_SA),
-                limit=batch,
-            )
+            lapsed = lock_attempts(tx, t.session_actions.c.id.in_(_lapsed(tx.now, batch)))
             for sa in lapsed:
                 end_attempt(tx, sa, "lease expired")
             advance_steps(tx, {sa["operation_id"] for sa in lapsed})
@@ -170,6 +165,21 @@ class LeaseQueries(StoreBase):
                 forgiven.seconds,
             )
         return len(lapsed)
+
+
+def _lapsed(now: float, batch: int) -> Select[tuple[str]]:
+    """The ids of up to `batch` live attempts whose lease lapsed before `now`, oldest first.
+
+    Read from the partial index of leased attempts (`ix_session_actions_leased`), in its
+    order: a query ordered by id instead may walk every attempt ever made (SQLite does).
+    """
+    sas = t.session_actions.c
+    return (
+        select(sas.id)
+        .where(sas.lease_expires_at < now, sas.status.in_(LIVE_SA))
+        .order_by(sas.lease_expires_at, sas.id)
+        .limit(batch)
+    )
 
 
 def _forgive_own_silence(tx: Tx, rule: SilenceRule) -> Forgiveness | None:

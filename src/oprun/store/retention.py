@@ -112,6 +112,15 @@ class RetentionQueries(StoreBase):
         status history and logs, in one transaction. Returns how many were deleted
         (fewer than `limit` also when a batch reached `MAX_TASKS` or `MAX_LOG_BYTES`).
         """
+        purgeable = (
+            _op.project_id == project_id,
+            _op.ended_at.isnot(None),
+            tuple_(_op.ended_at, _op.id) < tuple_(before.ended_at, before.id),
+            _op.status.in_(FINISHED),
+        )
+        with self.read() as conn:
+            if conn.execute(select(_op.id).where(*purgeable).limit(1)).first() is None:
+                return 0  # nothing to purge: no write transaction (nor SQLite's write lock)
         with self.write() as tx:
             found = tx.conn.execute(
                 select(
@@ -125,12 +134,7 @@ class RetentionQueries(StoreBase):
                     ).label("tasks"),
                     _op.log_bytes,
                 )
-                .where(
-                    _op.project_id == project_id,
-                    _op.ended_at.isnot(None),
-                    tuple_(_op.ended_at, _op.id) < tuple_(before.ended_at, before.id),
-                    _op.status.in_(FINISHED),
-                )
+                .where(*purgeable)
                 .order_by(_op.ended_at, _op.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
@@ -146,6 +150,12 @@ class RetentionQueries(StoreBase):
         The newest event is always kept: SQLite gives a new row the highest id plus
         one, so an emptied table would hand out ids that streams already saw.
         """
+        with self.read() as conn:
+            first = conn.execute(
+                select(t.events.c.seq, t.events.c.at).order_by(t.events.c.seq).limit(1)
+            ).first()
+            if first is None or first.at >= before:
+                return 0  # nothing is old enough: a round reads one row, and writes nothing
         with self.write() as tx:
             newest = tx.conn.execute(select(func.max(t.events.c.seq))).scalar()
             oldest = tx.conn.execute(

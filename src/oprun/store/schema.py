@@ -138,6 +138,9 @@ operations = Table(
     Column("ended_at", Float),
     UniqueConstraint("project_id", "idempotency_key", name="uq_operations_idempotency"),
 )
+# A page of operations is a range of one of these, newest first (`list_operations`):
+# each leads with the filters it serves, by equality, and ends in the id it is ordered
+# by, so a page reads its rows and no others, however many operations the project has.
 Index("ix_operations_project_id", operations.c.project_id, operations.c.id.desc())
 Index("ix_operations_project_status", operations.c.project_id, operations.c.status, operations.c.id)
 Index(
@@ -147,12 +150,35 @@ Index(
     operations.c.id,
 )
 Index(
+    "ix_operations_project_action_status",
+    operations.c.project_id,
+    operations.c.action_name,
+    operations.c.status,
+    operations.c.id,
+)
+Index(
+    "ix_operations_project_creator",
+    operations.c.project_id,
+    operations.c.created_by,
+    operations.c.id,
+)
+Index(
     "ix_operations_cache",
     operations.c.action_version_id,
     operations.c.params_digest,
     operations.c.status,
 )
-Index("ix_operations_deadline", operations.c.deadline_at)
+OPERATION_PENDING_DEADLINE = text("ended_at IS NULL AND deadline_at IS NOT NULL")
+"""The literal predicate of `ix_operations_deadline_pending`; the reaper's query repeats it
+word for word so that SQLite uses that partial index."""
+# The reaper's timeout check reads only this: the unfinished operations that have a
+# deadline (never the finished ones, whose deadlines have all passed).
+Index(
+    "ix_operations_deadline_pending",
+    operations.c.deadline_at,
+    postgresql_where=OPERATION_PENDING_DEADLINE,
+    sqlite_where=OPERATION_PENDING_DEADLINE,
+)
 # The retention purge walks a project's finished operations, oldest first, from here.
 Index(
     "ix_operations_ended",
@@ -191,6 +217,16 @@ Index(
     tasks.c.id,
     postgresql_where=tasks.c.status == "QUEUED",
     sqlite_where=tasks.c.status == "QUEUED",
+)
+TASK_QUEUED = text("status = 'QUEUED'")
+"""The literal predicate of `ix_tasks_queued_available`."""
+# The reaper wakes claims for retries come due from this: waiting tasks by the time they
+# become ready, so a round reads the ones due since the last round, not every waiting task.
+Index(
+    "ix_tasks_queued_available",
+    tasks.c.available_at,
+    postgresql_where=TASK_QUEUED,
+    sqlite_where=TASK_QUEUED,
 )
 # The Queues page counts from these two partial indexes, never from a scan of the table:
 # one holds just the unfinished tasks (depth and running per queue), the other the
