@@ -26,9 +26,7 @@ TEMPLATE = {
                     {"name": "Frame", "type": "INT", "range": f"1-{FRAMES}"}
                 ]
             },
-            "script": {
-                "actions": {"onRun": {"command": "echo", "args": ["{{Task.Param.Frame}}"]}}
-            },
+            "script": {"actions": {"onRun": {"command": "echo", "args": ["{{Task.Param.Frame}}"]}}},
         }
     ],
 }
