@@ -315,20 +315,3 @@ def test_a_refused_change_records_nothing(tenant: Tenant) -> None:
     kinds = [r["kind"] for r in _audit(tenant.url, tenant.token)]
     assert "token.revoked" not in kinds
     assert kinds.count("action.saved") == 1  # the worker's first version, not the refused one
-
-
-def test_the_store_writes_the_row_in_the_changes_transaction(store, project) -> None:
-    from oprun.domain.audit import AuditEntry, AuditKind
-    from oprun.domain.errors import Conflict
-    from oprun.domain.roles import Role
-
-    entry = AuditEntry(AuditKind.TOKEN_CREATED, project.id, client="192.0.2.1")
-    made = store.create_token(project.id, "a", Role.ADMIN, "hash-1", audit=entry)
-    with pytest.raises(Conflict):  # the same secret twice: the insert fails, so does the row
-        store.create_token(project.id, "b", Role.ADMIN, "hash-1", audit=entry)
-    rows = store.list_audit(project.id)
-    assert [(r.kind, r.subject, r.client) for r in rows] == [
-        ("token.created", made.id, "192.0.2.1")
-    ]
-    assert "hash-1" not in json.dumps([r.model_dump(mode="json") for r in rows])
-    assert store.list_audit("prj_other") == []
