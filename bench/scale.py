@@ -42,6 +42,8 @@ from sqlalchemy import func, select, text, update
 from bench import scale_load
 from oprun.domain.models import ActionDefinition, InvocationSource
 from oprun.domain.protocol import Report
+from oprun.domain.roles import Role
+from oprun.service.auth import hash_secret
 from oprun.service.operations import params_digest
 from oprun.service.reaper import reap_round, silence_rule
 from oprun.service.retention import purge_round
@@ -361,12 +363,11 @@ def load(
 
 def run_backend(
     backend: str, folder: Path, ops: int, backlog: int, samples: int, days: float, keep: bool
-) -> tuple[dict[str, tuple[float, float]], tuple[int, dict[str, int]], dict[str, int]]:
+) -> Result:
     """Figures (empty, loaded), the loaded database's storage, and its history's parts."""
     with (
         fresh_database(backend, folder, "loaded", keep) as loaded_url,
         fresh_database(backend, folder, "empty", keep) as empty_url,
-        ExitStack() as stack,
     ):
         print(f"{backend}: the loaded database")
         loaded = load(
@@ -391,14 +392,42 @@ def run_backend(
                 store, project, per_queue=2 * (WARMUP + samples) + 10, running=3, delayed=3
             ),
         )
+        return measure(empty_url, loaded_url, folder, ops, samples, (empty, loaded))
+
+
+Result = tuple[dict[str, tuple[float, float]], tuple[int, dict[str, int]], dict[str, int]]
+
+
+def measure(
+    empty_url: str,
+    loaded_url: str,
+    folder: Path,
+    ops: int,
+    samples: int,
+    made: tuple[tuple[str, scale_load.Project], ...] | None = None,
+) -> Result:
+    """Time every figure on both databases; storage and history parts of the loaded one.
+
+    Without `made` (databases kept from an earlier run), each gets a new admin token
+    and more waiting tasks for the empty side's claims.
+    """
+    with ExitStack() as stack:
         sides = []
-        for url, (token, project) in ((empty_url, empty), (loaded_url, loaded)):
-            server = start_server(url, folder, token)
-            stack.callback(server.stop)
+        for n, url in enumerate((empty_url, loaded_url)):
             store: Any = open_store(url, migrate=False)
             stack.callback(store.close)
+            if made is None:
+                token = f"oprun_bench_{uuid.uuid4().hex}"
+                project = prepare(store, store.first_project().id)
+                store.create_token(project.id, "bench", Role.ADMIN, hash_secret(token))
+                if n == 0:
+                    add_live(store, project, 2 * (WARMUP + samples) + 10, running=0, delayed=0)
+            else:
+                token, project = made[n]
+            server = start_server(url, folder, token)
+            stack.callback(server.stop)
             sides.append((url, server, store, project))
-        print(f"{backend}: measuring, empty and loaded side by side")
+        print("measuring, empty and loaded side by side")
         measured = side_by_side(
             figures(*sides[0], ops, stack), figures(*sides[1], ops, stack), samples
         )
@@ -445,11 +474,21 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--backends", default="postgres,sqlite")
-    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database")
+    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL databases")
+    parser.add_argument(
+        "--reuse",
+        metavar="EMPTY_URL,LOADED_URL",
+        help="measure two databases kept by --keep again, without making or loading any",
+    )
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in args.backends.split(","):
+        if args.reuse:
+            empty_url, loaded_url = args.reuse.split(",")
+            results.append(
+                ("reused", measure(empty_url, loaded_url, Path(tmp), args.ops, args.samples))
+            )
+        for backend in [] if args.reuse else args.backends.split(","):
             folder = Path(tmp) / backend
             folder.mkdir()
             results.append(
