@@ -76,9 +76,7 @@ def ensure_venv(venv: Path) -> Path:
         print(f"making the peers' venv in {venv} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     print(f"installing the peers into {venv} (bench/peers/requirements.txt) ...", flush=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True
-    )
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True)
     stamp.write_text(wanted + "\n")
     return python
 
@@ -230,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(format_costs(runs))
     if args.json:
-        args.json.write_text(json.dumps({"ops": args.ops, "rtt": args.rtt, "systems": records}, indent=2))
+        args.json.write_text(
+            json.dumps({"ops": args.ops, "rtt": args.rtt, "systems": records}, indent=2)
+        )
     return 0
 
 
