@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import Integer, Select, and_, bindparam, case, func, insert, select, update
 
 from oprun.domain.assignment import (
     Candidate,
@@ -23,18 +24,18 @@ from oprun.domain.assignment import (
     task_parameters,
 )
 from oprun.domain.ids import new_id
-from oprun.domain.models import ActionDefinition
+from oprun.domain.models import ActionDefinition, TaskCounts
 from oprun.domain.protocol import Assignment
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
-from oprun.store.counters import bump
+from oprun.store.counters import COUNTERS
 from oprun.store.notify import work_key
 from oprun.store.schema import TASK_ACTIVE
 from oprun.store.sessions import is_open_for, sessions_of
-from oprun.store.transitions import lock_operations, settle
+from oprun.store.transitions import lock_operations, settled
 
 _CLAIM_SLACK = 16
 """Tasks a claim locks beyond what it wants, for those its worker cannot take."""
@@ -63,12 +64,14 @@ class ClaimQueries(StoreBase):
         operation's tasks (of `step_id` first), for the open session `session_id`.
         """
         with self.write() as tx:
-            worker = tx.conn.execute(
-                select(
-                    t.workers.c.status, t.workers.c.capabilities, t.workers.c.last_heartbeat_at
-                ).where(t.workers.c.id == worker_id)
-            ).first()
-            if worker is None or not may_claim(
+            found = tx.conn.execute(
+                _WORKER_AND_QUEUES,
+                {"worker_id": worker_id, "project_id": project_id, "names": list(queue_names)},
+            ).all()
+            if not found:
+                return []
+            worker = found[0]
+            if not may_claim(
                 WorkerStatus(worker.status), worker.last_heartbeat_at, tx.now, lease_seconds
             ):
                 return []
@@ -76,11 +79,12 @@ class ClaimQueries(StoreBase):
                 tx, session_id, worker_id, operation_id
             ):
                 return []
+            queues = [row for row in found if row.queue_id is not None]
             picked = _pick(
                 tx,
                 worker_id,
                 project_id,
-                queue_names,
+                queues,
                 limit,
                 worker.capabilities or {},
                 operation_id=operation_id,
@@ -88,7 +92,102 @@ class ClaimQueries(StoreBase):
             )
             if not picked:
                 return []
-            return _assign(tx, picked, worker_id, project_id, lease_seconds, session_id)
+            assignments = _assign(tx, picked, worker_id, project_id, lease_seconds, session_id)
+            if assignments and worker.status == WorkerStatus.IDLE.value:
+                tx.conn.execute(_WORKER_RUNNING, {"worker_id": worker_id})
+            return assignments
+
+
+_WORKER_AND_QUEUES = (
+    select(
+        t.workers.c.status,
+        t.workers.c.capabilities,
+        t.workers.c.last_heartbeat_at,
+        t.queues.c.id.label("queue_id"),
+        t.queues.c.priority,
+        t.queues.c.max_concurrency,
+    )
+    .select_from(
+        t.workers.outerjoin(
+            t.queues,
+            and_(
+                t.queues.c.project_id == bindparam("project_id"),
+                t.queues.c.name.in_(bindparam("names", expanding=True)),
+            ),
+        )
+    )
+    .where(t.workers.c.id == bindparam("worker_id"))
+    .order_by(t.queues.c.priority.desc(), t.queues.c.id)
+)
+"""The worker and the queues it serves (by priority) in one statement."""
+_WORKER_RUNNING = (
+    update(t.workers)
+    .where(t.workers.c.id == bindparam("worker_id"), t.workers.c.status == WorkerStatus.IDLE.value)
+    .values(status=WorkerStatus.RUNNING.value)
+)
+
+
+@lru_cache(maxsize=4)
+def _pick_query(session: bool, step: bool) -> Select[Any]:
+    """Waiting tasks of one queue, locked, in the order they should run.
+
+    One queue per statement, so the claimable index hands them out in order and a
+    worker serving many queues pays per queue what a worker serving one pays, not a
+    sort of every queue's backlog. With `session`, only the tasks of one operation
+    (`step` first); that operation is locked before, so only the tasks are locked here.
+    """
+    tasks, ops = t.tasks, t.operations
+    quarantined = (
+        select(t.quarantines.c.operation_id)
+        .where(
+            t.quarantines.c.operation_id == tasks.c.operation_id,
+            t.quarantines.c.worker_id == bindparam("worker_id"),
+        )
+        .exists()
+    )
+    query = (
+        select(
+            tasks.c.id,
+            tasks.c.queue_id,
+            tasks.c.priority,
+            tasks.c.step_id,
+            tasks.c.parameters,
+            tasks.c.operation_id,
+            ops.c.requirements,
+            ops.c.project_id,
+            ops.c.status,
+            ops.c.started_at,
+            ops.c.ended_at,
+            ops.c.exit_reason,
+            ops.c.deadline_at,
+            ops.c.parameters.label("operation_parameters"),
+            ops.c.action_version_id,
+            *(getattr(ops.c, name) for name in COUNTERS),
+        )
+        .select_from(tasks.join(ops, ops.c.id == tasks.c.operation_id))
+        .where(
+            tasks.c.status == OS.QUEUED.value,
+            tasks.c.queue_id == bindparam("queue_id"),
+            tasks.c.available_at <= bindparam("now"),
+            ~quarantined,
+        )
+    )
+    order: list[Any] = [tasks.c.priority.desc(), tasks.c.id]
+    # Lock order everywhere: operations, then tasks, then session actions. A
+    # claim skips tasks whose operation another writer holds (being canceled,
+    # say); a session's claim for more of its own operation waits for it
+    # instead, or a report of that operation would end the session early.
+    locked: list[Any] = [ops, tasks]
+    if session:
+        locked = [tasks]
+        query = query.where(tasks.c.operation_id == bindparam("operation_id"))
+        if step:
+            order.insert(0, case((tasks.c.step_id == bindparam("step_id"), 0), else_=1))
+    return (
+        query.order_by(*order)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True, of=locked)
+    )
 
 
 def _session_open(tx: Tx, session_id: str, worker_id: str, operation_id: str | None) -> bool:
@@ -103,81 +202,57 @@ def _pick(
     tx: Tx,
     worker_id: str,
     project_id: str,
-    queue_names: Sequence[str],
+    queues: Sequence[Any],
     limit: int,
     capabilities: dict[str, Any],
     *,
     operation_id: str | None,
     step_id: str | None,
-) -> list[str]:
-    """Choose and lock the tasks a claim takes, in the order they should run."""
+) -> list[Any]:
+    """Choose and lock the tasks a claim takes (with their operations), in run order."""
     conn = tx.conn
-    queues = conn.execute(
-        select(t.queues.c.id, t.queues.c.priority, t.queues.c.max_concurrency)
-        .where(t.queues.c.project_id == project_id, t.queues.c.name.in_(queue_names))
-        .order_by(t.queues.c.priority.desc(), t.queues.c.id)
-    ).all()
-    busy = _busy(tx, [q.id for q in queues if q.max_concurrency is not None])
-    loads = [QueueLoad(q.id, q.priority, q.max_concurrency, busy[q.id]) for q in queues]
+    busy = _busy(tx, [q.queue_id for q in queues if q.max_concurrency is not None])
+    loads = [QueueLoad(q.queue_id, q.priority, q.max_concurrency, busy[q.queue_id]) for q in queues]
     room = room_left(loads)
-    quarantined = (
-        select(t.quarantines.c.operation_id)
-        .where(
-            t.quarantines.c.operation_id == t.tasks.c.operation_id,
-            t.quarantines.c.worker_id == worker_id,
-        )
-        .exists()
-    )
-    picked: list[str] = []
+    session = operation_id is not None
+    query = _pick_query(session, step_id is not None)
+    if operation_id is not None:
+        lock_operations(tx, [operation_id])
+    picked: list[Any] = []
     for queue_ids in serving_order(loads):
         want = limit - len(picked)
         if want <= 0:
             break
-        query = (
-            select(
-                t.tasks.c.id,
-                t.tasks.c.queue_id,
-                t.operations.c.requirements,
-            )
-            .select_from(t.tasks.join(t.operations, t.operations.c.id == t.tasks.c.operation_id))
-            .where(
-                t.tasks.c.status == OS.QUEUED.value,
-                t.tasks.c.queue_id.in_(queue_ids),
-                t.tasks.c.available_at <= tx.now,
-                ~quarantined,
-            )
-        )
-        order = [t.tasks.c.priority.desc(), t.tasks.c.id]
-        # Lock order everywhere: operations, then tasks, then session actions. A
-        # claim skips tasks whose operation another writer holds (being canceled,
-        # say); a session's claim for more of its own operation waits for it
-        # instead, or a report of that operation would end the session early.
-        locked: list[Any] = [t.operations, t.tasks]
-        if operation_id is not None:
-            lock_operations(tx, [operation_id])
-            locked = [t.tasks]
-            query = query.where(t.tasks.c.operation_id == operation_id)
-            if step_id is not None:
-                order.insert(0, case((t.tasks.c.step_id == step_id, 0), else_=1))
         # A few more than wanted, for tasks this worker cannot take (requirements,
         # concurrency limits); they stay locked only until this transaction ends.
-        rows = conn.execute(
-            query.order_by(*order)
-            .limit(want + _CLAIM_SLACK)
-            .with_for_update(skip_locked=True, of=locked)
-        ).all()
+        params = {
+            "worker_id": worker_id,
+            "now": tx.now,
+            "limit": want + _CLAIM_SLACK,
+            "operation_id": operation_id,
+            "step_id": step_id,
+        }
+        rows: list[Any] = []
+        for queue_id in queue_ids:
+            rows += conn.execute(query, {**params, "queue_id": queue_id}).all()
+        locked = len(rows)
+        if len(queue_ids) > 1:
+            first = (lambda r: r.step_id != step_id) if step_id is not None else (lambda r: 0)
+            rows.sort(key=lambda r: (first(r), -r.priority, r.id))
+            rows = rows[: want + _CLAIM_SLACK]
+        by_id = {row.id: row for row in rows}
         taken, room = choose(
             (Candidate(row.id, row.queue_id, row.requirements) for row in rows),
             capabilities,
             room,
             want,
         )
-        if taken and len(rows) > len(taken):
+        if taken and locked > len(taken):
             # Claims parked meanwhile skipped the rows locked here and went back to
             # sleep: once this commits, they look again. A claim that takes nothing
             # wakes nobody, so claims never wake each other in a loop.
             tx.keys.add(work_key(project_id))
-        picked += taken
+        picked += [by_id[task_id] for task_id in taken]
     return picked
 
 
@@ -207,9 +282,57 @@ def _busy(tx: Tx, limited: list[str]) -> dict[str, int]:
     return busy
 
 
+_SCHEDULE = (
+    update(t.tasks)
+    .where(
+        t.tasks.c.id.in_(bindparam("ids", expanding=True)),
+        t.tasks.c.status == OS.QUEUED.value,
+    )
+    .values(
+        status=OS.SCHEDULED.value,
+        attempts=t.tasks.c.attempts + 1,
+        updated_at=bindparam("now"),
+    )
+    .returning(t.tasks.c.id, t.tasks.c.attempts)
+)
+_OPERATION_CLAIMED = (
+    update(t.operations)
+    .where(t.operations.c.id == bindparam("b_id"))
+    .values(
+        attempts=t.operations.c.attempts + 1,
+        worker_id=bindparam("v_worker_id"),
+        n_queued=t.operations.c.n_queued - bindparam("v_taken", type_=Integer),
+        n_running=t.operations.c.n_running + bindparam("v_taken", type_=Integer),
+        status=bindparam("v_status"),
+        updated_at=bindparam("v_updated_at"),
+        started_at=bindparam("v_started_at"),
+        ended_at=bindparam("v_ended_at"),
+        exit_reason=bindparam("v_exit_reason"),
+    )
+)
+"""A claimed operation: its attempt, worker, counters and settled status in one row write."""
+_DEFINITIONS = select(t.action_versions.c.id, t.action_versions.c.definition).where(
+    t.action_versions.c.id.in_(bindparam("ids", expanding=True))
+)
+_definitions: dict[str, ActionDefinition] = {}
+"""Action versions never change: each is parsed once per process."""
+_MAX_DEFINITIONS = 4096
+
+
+def _definitions_of(tx: Tx, version_ids: set[str]) -> dict[str, ActionDefinition]:
+    """The definitions of action versions, from this process's cache or the database."""
+    missing = [v for v in version_ids if v not in _definitions]
+    if missing:
+        if len(_definitions) + len(missing) > _MAX_DEFINITIONS:
+            _definitions.clear()
+        for row in tx.conn.execute(_DEFINITIONS, {"ids": missing}):
+            _definitions[row.id] = ActionDefinition.model_validate(row.definition)
+    return {v: _definitions[v] for v in version_ids}
+
+
 def _assign(
     tx: Tx,
-    picked: list[str],
+    picked: list[Any],
     worker_id: str,
     project_id: str,
     lease_seconds: float,
@@ -218,51 +341,20 @@ def _assign(
     """Start an attempt at each picked task, under a lease, and say what to run.
 
     Each task gets a session of its own, unless the claim asks for more work of
-    the open session `session_id`.
+    the open session `session_id`. Each operation's row is written once: its
+    attempt, worker, counters and status (settled from the counters read under lock).
     """
     conn = tx.conn
-    claimed = conn.execute(
-        update(t.tasks)
-        .where(t.tasks.c.id.in_(picked), t.tasks.c.status == OS.QUEUED.value)
-        .values(status=OS.SCHEDULED.value, attempts=t.tasks.c.attempts + 1, updated_at=tx.now)
-        .returning(
-            t.tasks.c.id,
-            t.tasks.c.operation_id,
-            t.tasks.c.step_id,
-            t.tasks.c.parameters,
-            t.tasks.c.attempts,
-        )
-    ).all()
-    order = {task_id: i for i, task_id in enumerate(picked)}
-    claimed = sorted(claimed, key=lambda task: order[task.id])
-    op_ids = sorted({c.operation_id for c in claimed})
-    ops = {
-        r.id: r
-        for r in conn.execute(
-            select(
-                t.operations.c.id,
-                t.operations.c.timeout,
-                t.operations.c.deadline_at,
-                t.operations.c.parameters,
-                t.action_versions.c.definition,
-            )
-            .select_from(
-                t.operations.join(
-                    t.action_versions,
-                    t.action_versions.c.id == t.operations.c.action_version_id,
-                )
-            )
-            .where(t.operations.c.id.in_(op_ids))
-        )
-    }
-    deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    scheduled = conn.execute(_SCHEDULE, {"ids": [row.id for row in picked], "now": tx.now})
+    attempts: dict[str, int] = {task_id: attempt for task_id, attempt in scheduled}
+    claimed = [row for row in picked if row.id in attempts]
+    definitions = _definitions_of(tx, {row.action_version_id for row in claimed})
+    taken: dict[str, int] = defaultdict(int)
+    ops: dict[str, Any] = {}
     sessions, actions, assignments = [], [], []
-    definitions: dict[str, ActionDefinition] = {}
     for task in claimed:
-        op = ops[task.operation_id]
-        definition = definitions.get(op.id)
-        if definition is None:
-            definition = definitions[op.id] = ActionDefinition.model_validate(op.definition)
+        definition = definitions[task.action_version_id]
+        attempt = attempts[task.id]
         sa_id = new_id("session_action")
         task_session = session_id
         if task_session is None:
@@ -286,7 +378,7 @@ def _assign(
                 "task_id": task.id,
                 "worker_id": worker_id,
                 "status": SAS.ASSIGNED.value,
-                "lease_epoch": task.attempts,
+                "lease_epoch": attempt,
                 "lease_expires_at": tx.now + lease_seconds,
                 "definition": {
                     "taskRun": {
@@ -298,40 +390,73 @@ def _assign(
                 "created_at": tx.now,
             }
         )
-        deltas[task.operation_id]["n_queued"] -= 1
-        deltas[task.operation_id]["n_running"] += 1
+        taken[task.operation_id] += 1
+        ops.setdefault(task.operation_id, task)
         tx.history(task.id, OS.SCHEDULED.value, f"claimed by {worker_id}")
         tx.history(sa_id, SAS.ASSIGNED.value, f"assigned to {worker_id}")
         assignments.append(
             Assignment(
                 session_action_id=sa_id,
-                lease_epoch=task.attempts,
+                lease_epoch=attempt,
                 lease_seconds=lease_seconds,
                 operation_id=task.operation_id,
                 task_id=task.id,
                 action=definition,
                 parameters=task.parameters,
-                attempt=task.attempts,
-                timeout=attempt_timeout(definition.timeout, op.deadline_at, tx.now),
+                attempt=attempt,
+                timeout=attempt_timeout(definition.timeout, task.deadline_at, tx.now),
                 session_id=task_session,
                 step_id=task.step_id,
-                operation_parameters=op.parameters,
+                operation_parameters=task.operation_parameters,
             )
         )
     if sessions:
         conn.execute(insert(t.sessions), sessions)
-    conn.execute(insert(t.session_actions), actions)
-    conn.execute(
-        update(t.operations)
-        .where(t.operations.c.id == bindparam("oid"))
-        .values(attempts=t.operations.c.attempts + 1, worker_id=worker_id, updated_at=tx.now),
-        [{"oid": oid} for oid in op_ids],
-    )
-    bump(tx, deltas)
-    conn.execute(
-        update(t.workers)
-        .where(t.workers.c.id == worker_id, t.workers.c.status == WorkerStatus.IDLE.value)
-        .values(status=WorkerStatus.RUNNING.value)
-    )
-    settle(tx, op_ids)
+    if actions:
+        conn.execute(insert(t.session_actions), actions)
+    changes = [
+        _claimed_operation(tx, ops[op_id], n, worker_id) for op_id, n in sorted(taken.items())
+    ]
+    if changes:
+        conn.execute(_OPERATION_CLAIMED, changes)
     return assignments
+
+
+def _claimed_operation(tx: Tx, op: Any, taken: int, worker_id: str) -> dict[str, Any]:
+    """The row write of an operation `taken` of whose tasks were just claimed.
+
+    Its counters and status were read under lock with the tasks. A task starts
+    RUNNING only through a report, which settles its operation to RUNNING at once,
+    so an operation has a RUNNING or CANCELING task exactly when it is RUNNING or
+    CANCELING itself (`settle` would look; here the status says it).
+    """
+    counts = TaskCounts(
+        queued=op.n_queued - taken,
+        running=op.n_running + taken,
+        succeeded=op.n_succeeded,
+        failed=op.n_failed,
+        canceled=op.n_canceled,
+    )
+    status = OS(op.status)
+    any_running = status in (OS.RUNNING, OS.CANCELING)
+    row = {
+        "id": op.operation_id,
+        "project_id": op.project_id,
+        "status": op.status,
+        "started_at": op.started_at,
+        "ended_at": op.ended_at,
+        "exit_reason": op.exit_reason,
+    }
+    values = settled(tx, row, counts, any_running) or {
+        "status": op.status,
+        "updated_at": tx.now,
+        "started_at": op.started_at,
+        "ended_at": op.ended_at,
+        "exit_reason": op.exit_reason,
+    }
+    return {
+        "b_id": op.operation_id,
+        "v_worker_id": worker_id,
+        "v_taken": taken,
+        **{f"v_{k}": v for k, v in values.items()},
+    }

@@ -8,11 +8,12 @@ actions, so none deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, select, update
 
+from oprun.domain.models import TaskCounts
 from oprun.domain.retry import (
     AfterInterruption,
     after_interruption,
@@ -226,36 +227,49 @@ def settle(tx: Tx, operation_ids: Sequence[str]) -> None:
     )
     changes: list[dict[str, Any]] = []
     for op in ops:
-        tx.keys.add(operation_key(op.id))
-        current = OS(op.status)
-        target = rollup(current, rows.counts_of(op), op.id in started)
-        if target is OS.CANCELED and op.exit_reason == "TIMEOUT":
-            target = OS.FAILED  # canceled by its deadline: it failed
-        if target is current:
-            continue
-        path = current.path_to(target) or [target]
-        if op.id in tx.started and OS.RUNNING not in path and current is not OS.RUNNING:
-            # Work that started and ended in one batch still ran: record RUNNING.
-            to_running = current.path_to(OS.RUNNING)
-            onwards = OS.RUNNING.path_to(target)
-            if to_running is not None and onwards is not None:
-                path = to_running + onwards
-        started_at = op.started_at
-        if OS.RUNNING in path and started_at is None:
-            started_at = tx.now
-        changes.append(
-            {
-                "b_id": op.id,
-                "b_from": current.value,
-                "v_status": target.value,
-                "v_updated_at": tx.now,
-                "v_started_at": started_at,
-                "v_ended_at": tx.now if target.is_terminal() else op.ended_at,
-                "v_exit_reason": "SUCCEEDED" if target is OS.SUCCEEDED else op.exit_reason,
-            }
-        )
-        for step in path:
-            tx.history(op.id, step.value, None)
-        tx.event(op.project_id, "operation.status", op.id, {"status": target.value})
+        values = settled(tx, dict(op._mapping), rows.counts_of(op), op.id in started)
+        if values is not None:
+            changes.append(
+                {"b_id": op.id, "b_from": op.status, **{f"v_{k}": v for k, v in values.items()}}
+            )
     if changes:
         conn.execute(_SETTLE, changes)
+
+
+def settled(
+    tx: Tx, op: Mapping[str, Any], counts: TaskCounts, any_running: bool
+) -> dict[str, Any] | None:
+    """The columns that bring operation `op` in line with its tasks; None: it already is.
+
+    `op` holds the row's `id`, `project_id`, `status`, `started_at`, `ended_at` and
+    `exit_reason` as locked; `counts` its task counters after this transaction's
+    changes; `any_running` whether one of its tasks is RUNNING or CANCELING. Records
+    the history rows and the status event; the caller writes the columns.
+    """
+    tx.keys.add(operation_key(op["id"]))
+    current = OS(op["status"])
+    target = rollup(current, counts, any_running)
+    if target is OS.CANCELED and op["exit_reason"] == "TIMEOUT":
+        target = OS.FAILED  # canceled by its deadline: it failed
+    if target is current:
+        return None
+    path = current.path_to(target) or [target]
+    if op["id"] in tx.started and OS.RUNNING not in path and current is not OS.RUNNING:
+        # Work that started and ended in one batch still ran: record RUNNING.
+        to_running = current.path_to(OS.RUNNING)
+        onwards = OS.RUNNING.path_to(target)
+        if to_running is not None and onwards is not None:
+            path = to_running + onwards
+    started_at = op["started_at"]
+    if OS.RUNNING in path and started_at is None:
+        started_at = tx.now
+    for step in path:
+        tx.history(op["id"], step.value, None)
+    tx.event(op["project_id"], "operation.status", op["id"], {"status": target.value})
+    return {
+        "status": target.value,
+        "updated_at": tx.now,
+        "started_at": started_at,
+        "ended_at": tx.now if target.is_terminal() else op["ended_at"],
+        "exit_reason": "SUCCEEDED" if target is OS.SUCCEEDED else op["exit_reason"],
+    }
