@@ -14,9 +14,10 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 
 from oprun.domain.limits import MAX_LOG_LINE_BYTES, MAX_OPERATION_LOG_BYTES
+from oprun.domain.models import TaskCounts
 from oprun.domain.policy import retry_policy
 from oprun.domain.protocol import Report
 from oprun.domain.retry import retry_after_failure
@@ -24,8 +25,9 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import schema as t
 from oprun.store.base import Tx
-from oprun.store.counters import COUNTER_OF, bump
+from oprun.store.counters import COUNTER_OF, COUNTERS, bump
 from oprun.store.notify import logs_key, operation_key
+from oprun.store.transitions import settled
 
 FAST_KINDS = frozenset({"running", "progress", "log", "succeeded", "failed"})
 
@@ -49,6 +51,9 @@ OP_COLUMNS = (
     "log_bytes",
 )
 
+SETTLED_COLUMNS = ("status", "started_at", "ended_at")
+"""What settling an operation writes besides its reported columns (`exit_reason` is one)."""
+
 _UPDATE_SA = (
     update(t.session_actions)
     .where(t.session_actions.c.id == bindparam("b_id"))
@@ -70,6 +75,26 @@ _UPDATE_OP = (
     .where(t.operations.c.id == bindparam("b_id"))
     .values({c: bindparam(f"v_{c}") for c in (*OP_COLUMNS, "updated_at")})
 )
+_UPDATE_OP_SETTLED = (
+    update(t.operations)
+    .where(t.operations.c.id == bindparam("b_id"))
+    .values(
+        {
+            **{c: bindparam(f"v_{c}") for c in (*OP_COLUMNS, *SETTLED_COLUMNS, "updated_at")},
+            **{c: getattr(t.operations.c, c) + bindparam(f"d_{c}") for c in COUNTERS},
+        }
+    )
+)
+"""An operation's reported columns, counters and settled status in one row write."""
+_STARTED = (
+    select(t.tasks.c.operation_id)
+    .where(
+        t.tasks.c.operation_id.in_(bindparam("ids", expanding=True)),
+        t.tasks.c.status.in_([OS.RUNNING.value, OS.CANCELING.value]),
+    )
+    .distinct()
+)
+_HOLDING = frozenset({OS.RUNNING.value, OS.CANCELING.value})
 
 
 class ReportEffects:
@@ -88,6 +113,9 @@ class ReportEffects:
         """(operation, worker) of each failed attempt, for quarantine."""
         self.ended_in_steps: set[str] = set()
         """Operations with ordered steps where a task ended: their next steps may start."""
+        self._task_status = {sa["task_id"]: sa["task_status"] for sa in sas.values()}
+        """Each task's status now, as far as the fast reports moved it."""
+        self._rare = False
 
     # -- applying --------------------------------------------------------------------
     def apply(self, sa: dict[str, Any], report: Report) -> None:
@@ -118,7 +146,7 @@ class ReportEffects:
         if not current.can_transition_to(target):
             return False
         self._task_from.setdefault(sa["task_id"], (current.value, sa["id"]))
-        sa["task_status"] = target.value
+        sa["task_status"] = self._task_status[sa["task_id"]] = target.value
         if available_at is not None:
             sa["task_available_at"] = available_at
         before, after = COUNTER_OF[current], COUNTER_OF[target]
@@ -243,9 +271,89 @@ class ReportEffects:
         self._op(sa)
         return True
 
+    def reloaded(self) -> None:
+        """A rare report changed rows behind these effects (they were re-read)."""
+        self._rare = True
+
     # -- writing ---------------------------------------------------------------------
+    def finish(self, touched: set[str]) -> None:
+        """Write what the applied reports changed, settling each touched operation.
+
+        The operations were read under lock; each one's reported columns, counter
+        changes and status (rolled up from its counters) go in one row write.
+        """
+        self._write_attempts()
+        running = self._running(touched)
+        changes = []
+        for op_id in sorted(touched):
+            op = self._ops[op_id]
+            deltas = self._deltas.get(op_id, {})
+            counts = TaskCounts(
+                queued=op["n_queued"] + deltas.get("n_queued", 0),
+                running=op["n_running"] + deltas.get("n_running", 0),
+                succeeded=op["n_succeeded"] + deltas.get("n_succeeded", 0),
+                failed=op["n_failed"] + deltas.get("n_failed", 0),
+                canceled=op["n_canceled"] + deltas.get("n_canceled", 0),
+            )
+            values = settled(self._tx, op, counts, op_id in running)
+            if values is None and op_id not in self._dirty_ops and not any(deltas.values()):
+                continue
+            op.update(values or {"updated_at": self._tx.now})
+            changes.append(
+                {
+                    "b_id": op_id,
+                    "v_updated_at": self._tx.now,
+                    **{f"v_{c}": op[c] for c in (*OP_COLUMNS, *SETTLED_COLUMNS)},
+                    **{f"d_{c}": deltas.get(c, 0) for c in COUNTERS},
+                }
+            )
+        if changes:
+            self._tx.conn.execute(_UPDATE_OP_SETTLED, changes)
+        self._dirty_ops.clear()
+        self._deltas.clear()
+
+    def _running(self, touched: set[str]) -> set[str]:
+        """The touched operations with a task RUNNING or CANCELING (after the writes)."""
+        known = set()
+        if not self._rare:
+            # An operation of one task: that task's status is the one tracked here.
+            known = {op_id for op_id in touched if self._ops[op_id]["n_tasks"] == 1}
+        running = {
+            sa["operation_id"]
+            for sa in self._sas.values()
+            if sa["operation_id"] in known and self._task_status[sa["task_id"]] in _HOLDING
+        }
+        ask = sorted(touched - known)
+        if ask:
+            running.update(self._tx.conn.execute(_STARTED, {"ids": ask}).scalars())
+        return running
+
     def flush(self) -> None:
         """Write what the applied reports changed, one statement per table."""
+        self._write_attempts()
+        conn, now = self._tx.conn, self._tx.now
+        if self._dirty_ops:
+            conn.execute(
+                _UPDATE_OP,
+                [
+                    {
+                        "b_id": op_id,
+                        "v_updated_at": now,
+                        **{f"v_{c}": self._ops[op_id][c] for c in OP_COLUMNS},
+                    }
+                    for op_id in sorted(self._dirty_ops)
+                ],
+            )
+        bump(self._tx, self._deltas)
+        for op_id, deltas in self._deltas.items():  # the rows read stay true to the database
+            op = self._ops[op_id]
+            for counter, change in deltas.items():
+                op[counter] += change
+        self._dirty_ops.clear()
+        self._deltas.clear()
+
+    def _write_attempts(self) -> None:
+        """Write the session actions, tasks and log lines changed so far."""
         conn, now = self._tx.conn, self._tx.now
         if self._sa_from:
             conn.execute(
@@ -273,23 +381,8 @@ class ReportEffects:
                     for task_id, (original, sa_id) in self._task_from.items()
                 ],
             )
-        if self._dirty_ops:
-            conn.execute(
-                _UPDATE_OP,
-                [
-                    {
-                        "b_id": op_id,
-                        "v_updated_at": now,
-                        **{f"v_{c}": self._ops[op_id][c] for c in OP_COLUMNS},
-                    }
-                    for op_id in sorted(self._dirty_ops)
-                ],
-            )
-        bump(self._tx, self._deltas)
         if self._logs:
             conn.execute(insert(t.logs), self._logs)
         self._sa_from.clear()
         self._task_from.clear()
-        self._dirty_ops.clear()
-        self._deltas.clear()
         self._logs.clear()

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from oprun.domain.protocol import Report, ReportOutcome
 from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
-from oprun.store.endings import after_endings
-from oprun.store.report_effects import FAST_KINDS, OP_COLUMNS, SA_COLUMNS, ReportEffects
+from oprun.store.counters import COUNTERS
+from oprun.store.endings import after_endings, quarantine
+from oprun.store.report_effects import (
+    FAST_KINDS,
+    OP_COLUMNS,
+    SA_COLUMNS,
+    SETTLED_COLUMNS,
+    ReportEffects,
+)
 from oprun.store.transitions import LIVE_SA, end_attempt, move_sa, move_task, settle
 
 _REPORT_SA_COLUMNS = (
@@ -42,7 +49,27 @@ _REPORT_OP_COLUMNS = (
         + t.operations.c.n_failed
         + t.operations.c.n_canceled
     ).label("n_tasks"),
-    *(getattr(t.operations.c, c) for c in OP_COLUMNS),
+    *(getattr(t.operations.c, c) for c in (*OP_COLUMNS, *SETTLED_COLUMNS, *COUNTERS)),
+)
+_LOCK_REPORTED_OPERATIONS = (
+    select(*_REPORT_OP_COLUMNS)
+    .where(
+        t.operations.c.id.in_(
+            select(t.session_actions.c.operation_id).where(
+                t.session_actions.c.id.in_(bindparam("ids", expanding=True))
+            )
+        )
+    )
+    .order_by(t.operations.c.id)
+    .with_for_update()
+)
+"""The operations a batch reports on, locked in id order (every writer's lock order)."""
+_LOCK_REPORTED_ATTEMPTS = (
+    select(*_REPORT_SA_COLUMNS)
+    .select_from(t.session_actions.join(t.tasks, t.tasks.c.id == t.session_actions.c.task_id))
+    .where(t.session_actions.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(t.session_actions.c.id)
+    .with_for_update(of=t.session_actions)
 )
 
 
@@ -54,21 +81,12 @@ class ReportQueries(StoreBase):
         with self.write() as tx:
             conn = tx.conn
             ids = sorted({r.session_action_id for r in reports})
-            op_ids = conn.execute(
-                select(t.session_actions.c.operation_id).where(t.session_actions.c.id.in_(ids))
-            ).scalars()
-            ops = self._locked_operations(tx, op_ids)
-            sas = {
+            ops = {
                 r.id: dict(r._mapping)
-                for r in conn.execute(
-                    select(*_REPORT_SA_COLUMNS)
-                    .select_from(
-                        t.session_actions.join(t.tasks, t.tasks.c.id == t.session_actions.c.task_id)
-                    )
-                    .where(t.session_actions.c.id.in_(ids))
-                    .order_by(t.session_actions.c.id)
-                    .with_for_update(of=t.session_actions)
-                )
+                for r in conn.execute(_LOCK_REPORTED_OPERATIONS, {"ids": ids})
+            }
+            sas = {
+                r.id: dict(r._mapping) for r in conn.execute(_LOCK_REPORTED_ATTEMPTS, {"ids": ids})
             }
             effects = ReportEffects(tx, sas, ops)
             touched: set[str] = set()
@@ -84,6 +102,7 @@ class ReportQueries(StoreBase):
                         effects.flush()
                         self._apply_rare_report(tx, sa, report)
                         self._reload(tx, sa, ops)
+                        effects.reloaded()
                 outcomes.append(
                     ReportOutcome(
                         session_action_id=report.session_action_id,
@@ -91,23 +110,17 @@ class ReportQueries(StoreBase):
                         reason=reason,
                     )
                 )
-            effects.flush()
-            after_endings(tx, effects.failures, effects.ended_in_steps)
-            settle(tx, sorted(touched))
+            if effects.ended_in_steps:
+                # Later steps may start or be canceled: that reads and writes tasks
+                # and counters behind the effects, so settle from the rows.
+                effects.flush()
+                after_endings(tx, effects.failures, effects.ended_in_steps)
+                settle(tx, sorted(touched))
+            else:
+                effects.finish(touched)
+                if effects.failures:
+                    quarantine(tx, effects.failures)
             return outcomes
-
-    def _locked_operations(self, tx: Tx, operation_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Lock operations in id order and return what reports may change of them."""
-        ids = sorted(set(operation_ids))
-        if not ids:
-            return {}
-        found = tx.conn.execute(
-            select(*_REPORT_OP_COLUMNS)
-            .where(t.operations.c.id.in_(ids))
-            .order_by(t.operations.c.id)
-            .with_for_update()
-        )
-        return {r.id: dict(r._mapping) for r in found}
 
     @staticmethod
     def _reload(tx: Tx, sa: dict[str, Any], ops: dict[str, dict[str, Any]]) -> None:
