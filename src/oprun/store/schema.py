@@ -206,7 +206,8 @@ tasks = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
-Index("ix_tasks_operation", tasks.c.operation_id)
+# A page of an operation's tasks (oldest first, after a cursor) is one range of this.
+Index("ix_tasks_operation_id", tasks.c.operation_id, tasks.c.id)
 WAITING_ON_STEPS = 1.0e18
 """`available_at` of a task whose step waits for other steps: never, until released."""
 # Claims read only this partial index: it holds just the rows waiting for a worker.
