@@ -82,7 +82,9 @@ def test_a_chunked_template_enters_its_environment_once_per_session(
     # The operation is done when its tasks are; environments exit just after.
     deadline = time.monotonic() + 10
     while True:
-        actions = api.get(f"/v1/operations/{op['id']}/session-actions").json()
+        actions = api.get(
+            f"/v1/operations/{op['id']}/session-actions", params={"limit": 500}
+        ).json()["items"]
         kinds = Counter(next(iter(sa["definition"])) for sa in actions)
         settled = all(sa["status"] != "RUNNING" for sa in actions)
         if (settled and kinds["envExit"] == kinds["envEnter"]) or time.monotonic() > deadline:
@@ -203,7 +205,9 @@ def test_cancel_stops_an_openjd_task_that_ignores_sigterm_and_exits_its_environm
     gone = time.monotonic() - asked
     deadline = time.monotonic() + 10
     while True:
-        actions = api.get(f"/v1/operations/{op['id']}/session-actions").json()
+        actions = api.get(
+            f"/v1/operations/{op['id']}/session-actions", params={"limit": 500}
+        ).json()["items"]
         exits = [sa for sa in actions if "envExit" in sa["definition"]]
         if (exits and exits[0]["status"] == "SUCCEEDED") or time.monotonic() > deadline:
             break

@@ -1,17 +1,20 @@
 """Lists that were unbounded are paged like every other list, on each backend.
 
-`GET /v1/tokens` and `GET /v1/operations/{id}/tasks` answer `{"items", "next_cursor"}`
-with keyset cursors and the usual `limit` bounds; the SDK follows their pages.
+`GET /v1/tokens`, `GET /v1/operations/{id}/tasks` and `GET /v1/operations/{id}/session-actions`
+answer `{"items", "next_cursor"}` with keyset cursors and the usual `limit` bounds; the
+SDK follows their pages.
 """
 
 from __future__ import annotations
 
+import asyncio
+import html
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from oprun.sdk import Client
+from oprun.sdk import AsyncClient, Client
 from tests.integration.conftest import Tenant
 
 FRAMES = 7
@@ -113,3 +116,55 @@ def test_an_operations_tasks_are_paged(api: httpx.Client, tenant: Tenant) -> Non
         assert live.status_code == 200
         assert [i for i in ids if f"Task {i}:" in live.text] == ids[3:]
         assert web.get(f"/operations/{op['id']}", params={"cursor": "%%%"}).status_code == 400
+
+
+def test_an_operations_session_actions_are_paged(api: httpx.Client, tenant: Tenant) -> None:
+    saved = api.post("/v1/actions", json={"name": "frames", "kind": "openjd", "template": TEMPLATE})
+    assert saved.status_code == 201, saved.text
+    op = api.post("/v1/operations", json={"action": "frames"}).json()
+    registration = {"name": "scripted", "hostname": "test", "capabilities": {"kinds": ["openjd"]}}
+    worker = api.post("/v1/workers", json=registration).json()
+    claimed = api.post(f"/v1/workers/{worker['id']}:claim", json={"max": FRAMES, "wait": 0})
+    assert claimed.status_code == 200, claimed.text
+    made = sorted(a["session_action_id"] for a in claimed.json()["assignments"])
+    assert len(made) == FRAMES  # one attempt per task: more than a page of 3
+    path = f"/v1/operations/{op['id']}/session-actions"
+    ids, pages = _walk(api, path, 3)
+    assert pages == 3 and ids == made
+    first = api.get(path, params={"limit": 3}).json()
+    assert first["next_cursor"] is not None
+    # The cursor is the position after the last item: the next page starts right after it.
+    after = api.get(path, params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    assert [sa["id"] for sa in after["items"]] == ids[3:6]
+    assert all(sa["operation_id"] == op["id"] for sa in first["items"] + after["items"])
+    assert [sa["id"] for sa in api.get(path).json()["items"]] == ids  # the default page
+    _bounds_are_checked(api, path)
+    _refused(api.get("/v1/operations/op_missing/session-actions"), 404)
+    with Client(tenant.url, tenant.token) as client:
+        assert [sa.id for sa in client.operations.session_actions(op["id"], page_size=2)] == ids
+        assert [sa.id for sa in client.operations.session_actions(op["id"], limit=4)] == ids[:4]
+        assert [sa.id for sa in client.operations.get(op["id"]).session_actions()] == ids
+
+    async def walk_async() -> None:
+        async with AsyncClient(tenant.url, tenant.token) as aclient:
+            pages = aclient.operations.session_actions(op["id"], page_size=2)
+            assert [sa.id async for sa in pages] == ids
+            got = await aclient.operations.get(op["id"])
+            assert [sa.id async for sa in got.session_actions()] == ids
+
+    asyncio.run(walk_async())
+    # The web UI's operation page and its live part show one page of session actions, by
+    # `attempts_cursor`; each pager keeps the other list's page.
+    tasks_cursor = api.get(f"/v1/operations/{op['id']}/tasks", params={"limit": 3}).json()
+    with httpx.Client(base_url=tenant.url, cookies={"oprun_session": tenant.token}) as web:
+        whole = web.get(f"/operations/{op['id']}")
+        assert whole.status_code == 200 and all(f'title="{i}"' in whole.text for i in ids)
+        both = {"cursor": tasks_cursor["next_cursor"], "attempts_cursor": first["next_cursor"]}
+        live = web.get(f"/operations/{op['id']}/live", params=both)
+        assert live.status_code == 200
+        assert [i for i in ids if f'title="{i}"' in live.text] == ids[3:]
+        links = html.unescape(live.text)
+        assert f'/operations/{op["id"]}?cursor={both["cursor"]}">« First session' in links
+        assert f'?attempts_cursor={both["attempts_cursor"]}">« First tasks' in links
+        bad = web.get(f"/operations/{op['id']}", params={"attempts_cursor": "%%%"})
+        assert bad.status_code == 400

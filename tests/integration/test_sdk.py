@@ -117,7 +117,7 @@ def test_invoke_wait_and_read_everything_sync(client: Client) -> None:
 
     (task,) = done.tasks()
     assert task.operation_id == op.id and task.status is OperationStatus.SUCCEEDED
-    attempts = done.session_actions()
+    attempts = list(done.session_actions())
     assert attempts and all(sa.operation_id == op.id for sa in attempts)
     run = client.session_actions.get(attempts[-1].id)
     assert run.status == "SUCCEEDED" and run.worker_id == done.worker_id
@@ -144,7 +144,7 @@ def test_invoke_wait_and_read_everything_async(env: Live) -> None:
             assert followed == lines
             (task,) = [t async for t in done.tasks()]
             assert task.status is OperationStatus.SUCCEEDED
-            attempts = await done.session_actions()
+            attempts = [sa async for sa in done.session_actions()]
             run = await client.session_actions.get(attempts[-1].id)
             assert run.status == "SUCCEEDED"
             seen = [s.state async for s in client.operations.watch(op.id, every=0.5)]

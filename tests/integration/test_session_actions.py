@@ -124,7 +124,7 @@ def test_session_actions_list_by_operation_task_and_session(api, attempts):
         assert [sa["id"] for sa in by_task] == attempts.made[op]
         # The older per-operation endpoint answers the same attempts.
         old = api.get(f"/v1/operations/{op}/session-actions").json()
-        assert [sa["id"] for sa in old] == attempts.made[op]
+        assert [sa["id"] for sa in old["items"]] == attempts.made[op]
 
     middle = _all(api, operation_id=first)[1]
     assert [sa["id"] for sa in _all(api, session_id=middle["session_id"])] == [middle["id"]]
@@ -270,7 +270,7 @@ def test_sdk_twins_list_session_actions_page_by_page(server, attempts):
             by_task = aclient.session_actions.list(task_id=attempts.tasks[first], limit=1)
             assert [sa.id async for sa in by_task] == attempts.made[first][:1]
             op = await aclient.operations.get(first)
-            assert [sa.id for sa in await op.session_actions()] == attempts.made[first]
+            assert [sa.id async for sa in op.session_actions()] == attempts.made[first]
             with pytest.raises(ValidationError):
                 aclient.session_actions.list(session_id="")
 

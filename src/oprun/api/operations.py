@@ -175,12 +175,19 @@ def list_tasks(
 
 @router.get(
     "/operations/{operation_id}/session-actions",
-    response_model=list[SessionAction],
+    response_model=Page[SessionAction],
     operation_id="listSessionActions",
 )
-def list_session_actions(operation_id: str, caller: Caller, svc: Svc) -> list[SessionAction]:
-    """Every attempt at the operation's work."""
-    return svc.operations.session_actions(caller, operation_id)
+def list_session_actions(
+    operation_id: str,
+    caller: Caller,
+    svc: Svc,
+    cursor: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=500)] = None,
+) -> Response:
+    """The attempts at the operation's work, oldest first (each session in order), paged."""
+    page = svc.operations.session_actions(caller, operation_id, cursor, limit)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get(

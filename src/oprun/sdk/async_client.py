@@ -447,9 +447,19 @@ class AsyncOperations:
             lambda cursor, size: E.operation_tasks(operation_id, cursor, size), limit, page_size
         )
 
-    async def session_actions(self, operation_id: str) -> builtins.list[models.SessionAction]:
-        """Every attempt at the operation's work, on whichever worker."""
-        return await self._client._send(E.operation_session_actions(operation_id))
+    def session_actions(
+        self, operation_id: str, *, limit: int | None = None, page_size: int | None = None
+    ) -> AsyncIterator[models.SessionAction]:
+        """Every attempt at the operation's work, oldest first (``async for``).
+
+        Each session's attempts come in the order they ran; pages are fetched as
+        needed. `limit` caps how many are yielded (all when None).
+        """
+        return self._client._pages(
+            lambda cursor, size: E.operation_session_actions(operation_id, cursor, size),
+            limit,
+            page_size,
+        )
 
 
 class AsyncSessionActions:

@@ -524,9 +524,19 @@ class Operations:
             lambda cursor, size: E.operation_tasks(operation_id, cursor, size), limit, page_size
         )
 
-    def session_actions(self, operation_id: str) -> builtins.list[models.SessionAction]:
-        """Every attempt at the operation's work, on whichever worker."""
-        return self._client._send(E.operation_session_actions(operation_id))
+    def session_actions(
+        self, operation_id: str, *, limit: int | None = None, page_size: int | None = None
+    ) -> Iterator[models.SessionAction]:
+        """Every attempt at the operation's work, on whichever worker, oldest first.
+
+        Each session's attempts come in the order they ran; pages are fetched as you
+        iterate. `limit` caps how many are yielded (all when None).
+        """
+        return self._client._pages(
+            lambda cursor, size: E.operation_session_actions(operation_id, cursor, size),
+            limit,
+            page_size,
+        )
 
 
 class SessionActions:

@@ -141,8 +141,8 @@ class Operation(OperationSnapshot):
         """Its tasks, oldest first; pages are fetched as you iterate."""
         return self._client.operations.tasks(self.id)
 
-    def session_actions(self) -> list[models.SessionAction]:
-        """Every attempt at its work (Deadline's session actions)."""
+    def session_actions(self) -> Iterator[models.SessionAction]:
+        """Every attempt at its work (Deadline's session actions), oldest first, paged."""
         return self._client.operations.session_actions(self.id)
 
 
@@ -231,9 +231,9 @@ class AsyncOperation(OperationSnapshot):
         """Its tasks, oldest first (``async for``); pages are fetched as needed."""
         return self._client.operations.tasks(self.id)
 
-    async def session_actions(self) -> list[models.SessionAction]:
-        """Every attempt at its work (Deadline's session actions)."""
-        return await self._client.operations.session_actions(self.id)
+    def session_actions(self) -> AsyncIterator[models.SessionAction]:
+        """Every attempt at its work (Deadline's session actions), oldest first (``async for``)."""
+        return self._client.operations.session_actions(self.id)
 
 
 class NoOp(NoOpSnapshot):

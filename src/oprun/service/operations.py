@@ -211,10 +211,25 @@ class OperationService:
 
         return cursor.paged(page_cursor, limit, fetch, key=lambda task: task.id)
 
-    def session_actions(self, principal: Principal, operation_id: str) -> list[SessionAction]:
-        """Every attempt at the operation's work."""
+    def session_actions(
+        self,
+        principal: Principal,
+        operation_id: str,
+        page_cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[SessionAction]:
+        """A page of the attempts at the operation's work, oldest first (each session in order).
+
+        NotFound for another project's operation.
+        """
         principal.require(Permission.READ)
-        return self._store.list_session_actions(principal.project_id, operation_id)
+
+        def fetch(after: Any, size: int) -> list[SessionAction]:
+            return self._store.list_session_actions(
+                principal.project_id, operation_id, after=after, limit=size
+            )
+
+        return cursor.paged(page_cursor, limit, fetch, key=lambda sa: sa.id)
 
     def session_action_page(
         self,

@@ -280,8 +280,10 @@ class Store(Protocol):
         """Up to `limit` tasks of one operation, oldest first, newer than the id `after`."""
         ...
 
-    def list_session_actions(self, project_id: str, operation_id: str) -> list[SessionAction]:
-        """Every attempt of an operation's work, oldest first."""
+    def list_session_actions(
+        self, project_id: str, operation_id: str, *, after: str | None = None, limit: int = 50
+    ) -> list[SessionAction]:
+        """Up to `limit` attempts of an operation's work, oldest first, newer than `after`."""
         ...
 
     def find_session_actions(

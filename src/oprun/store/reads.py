@@ -115,18 +115,27 @@ class ReadQueries(StoreBase):
             self._check_operation(conn, project_id, operation_id)
             return [rows.task(r) for r in conn.execute(query).all()]
 
-    def list_session_actions(self, project_id: str, operation_id: str) -> list[SessionAction]:
-        """Every attempt of an operation's work, oldest first."""
+    def list_session_actions(
+        self, project_id: str, operation_id: str, *, after: str | None = None, limit: int = 50
+    ) -> list[SessionAction]:
+        """Up to `limit` attempts of an operation's work, oldest first, newer than the id `after`.
+
+        One range of `ix_session_actions_operation_id`. Records come without their
+        status history (`get_session_action` has it). NotFound for an operation of
+        another project (or none).
+        """
+        sa = t.session_actions.c
+        query = (
+            select(t.session_actions)
+            .where(sa.operation_id == operation_id)
+            .order_by(sa.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(sa.id > after)
         with self.read() as conn:
             self._check_operation(conn, project_id, operation_id)
-            return [
-                rows.session_action(r)
-                for r in conn.execute(
-                    select(t.session_actions)
-                    .where(t.session_actions.c.operation_id == operation_id)
-                    .order_by(t.session_actions.c.id)
-                ).all()
-            ]
+            return [rows.session_action(r) for r in conn.execute(query).all()]
 
     def find_session_actions(
         self,

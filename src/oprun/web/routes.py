@@ -33,6 +33,8 @@ LOG_LINES_IN_PAGE = 500
 """Log lines rendered with the operation page; its script fetches the rest."""
 TASKS_IN_PAGE = 500
 """Tasks drawn on one page of an operation; a pager leads to the rest."""
+ATTEMPTS_IN_PAGE = 500
+"""Session actions drawn on one page of an operation; a pager of their own leads on."""
 PageSize = Annotated[int | None, Query(ge=1, le=500)]
 
 
@@ -127,32 +129,52 @@ def job_row(request: Request, operation_id: str, page: Page, svc: Svc) -> Respon
 
 # -- Operation ----------------------------------------------------------------------------
 def _operation_parts(
-    svc: Svc, page: PageContext, operation_id: str, cursor: str | None
+    svc: Svc,
+    page: PageContext,
+    operation_id: str,
+    cursor: str | None,
+    attempts_cursor: str | None = None,
 ) -> dict[str, Any]:
+    """What the operation page draws: its page of tasks (`cursor`) and of attempts.
+
+    Each pager keeps the other's position (`tasks_keep`, `attempts_keep`).
+    """
     op: Operation = svc.operations.get(page.caller, operation_id)
     tasks = svc.operations.tasks(page.caller, operation_id, cursor or None, TASKS_IN_PAGE)
-    attempts = svc.operations.session_actions(page.caller, operation_id)
+    attempts = svc.operations.session_actions(
+        page.caller, operation_id, attempts_cursor or None, ATTEMPTS_IN_PAGE
+    )
     return {
         "op": op,
         "tasks": tasks.items,
         "tasks_next": tasks.next_cursor,
         "tasks_paged": bool(cursor),
-        "sessions": views.sessions(attempts),
+        "tasks_keep": {"attempts_cursor": attempts_cursor} if attempts_cursor else {},
+        "sessions": views.sessions(attempts.items),
+        "attempts_next": attempts.next_cursor,
+        "attempts_paged": bool(attempts_cursor),
+        "attempts_keep": {"cursor": cursor} if cursor else {},
         "timeline": views.timeline(op.history, ongoing=not op.status.is_terminal()),
     }
 
 
 @router.get("/operations/{operation_id}")
 async def operation(
-    request: Request, operation_id: str, page: Page, svc: Svc, cursor: str | None = None
+    request: Request,
+    operation_id: str,
+    page: Page,
+    svc: Svc,
+    cursor: str | None = None,
+    attempts_cursor: str | None = None,
 ) -> Response:
     """One operation: status, progress, timeline, tasks, attempts, live logs, outcome.
 
-    Its tasks are paged (`cursor` names the page, `TASKS_IN_PAGE` each).
+    Its tasks are paged (`cursor` names the page, `TASKS_IN_PAGE` each), and so are
+    its session actions (`attempts_cursor`, `ATTEMPTS_IN_PAGE` each).
     """
     # Read the event position first: every change after it reaches the page's stream.
     after = await run_sync(svc.events.latest, page.caller)
-    parts = await run_sync(_operation_parts, svc, page, operation_id, cursor)
+    parts = await run_sync(_operation_parts, svc, page, operation_id, cursor, attempts_cursor)
     logs = await svc.operations.logs(page.caller, operation_id, 0, LOG_LINES_IN_PAGE, 0)
     return render(
         request,
@@ -163,10 +185,15 @@ async def operation(
 
 @fragments.get("/operations/{operation_id}/live")
 def operation_live(
-    request: Request, operation_id: str, page: Page, svc: Svc, cursor: str | None = None
+    request: Request,
+    operation_id: str,
+    page: Page,
+    svc: Svc,
+    cursor: str | None = None,
+    attempts_cursor: str | None = None,
 ) -> Response:
-    """The parts of an operation page that change, as they are now (its page of tasks)."""
-    parts = _operation_parts(svc, page, operation_id, cursor)
+    """The parts of an operation page that change, as they are now (the same pages)."""
+    parts = _operation_parts(svc, page, operation_id, cursor, attempts_cursor)
     return render(request, "_operation_live.html", _context(page, "jobs", **parts))
 
 

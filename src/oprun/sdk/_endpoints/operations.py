@@ -20,7 +20,6 @@ from oprun.sdk._endpoints._common import (
     new_idempotency_key,
     parse_model,
     parse_nothing,
-    parse_typed,
 )
 from oprun.sdk._requests import Call, from_pydantic, handle, segment
 
@@ -217,12 +216,15 @@ def operation_tasks(
     )
 
 
-def operation_session_actions(operation_id: str) -> Call[list[models.SessionAction]]:
-    """``GET /v1/operations/{id}/session-actions``: every attempt at its work."""
+def operation_session_actions(
+    operation_id: str, cursor: str | None, limit: int | None
+) -> Call[models.Page[models.SessionAction]]:
+    """``GET /v1/operations/{id}/session-actions``: a page of the attempts at its work."""
     return Call(
         "GET",
         f"/v1/operations/{segment(operation_id)}/session-actions",
-        parse_typed(list[models.SessionAction]),
+        parse_model(models.Page[models.SessionAction]),
+        params={"cursor": cursor, "limit": limit},
         retry_safe=True,
     )
 
