@@ -57,6 +57,8 @@ PEER_FIELDS = {
 }
 """Each column's field in a peer script's JSON line."""
 REFERENCE = "oprun-postgres"
+PEER_TIMEOUT = 3 * 3600
+"""Seconds one peer's script may run (RQ forks a process per job: slow on a busy machine)."""
 
 
 def default_venv() -> Path:
@@ -119,7 +121,7 @@ def run_peer(python: Path, peer: str, ops: int, rtt: int, logs: Path) -> dict[st
         env=env,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=PEER_TIMEOUT,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -212,12 +214,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(run)
             rows[f"oprun-{backend}"] = {c: run.figures.get(c) for c in COLUMNS}
             records[f"oprun-{backend}"] = asdict(run)
+            print(f"   {json.dumps(rows[f'oprun-{backend}'])}", flush=True)
         for peer in args.peers:
             print(f"== {peer}", flush=True)
             assert python is not None
-            record = run_peer(python, peer, args.ops, args.rtt, Path(tmp) / "peers")
+            try:
+                record = run_peer(python, peer, args.ops, args.rtt, Path(tmp) / "peers")
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                # One peer failing (or too slow for this machine) must not lose the others.
+                print(f"   {peer} failed: {str(exc).strip().splitlines()[-1]}", flush=True)
+                records[peer] = {"error": str(exc)}
+                rows[f"{peer} (failed)"] = dict.fromkeys(COLUMNS)
+                continue
             rows[peer] = peer_row(record)
             records[peer] = record
+            print(f"   {json.dumps(rows[peer])}", flush=True)
     print()
     print(f"{args.ops} no-op jobs, 2 worker processes, {args.rtt} round trips, loopback")
     print(format_table(rows))

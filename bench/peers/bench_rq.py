@@ -50,7 +50,7 @@ def main():
         t0 = time.perf_counter()  # (b) bulk enqueue
         jobs = q.enqueue_many([Queue.prepare_data(noop) for _ in range(a.n)])
         t_drain_enq = time.perf_counter() - t0
-        common.wait_until(lambda: reg.count >= base + a.n, 900, 0.02, "rq drain")
+        common.wait_until(lambda: reg.count >= base + a.n, 3600, 0.02, "rq drain")
         t_drain = time.perf_counter() - t0
         statuses = {j.get_status(refresh=False) for j in Job.fetch_many([j.id for j in jobs], conn)}
         assert statuses == {JobStatus.FINISHED}, statuses
