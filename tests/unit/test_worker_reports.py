@@ -161,3 +161,88 @@ def test_discard_drops_a_session_actions_unsent_reports():
     batcher.discard("lost")
     asyncio.run(_drive(batcher))
     assert [r["session_action_id"] for b in server.batches for r in b] == ["keep"]
+
+
+class GatedServer(FakeServer):
+    """A server whose answers wait for `gate`: a batch stays in flight until it opens."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send(self, body: str) -> ReportBatchResponse:
+        self.batches.append(json.loads(body)["reports"])
+        await self.gate.wait()
+        self.gate.clear()
+        return await FakeServer().send(body)
+
+
+async def _until(condition, turns=1000):
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
+def test_batcher_sends_at_once_and_gathers_only_while_a_batch_is_in_flight():
+    async def scenario():
+        server = GatedServer()
+        batcher = ReportBatcher(server.send, lambda r, o: None)
+        runner = asyncio.create_task(batcher.run())
+        try:
+            # Nothing in flight: the first report goes without any wait (no timer runs).
+            batcher.progress("sa1", 1, percent=1.0)
+            await _until(lambda: len(server.batches) == 1, turns=20)
+            # In flight: what comes meanwhile waits, then goes as one batch.
+            batcher.add("sa2", 1, "succeeded")
+            batcher.log("sa1", 1, ["x"], "stdout")
+            batcher.add("sa3", 1, "failed")
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert len(server.batches) == 1
+            server.gate.set()
+            await _until(lambda: len(server.batches) == 2)
+            assert [r["kind"] for r in server.batches[1]] == ["succeeded", "log", "failed"]
+            server.gate.set()
+            await asyncio.wait_for(batcher.flush(), 5)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_running_report_is_held_until_its_outcome_replaces_it():
+    async def scenario():
+        server = FakeServer()
+        batcher = ReportBatcher(server.send, lambda r, o: None, running_hold=30.0)
+        runner = asyncio.create_task(batcher.run())
+        try:
+            batcher.add("sa1", 1, "running")
+            await asyncio.sleep(0.05)
+            assert server.batches == []  # held: the outcome may make it needless
+            batcher.add("sa1", 1, "succeeded")  # replaces it, and goes at once
+            await _until(lambda: len(server.batches) == 1)
+            assert [r["kind"] for r in server.batches[0]] == ["succeeded"]
+            # Anything else to send ends a hold: the running report goes along.
+            batcher.add("sa2", 1, "running")
+            batcher.progress("sa3", 1, percent=5.0)
+            await _until(lambda: len(server.batches) == 2)
+            assert [r["kind"] for r in server.batches[1]] == ["running", "progress"]
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        # A task that runs on: its running report goes once the hold is over.
+        server = FakeServer()
+        batcher = ReportBatcher(server.send, lambda r, o: None, running_hold=0.01)
+        runner = asyncio.create_task(batcher.run())
+        try:
+            batcher.add("sa4", 1, "running")
+            await asyncio.sleep(0.5)
+            assert [r["kind"] for b in server.batches for r in b] == ["running"]
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())

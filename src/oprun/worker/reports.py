@@ -1,12 +1,18 @@
 """`ReportBatcher`: collects a worker's reports and sends them in batches, in order.
 
-Reports wait ~20 ms (or until 500 are queued), then go in one request; an
-outcome (`succeeded`, `failed`, ...) goes at once. One request is in flight at a
-time, so the order of each session action's reports is kept. Log lines of one
-session action merge into one `log` report, a burst of progress into its latest
-state, and a `running` still unsent when the outcome comes is dropped (the
-server starts the attempt on its outcome), so a chatty or short action costs few
-reports.
+Batching is natural: with no request in flight, what is queued goes at once; what
+piles up while one is in flight goes as the next batch when it returns (up to 500
+reports or 768 KiB a batch). One request is in flight at a time, so the order of
+each session action's reports is kept. Log lines of one session action merge into
+one `log` report, a burst of progress into its latest state, and a `running` still
+unsent when the outcome comes is dropped (the server starts the attempt on its
+outcome), so a chatty or short action costs few reports.
+
+A `running` report is the one report held back: alone in the queue it waits up to
+`RUNNING_HOLD` (20 ms) from when it was queued, unless anything else is to be sent
+(it then goes along). A short task's outcome thus replaces it and goes alone, at once,
+instead of waiting for a request that only said "running" to return; a longer task
+shows as running at most 20 ms late. Nothing waits on the way to an outcome.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ Stream = Literal["stdout", "stderr", "system"]
 Send = Callable[[str], Awaitable[ReportBatchResponse]]
 Settled = Callable[[Report, ReportOutcome], None]
 
-LINGER_SECONDS = 0.02
+RUNNING_HOLD = 0.02
+"""How long a lone `running` report may wait for its outcome to replace it (seconds)."""
 MAX_BATCH_REPORTS = 500
 MAX_BATCH_BYTES = 768 * 1024
 """Well under the API's 1 MiB request limit."""
@@ -84,20 +91,21 @@ class ReportBatcher:
         send: Send,
         on_settled: Settled,
         *,
-        linger: float = LINGER_SECONDS,
+        running_hold: float = RUNNING_HOLD,
         max_reports: int = MAX_BATCH_REPORTS,
         max_bytes: int = MAX_BATCH_BYTES,
     ) -> None:
         """Batch reports for `send`; tell `on_settled` what became of each."""
         self._send = send
         self._on_settled = on_settled
-        self._linger = linger
+        self._running_hold = running_hold
         self._max_reports = max_reports
         self._max_bytes = max_bytes
         self._queue: deque[_Entry] = deque()
         self._last: dict[str, _Entry] = {}  # the newest unsent entry of each session action
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
+        """Set when something other than a `running` report is queued: send without holding."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._sessions: list[SessionReport] = []
@@ -120,7 +128,7 @@ class ReportBatcher:
         ):
             self._queue.remove(last)  # the outcome starts the attempt on the server
         self._push(_Entry(session_action_id, lease_epoch, kind, fields))
-        if kind in TERMINAL_KINDS:
+        if kind != "running":
             self._urgent.set()
 
     def progress(
@@ -140,6 +148,7 @@ class ReportBatcher:
             last.fields.update(update)
             return
         self._push(_Entry(session_action_id, lease_epoch, "progress", update))
+        self._urgent.set()
 
     def log(
         self, session_action_id: str, lease_epoch: int, lines: list[str], stream: Stream
@@ -160,6 +169,7 @@ class ReportBatcher:
                 self._push(last)
             last.lines.append(line)
             last.size += size
+        self._urgent.set()
 
     def session(self, report: SessionReport) -> None:
         """Queue a report on a session-level action (environment enter/exit, sync)."""
@@ -168,8 +178,7 @@ class ReportBatcher:
         self._sessions.append(report)
         self._idle.clear()
         self._wake.set()
-        if report.status != "RUNNING":
-            self._urgent.set()
+        self._urgent.set()
 
     def end_session(self, session_id: str) -> None:
         """Queue the closing of a session (after its last reports)."""
@@ -212,18 +221,27 @@ class ReportBatcher:
 
     # -- sending --------------------------------------------------------------------------
     async def run(self) -> None:
-        """Send batches until cancelled."""
+        """Send batches until cancelled: at once, one in flight, what piled up next."""
         while True:
             if not len(self):
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if len(self._queue) < self._max_reports and not self._urgent.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), self._linger)
+            if not self._urgent.is_set() and self._only_running():
+                # Only `running` reports are queued: give their outcomes a moment to
+                # replace them (anything else queued meanwhile ends the hold).
+                hold = self._queue[0].queued_at + self._running_hold - time.monotonic()
+                if hold > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), hold)
             self._urgent.clear()
             await self._send_one_batch()
+
+    def _only_running(self) -> bool:
+        return (
+            not self._sessions and not self._ended and all(e.kind == "running" for e in self._queue)
+        )
 
     async def flush(self) -> None:
         """Return once every report queued so far has been answered (or given up on)."""
