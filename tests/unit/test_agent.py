@@ -355,3 +355,31 @@ def test_children_do_not_get_the_token():
     finally:
         del os.environ["OPRUN_TOKEN"]
     assert api.outcome(sa)["result"]["token"] is None
+
+
+def test_a_freed_slot_claims_once_no_work_runs_without_waiting_out_the_gather(monkeypatch):
+    """The re-claim gathers slots freed by work still running, but never waits once none runs."""
+    from oprun.worker import agent as agent_module
+
+    class FakeSlots:
+        def __init__(self) -> None:
+            self.running = 1
+            self.slot_freed = asyncio.Event()
+
+    async def scenario() -> float:
+        monkeypatch.setattr(agent_module, "CLAIM_GATHER", 30.0)
+        agent = WorkerAgent("http://unused", TOKEN, concurrency=2)
+        slots = FakeSlots()
+
+        async def last_task_ends() -> None:
+            await asyncio.sleep(0.05)
+            slots.running = 0
+            slots.slot_freed.set()
+
+        ender = asyncio.create_task(last_task_ends())
+        started = time.monotonic()
+        await asyncio.wait_for(agent._gather(slots), 5)  # type: ignore[arg-type]
+        await ender
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 2

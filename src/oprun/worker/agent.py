@@ -69,7 +69,7 @@ FLUSH_TIMEOUT = 10.0
 CLAIM_SETTLE = 0.5
 """How long a stopping worker that gave work back waits for its last claim to answer."""
 CLAIM_GATHER = 0.005
-"""While work runs, how long a freed slot waits for others before claiming for them all."""
+"""While work runs, how long a freed slot may wait for others before claiming for them all."""
 
 
 class WorkerGivenUp(OprunError):
@@ -289,9 +289,10 @@ class WorkerAgent:
                 await slots.slot_freed.wait()
                 continue
             if slots.running and slots.free < self.concurrency:
-                # Busy: let a few more slots free up so one claim fetches several tasks
-                # instead of one request per finished task.
-                await asyncio.sleep(CLAIM_GATHER)
+                # Busy: tasks claimed together tend to end together, so gather the slots
+                # they free into one claim rather than one request per task; stop
+                # waiting as soon as no work runs (nothing more can free up).
+                await self._gather(slots)
             worker_id = self.worker_id
             assert worker_id is not None
             request = ClaimRequest(max=min(slots.free, MAX_CLAIM), wait=self.claim_wait)
@@ -305,6 +306,17 @@ class WorkerAgent:
                 slots.start(assignment)
             if response.stop:
                 self._stop_requested_by_server()
+
+    async def _gather(self, slots: Slots) -> None:
+        """Wait up to `CLAIM_GATHER` for more slots to free, no longer once none is busy."""
+        deadline = asyncio.get_running_loop().time() + CLAIM_GATHER
+        while slots.running and not self._stop.is_set():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            slots.slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slots.slot_freed.wait(), left)
 
     def _stop_requested_by_server(self) -> None:
         """The server gave this worker up for lost (it says stop only then, while it serves)."""
