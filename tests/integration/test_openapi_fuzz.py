@@ -180,7 +180,9 @@ def _exercise(
     except Unsatisfiable:
         return None  # no negative data exists for an operation that takes nothing
     except Exception as exc:  # a failed check: report it with the operation, go on
-        inner = "".join(f"\n  {e!r}" for e in getattr(exc, "exceptions", ()))  # flaky ones
+        # A flaky failure wraps what the first call raised: a check's failure group is a
+        # BaseException, so hypothesis hides it behind its cause; show the cause.
+        inner = "".join(f"\n  {e.__cause__ or e!r}" for e in getattr(exc, "exceptions", ()))
         return f"{operation.method.upper()} {operation.path} ({mode.value}): {exc}{inner}"[:3000]
     return None
 
