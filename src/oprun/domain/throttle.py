@@ -37,7 +37,8 @@ class FailureRule:
         counted = self.recent(failures, now)
         if len(counted) < self.limit:
             return None
-        return counted[0] + self.window - now
+        # Never more than a window, even where float rounding of large times says so.
+        return min(self.window, counted[0] + self.window - now)
 
     def record(self, failures: Sequence[float], now: float) -> tuple[float, ...]:
         """`failures` with one more at `now`, keeping only what can still count."""
