@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from oprun.domain.errors import ValidationError
 from oprun.domain.models import Page, Token
 from oprun.domain.roles import Permission
 from oprun.service import cursor
+from oprun.service.throttle import OncePer
 from oprun.store import Store
 
 if TYPE_CHECKING:
@@ -135,11 +135,9 @@ class FailureAudit:
     ) -> None:
         self._store = store
         self._clock = clock
-        self._every = every
         self._per_second = per_second
-        self._max = max_clients
         self._lock = threading.Lock()
-        self._clients: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._clients = OncePer(every, max_clients)
         """Per address: when its last row was written, and the failures since left out."""
         self._second = (0.0, 0)
         """The current one-second window of all addresses: its start, rows written in it."""
@@ -164,16 +162,12 @@ class FailureAudit:
         now = self._clock()
         key = client or ""
         with self._lock:
-            last, left_out = self._clients.pop(key, (-self._every, 0))
             start, written = self._second
             if now - start >= 1.0:
                 start, written = now, 0
-            if now - last < self._every or written >= self._per_second:
-                self._clients[key] = (last, left_out + 1)
-                self._forget_oldest()
+            left_out = self._clients.admit(key, now, room=written < self._per_second)
+            if left_out is None:
                 return
-            self._clients[key] = (now, 0)
-            self._forget_oldest()
             self._second = (start, written + 1)
         row = AuditEntry(
             kind=AuditKind.AUTH_FAILED,
@@ -197,7 +191,3 @@ class FailureAudit:
                 client,
                 type(exc).__name__,
             )
-
-    def _forget_oldest(self) -> None:
-        while len(self._clients) > self._max:
-            self._clients.popitem(last=False)

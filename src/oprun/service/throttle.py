@@ -20,6 +20,36 @@ LOG_EVERY = 1.0
 """Seconds between two `auth_failed` lines about one address (the others are counted)."""
 
 
+class OncePer:
+    """Per key, one event let through every `every` seconds, the others counted; bounded.
+
+    Not thread-safe: its owner calls it under its own lock. Past `max_keys` keys the
+    one let through longest ago is forgotten.
+    """
+
+    def __init__(self, every: float, max_keys: int) -> None:
+        self.every = every
+        self._max = max_keys
+        self._last: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        """Per key: when its last event was let through, and the events held back since."""
+
+    def admit(self, key: str, now: float, *, room: bool = True) -> int | None:
+        """How many events of `key` were held back since its last one, letting this one through.
+
+        None holds this one back (and counts it): the last was let through under
+        `every` seconds ago, or the caller has no `room`.
+        """
+        last, held = self._last.pop(key, (-self.every, 0))
+        admitted = room and now - last >= self.every
+        self._last[key] = (now, 0) if admitted else (last, held + 1)
+        while len(self._last) > self._max:
+            self._last.popitem(last=False)
+        return held if admitted else None
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
 class FailureThrottle:
     """The failures of each client address, bounded in memory; thread-safe."""
 
@@ -28,7 +58,7 @@ class FailureThrottle:
         self._max = max_clients
         self._lock = threading.Lock()
         self._failures: OrderedDict[str, tuple[float, ...]] = OrderedDict()
-        self._logged: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._logged = OncePer(LOG_EVERY, max_clients)
         """Per address: when its last line was written, and the failures since not logged."""
 
     def retry_after(self, client: str, now: float) -> float | None:
@@ -48,13 +78,9 @@ class FailureThrottle:
             self._failures[client] = failures  # now the newest
             while len(self._failures) > self._max:
                 self._failures.popitem(last=False)
-            last, unlogged = self._logged.pop(client, (-LOG_EVERY, 0))
-            if now - last < LOG_EVERY:
-                self._logged[client] = (last, unlogged + 1)
+            unlogged = self._logged.admit(client, now)
+            if unlogged is None:
                 return self.rule.retry_after(failures, now)
-            self._logged[client] = (now, 0)
-            while len(self._logged) > self._max:
-                self._logged.popitem(last=False)
         log.warning(
             "event=auth_failed client=%s reason=%s recent_failures=%d unlogged=%d",
             client,
