@@ -37,8 +37,9 @@ class FailureRule:
         counted = self.recent(failures, now)
         if len(counted) < self.limit:
             return None
-        # Never more than a window, even where float rounding of large times says so.
-        return min(self.window, counted[0] + self.window - now)
+        # The same difference `recent` compares, so float rounding of large times can
+        # make the wait neither 0 (for a failure still counted) nor longer than a window.
+        return self.window - (now - counted[0])
 
     def record(self, failures: Sequence[float], now: float) -> tuple[float, ...]:
         """`failures` with one more at `now`, keeping only what can still count."""
