@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Table, insert
+from sqlalchemy import Column, Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from oprun.domain.audit import AuditEntry
 from oprun.store import schema as t
+from oprun.store.batch import insert_rows
 from oprun.store.calls import CallCounter, count_calls
 from oprun.store.migrate import current_revision
 from oprun.store.notify import Notifier, events_key
@@ -104,13 +105,13 @@ class Tx:
     def flush(self) -> None:
         """Write the buffered history, events and audit rows in bulk inserts."""
         if self._history:
-            self.conn.execute(insert(t.status_history), self._history)
+            insert_rows(self.conn, t.status_history, self._history)
             self._history = []
         if self._events:
-            self.conn.execute(insert(t.events), self._events)
+            insert_rows(self.conn, t.events, self._events)
             self._events = []
         if self._audit:
-            self.conn.execute(insert(t.audit_log), self._audit)
+            insert_rows(self.conn, t.audit_log, self._audit)
             self._audit = []
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import Integer, Select, and_, bindparam, case, func, select, update
 
 from oprun.domain.assignment import (
     Candidate,
@@ -31,6 +31,7 @@ from oprun.domain.status import SessionActionStatus as SAS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
+from oprun.store.batch import BatchUpdate, insert_rows
 from oprun.store.counters import COUNTERS
 from oprun.store.notify import work_key
 from oprun.store.schema import TASK_ACTIVE
@@ -295,20 +296,11 @@ _SCHEDULE = (
     )
     .returning(t.tasks.c.id, t.tasks.c.attempts)
 )
-_OPERATION_CLAIMED = (
-    update(t.operations)
-    .where(t.operations.c.id == bindparam("b_id"))
-    .values(
-        attempts=t.operations.c.attempts + 1,
-        worker_id=bindparam("v_worker_id"),
-        n_queued=t.operations.c.n_queued - bindparam("v_taken", type_=Integer),
-        n_running=t.operations.c.n_running + bindparam("v_taken", type_=Integer),
-        status=bindparam("v_status"),
-        updated_at=bindparam("v_updated_at"),
-        started_at=bindparam("v_started_at"),
-        ended_at=bindparam("v_ended_at"),
-        exit_reason=bindparam("v_exit_reason"),
-    )
+_OPERATION_CLAIMED = BatchUpdate(
+    t.operations,
+    match=("id",),
+    write=("worker_id", "status", "updated_at", "started_at", "ended_at", "exit_reason"),
+    add=("attempts", "n_queued", "n_running"),
 )
 """A claimed operation: its attempt, worker, counters and settled status in one row write."""
 _DEFINITIONS = select(t.action_versions.c.id, t.action_versions.c.definition).where(
@@ -411,14 +403,14 @@ def _assign(
             )
         )
     if sessions:
-        conn.execute(insert(t.sessions), sessions)
+        insert_rows(conn, t.sessions, sessions)
     if actions:
-        conn.execute(insert(t.session_actions), actions)
+        insert_rows(conn, t.session_actions, actions)
     changes = [
         _claimed_operation(tx, ops[op_id], n, worker_id) for op_id, n in sorted(taken.items())
     ]
     if changes:
-        conn.execute(_OPERATION_CLAIMED, changes)
+        _OPERATION_CLAIMED.run(conn, changes)
     return assignments
 
 
@@ -457,6 +449,8 @@ def _claimed_operation(tx: Tx, op: Any, taken: int, worker_id: str) -> dict[str,
     return {
         "b_id": op.operation_id,
         "v_worker_id": worker_id,
-        "v_taken": taken,
+        "d_attempts": 1,
+        "d_n_queued": -taken,
+        "d_n_running": taken,
         **{f"v_{k}": v for k, v in values.items()},
     }

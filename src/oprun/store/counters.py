@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import bindparam, update
-
 from oprun.domain.status import OperationStatus as OS
 from oprun.store import schema as t
 from oprun.store.base import Tx
+from oprun.store.batch import BatchUpdate
 
 COUNTER_OF = {
     OS.QUEUED: "n_queued",
@@ -22,20 +21,16 @@ COUNTER_OF = {
 """Which counter of its operation a task in each status counts towards."""
 COUNTERS = ("n_queued", "n_running", "n_succeeded", "n_failed", "n_canceled")
 
-_BUMP = (
-    update(t.operations)
-    .where(t.operations.c.id == bindparam("oid"))
-    .values({name: getattr(t.operations.c, name) + bindparam(f"d_{name}") for name in COUNTERS})
-)
+_BUMP = BatchUpdate(t.operations, match=("id",), add=COUNTERS)
 
 
 def bump(tx: Tx, deltas: Mapping[str, Mapping[str, int]]) -> None:
     """Add `deltas` (operation id -> counter -> change) in one statement."""
     if deltas:
-        tx.conn.execute(
-            _BUMP,
+        _BUMP.run(
+            tx.conn,
             [
-                {"oid": oid, **{f"d_{name}": d.get(name, 0) for name in COUNTERS}}
+                {"b_id": oid, **{f"d_{name}": d.get(name, 0) for name in COUNTERS}}
                 for oid, d in deltas.items()
             ],
         )

@@ -14,7 +14,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select
 
 from oprun.domain.limits import MAX_LOG_LINE_BYTES, MAX_OPERATION_LOG_BYTES
 from oprun.domain.models import TaskCounts
@@ -25,6 +25,7 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import schema as t
 from oprun.store.base import Tx
+from oprun.store.batch import BatchUpdate, insert_rows
 from oprun.store.counters import COUNTER_OF, COUNTERS, bump
 from oprun.store.notify import logs_key, operation_key
 from oprun.store.transitions import settled
@@ -54,36 +55,16 @@ OP_COLUMNS = (
 SETTLED_COLUMNS = ("status", "started_at", "ended_at")
 """What settling an operation writes besides its reported columns (`exit_reason` is one)."""
 
-_UPDATE_SA = (
-    update(t.session_actions)
-    .where(t.session_actions.c.id == bindparam("b_id"))
-    .where(t.session_actions.c.status == bindparam("b_from"))
-    .values({c: bindparam(f"v_{c}") for c in SA_COLUMNS})
+_UPDATE_SA = BatchUpdate(t.session_actions, match=("id", "status"), write=SA_COLUMNS)
+_UPDATE_TASK = BatchUpdate(
+    t.tasks, match=("id", "status"), write=("status", "updated_at", "available_at")
 )
-_UPDATE_TASK = (
-    update(t.tasks)
-    .where(t.tasks.c.id == bindparam("b_id"))
-    .where(t.tasks.c.status == bindparam("b_from"))
-    .values(
-        status=bindparam("v_status"),
-        updated_at=bindparam("v_updated_at"),
-        available_at=bindparam("v_available_at"),
-    )
-)
-_UPDATE_OP = (
-    update(t.operations)
-    .where(t.operations.c.id == bindparam("b_id"))
-    .values({c: bindparam(f"v_{c}") for c in (*OP_COLUMNS, "updated_at")})
-)
-_UPDATE_OP_SETTLED = (
-    update(t.operations)
-    .where(t.operations.c.id == bindparam("b_id"))
-    .values(
-        {
-            **{c: bindparam(f"v_{c}") for c in (*OP_COLUMNS, *SETTLED_COLUMNS, "updated_at")},
-            **{c: getattr(t.operations.c, c) + bindparam(f"d_{c}") for c in COUNTERS},
-        }
-    )
+_UPDATE_OP = BatchUpdate(t.operations, match=("id",), write=(*OP_COLUMNS, "updated_at"))
+_UPDATE_OP_SETTLED = BatchUpdate(
+    t.operations,
+    match=("id",),
+    write=(*OP_COLUMNS, *SETTLED_COLUMNS, "updated_at"),
+    add=COUNTERS,
 )
 """An operation's reported columns, counters and settled status in one row write."""
 _STARTED = (
@@ -308,7 +289,7 @@ class ReportEffects:
                 }
             )
         if changes:
-            self._tx.conn.execute(_UPDATE_OP_SETTLED, changes)
+            _UPDATE_OP_SETTLED.run(self._tx.conn, changes)
         self._dirty_ops.clear()
         self._deltas.clear()
 
@@ -333,8 +314,8 @@ class ReportEffects:
         self._write_attempts()
         conn, now = self._tx.conn, self._tx.now
         if self._dirty_ops:
-            conn.execute(
-                _UPDATE_OP,
+            _UPDATE_OP.run(
+                conn,
                 [
                     {
                         "b_id": op_id,
@@ -356,24 +337,24 @@ class ReportEffects:
         """Write the session actions, tasks and log lines changed so far."""
         conn, now = self._tx.conn, self._tx.now
         if self._sa_from:
-            conn.execute(
-                _UPDATE_SA,
+            _UPDATE_SA.run(
+                conn,
                 [
                     {
                         "b_id": sa_id,
-                        "b_from": original,
+                        "b_status": original,
                         **{f"v_{c}": self._sas[sa_id][c] for c in SA_COLUMNS},
                     }
                     for sa_id, original in self._sa_from.items()
                 ],
             )
         if self._task_from:
-            conn.execute(
-                _UPDATE_TASK,
+            _UPDATE_TASK.run(
+                conn,
                 [
                     {
                         "b_id": task_id,
-                        "b_from": original,
+                        "b_status": original,
                         "v_status": self._sas[sa_id]["task_status"],
                         "v_updated_at": now,
                         "v_available_at": self._sas[sa_id]["task_available_at"],
@@ -382,7 +363,7 @@ class ReportEffects:
                 ],
             )
         if self._logs:
-            conn.execute(insert(t.logs), self._logs)
+            insert_rows(conn, t.logs, self._logs)
         self._sa_from.clear()
         self._task_from.clear()
         self._logs.clear()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, select, update
+from sqlalchemy import ColumnElement, select, update
 
 from oprun.domain.models import TaskCounts
 from oprun.domain.retry import (
@@ -26,21 +26,16 @@ from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import Tx
+from oprun.store.batch import BatchUpdate
 from oprun.store.counters import COUNTER_OF, bump
 from oprun.store.notify import operation_key, work_key
 
 LIVE_SA = (SAS.ASSIGNED.value, SAS.RUNNING.value, SAS.CANCELING.value)
 """Session action statuses that hold a worker (and a lease)."""
-_SETTLE = (
-    update(t.operations)
-    .where(t.operations.c.id == bindparam("b_id"))
-    .where(t.operations.c.status == bindparam("b_from"))
-    .values(
-        {
-            c: bindparam(f"v_{c}")
-            for c in ("status", "updated_at", "started_at", "ended_at", "exit_reason")
-        }
-    )
+_SETTLE = BatchUpdate(
+    t.operations,
+    match=("id", "status"),
+    write=("status", "updated_at", "started_at", "ended_at", "exit_reason"),
 )
 
 
@@ -230,10 +225,10 @@ def settle(tx: Tx, operation_ids: Sequence[str]) -> None:
         values = settled(tx, dict(op._mapping), rows.counts_of(op), op.id in started)
         if values is not None:
             changes.append(
-                {"b_id": op.id, "b_from": op.status, **{f"v_{k}": v for k, v in values.items()}}
+                {"b_id": op.id, "b_status": op.status, **{f"v_{k}": v for k, v in values.items()}}
             )
     if changes:
-        conn.execute(_SETTLE, changes)
+        _SETTLE.run(conn, changes)
 
 
 def settled(

@@ -1,0 +1,98 @@
+"""Set-based writes (`oprun.store.batch`) store exactly what row-by-row statements store."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, create_engine, select
+
+from oprun.store import schema as t
+from oprun.store.batch import BatchUpdate, insert_rows
+
+_meta = MetaData()
+_things = Table(
+    "batch_things",
+    _meta,
+    Column("id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("note", String(256)),
+    Column("at", Float),
+    Column("count", Integer, nullable=False),
+    Column("data", t.Json),
+)
+
+ROWS = [
+    {"id": "a", "status": "QUEUED", "note": None, "at": 1.0, "count": 1, "data": None},
+    {
+        "id": "b",
+        "status": "QUEUED",
+        "note": 'quote " backslash \\ tab \t newline \n euro \u20ac \\x00',
+        "at": 1_780_000_000.123456789,
+        "count": 2,
+        "data": {"nested": [1, 2.5, None, "é"], "empty": {}},
+    },
+    {"id": "c", "status": "RUNNING", "note": "", "at": 3, "count": 0, "data": [None]},
+]
+
+
+@pytest.fixture
+def conn(database_url):
+    """A connection to a fresh database of each backend, with a table of every kind of column."""
+    url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(url)
+    _meta.create_all(engine)
+    with engine.begin() as connection:
+        yield connection
+    engine.dispose()
+
+
+def _all(conn) -> list[dict]:
+    return [dict(r._mapping) for r in conn.execute(select(_things).order_by(_things.c.id))]
+
+
+def test_inserted_rows_read_back_as_given(conn):
+    insert_rows(conn, _things, ROWS)
+    got = _all(conn)
+    assert got == [{**row, "at": float(row["at"])} for row in ROWS]
+    # JSON null is stored as JSON, as SQLAlchemy's own JSON type stores it.
+    if conn.dialect.name == "postgresql":
+        assert conn.exec_driver_sql(
+            "SELECT data IS NULL, jsonb_typeof(data) FROM batch_things WHERE id = 'a'"
+        ).one() == (False, "null")
+
+
+def test_an_update_writes_matches_and_adds(conn):
+    insert_rows(conn, _things, ROWS)
+    update = BatchUpdate(_things, match=("id", "status"), write=("status", "data"), add=("count",))
+    update.run(
+        conn,
+        [
+            {
+                "b_id": "a",
+                "b_status": "QUEUED",
+                "v_status": "RUNNING",
+                "v_data": {"x": 1},
+                "d_count": 5,
+            },
+            {
+                "b_id": "b",
+                "b_status": "QUEUED",
+                "v_status": "FAILED",
+                "v_data": None,
+                "d_count": -2,
+            },
+            # compare-and-set: c is RUNNING, not QUEUED, so it is left as it is
+            {"b_id": "c", "b_status": "QUEUED", "v_status": "CANCELED", "v_data": 7, "d_count": 9},
+        ],
+    )
+    got = {row["id"]: row for row in _all(conn)}
+    assert (got["a"]["status"], got["a"]["data"], got["a"]["count"]) == ("RUNNING", {"x": 1}, 6)
+    assert (got["b"]["status"], got["b"]["data"], got["b"]["count"]) == ("FAILED", None, 0)
+    assert (got["c"]["status"], got["c"]["data"], got["c"]["count"]) == ("RUNNING", [None], 0)
+
+
+def test_an_update_naming_a_row_twice_is_refused(conn):
+    insert_rows(conn, _things, ROWS)
+    update = BatchUpdate(_things, match=("id",), add=("count",))
+    rows = [{"b_id": "a", "d_count": 1}, {"b_id": "a", "d_count": 1}]
+    with pytest.raises(ValueError, match="names a row twice"):
+        update.run(conn, rows)
