@@ -14,19 +14,21 @@ for a while: the same endpoint selection as the SDK's (`oprun.sdk._failover`).
 from __future__ import annotations
 
 import asyncio
+import copy
+import importlib.util
 import json
 import logging
 import random
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel
 
 from oprun._version import __version__
 from oprun.domain.backoff import backoff
 from oprun.domain.errors import OprunError, ServerError, Throttled, Unavailable, error_from_body
-from oprun.domain.models import Worker
+from oprun.domain.models import ActionDefinition, Worker
 from oprun.domain.protocol import (
     ClaimRequest,
     ClaimResponse,
@@ -44,10 +46,22 @@ from oprun.sdk._failover import (
     proxied,
     split_urls,
 )
+from oprun.worker._http import LeanTransport
 
 log = logging.getLogger("oprun.worker.client")
 
-M = TypeVar("M", bound=BaseModel)
+if importlib.util.find_spec("sniffio") is None:
+    # httpcore imports sniffio each time it makes a lock, an event or a cancel shield
+    # (several per request) and falls back to asyncio when it is missing, as it is since
+    # anyio 4.5 stopped requiring it. A failed import is not cached: each one searched
+    # sys.path again, a sixth of the worker's CPU in a drain. None in sys.modules makes
+    # that import fail at once, with the same fallback.
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+
+T = TypeVar("T")
+
+MAX_ACTIONS_KEPT = 256
+"""How many action definitions a worker keeps validated, to reuse for the claims that repeat them."""
 
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 10.0
@@ -97,9 +111,10 @@ class WorkerClient:
                 "Content-Type": "application/json",
             },
             timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
-            transport=transport,
+            transport=transport if transport is not None else LeanTransport(),
         )
         self._max_attempts = max_attempts
+        self._actions = _Actions()
         self.url = redact_url(",".join(urls))
 
     async def aclose(self) -> None:
@@ -108,14 +123,16 @@ class WorkerClient:
 
     async def register(self, registration: WorkerRegistration) -> Worker:
         """POST /v1/workers."""
-        return await self._post("/v1/workers", registration.model_dump_json(), Worker)
+        return await self._post(
+            "/v1/workers", registration.model_dump_json(), Worker.model_validate_json
+        )
 
     async def claim(self, worker_id: str, request: ClaimRequest) -> ClaimResponse:
         """POST /v1/workers/{id}:claim, a long poll of up to `request.wait` seconds."""
         return await self._post(
             f"/v1/workers/{worker_id}:claim",
             request.model_dump_json(),
-            ClaimResponse,
+            self._actions.claim_response,
             wait=request.wait,
         )
 
@@ -126,7 +143,7 @@ class WorkerClient:
         return await self._post(
             f"/v1/workers/{worker_id}:heartbeat",
             beat.model_dump_json(),
-            HeartbeatResponse,
+            HeartbeatResponse.model_validate_json,
             params={"wait": f"{wait:g}"},
             wait=wait,
             retry=retry,
@@ -134,18 +151,20 @@ class WorkerClient:
 
     async def report(self, worker_id: str, body: str) -> ReportBatchResponse:
         """POST /v1/workers/{id}:report with an encoded `ReportBatch`."""
-        return await self._post(f"/v1/workers/{worker_id}:report", body, ReportBatchResponse)
+        return await self._post(
+            f"/v1/workers/{worker_id}:report", body, ReportBatchResponse.model_validate_json
+        )
 
     async def _post(
         self,
         path: str,
         body: str,
-        model: type[M],
+        parse: Callable[[bytes], T],
         *,
         params: dict[str, str] | None = None,
         wait: float = 0.0,
         retry: bool = True,
-    ) -> M:
+    ) -> T:
         timeout = httpx.Timeout(REQUEST_TIMEOUT + wait, connect=CONNECT_TIMEOUT)
         attempt = 0
         while True:
@@ -163,7 +182,7 @@ class WorkerClient:
                 )
                 self._endpoints.observe(endpoint, response)
                 if response.is_success:
-                    return model.model_validate_json(response.content)
+                    return parse(response.content)
                 error = _error(response)
             except httpx.TransportError as exc:
                 outcome = exc
@@ -200,6 +219,55 @@ class WorkerClient:
         for url, host, port in self._endpoints.lookups_due():
             self._endpoints.resolved(url, await aresolve(host, port))
         return self._endpoints.pick()
+
+
+class _Actions:
+    """The action definitions of recent claims, each validated once.
+
+    Every assignment of a claim carries its action's definition, which validating
+    again and again (each of its fields through the text rule's validator) was the
+    larger part of reading a claim. A definition equal to one seen before (the same
+    JSON value, compared in full) is answered with the model it gave then: models are
+    immutable, so sharing one is safe, and anything else is validated as before.
+    """
+
+    def __init__(self, size: int = MAX_ACTIONS_KEPT) -> None:
+        self._size = size
+        self._seen: dict[tuple[Any, Any, Any], tuple[dict[str, Any], ActionDefinition]] = {}
+
+    def definition(self, raw: dict[str, Any]) -> ActionDefinition:
+        """The validated definition of `raw`, reused when `raw` was seen before.
+
+        Raises:
+            pydantic.ValidationError: `raw` is not a valid definition.
+        """
+        key = (raw.get("name"), raw.get("kind"), raw.get("entrypoint"))
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] == raw:
+            return seen[1]
+        definition = ActionDefinition.model_validate(raw)
+        self._seen.pop(key, None)
+        if len(self._seen) >= self._size:
+            del self._seen[next(iter(self._seen))]  # the oldest
+        self._seen[key] = (copy.deepcopy(raw), definition)
+        return definition
+
+    def claim_response(self, content: bytes) -> ClaimResponse:
+        """A claim's answer, its action definitions reused where they were seen before.
+
+        Raises:
+            pydantic.ValidationError: the answer is not a `ClaimResponse`.
+        """
+        try:
+            data = json.loads(content)
+        except ValueError:
+            return ClaimResponse.model_validate_json(content)  # says what is wrong
+        assignments = data.get("assignments") if isinstance(data, dict) else None
+        for assignment in assignments if isinstance(assignments, list) else ():
+            action = assignment.get("action") if isinstance(assignment, dict) else None
+            if isinstance(action, dict):
+                assignment["action"] = self.definition(action)
+        return ClaimResponse.model_validate(data)
 
 
 def _error(response: httpx.Response) -> OprunError:
