@@ -9,6 +9,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from oprun.domain.errors import AccessDenied
 from oprun.domain.text import INT32_MAX, INT64_MAX
@@ -20,7 +21,7 @@ SESSION_COOKIE = "oprun_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     """The services of this app."""
     svc: Services = request.app.state.services
     return svc
@@ -64,22 +65,24 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
+async def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
     """The caller, from `Authorization: Bearer <token>` or the web session cookie.
 
     A cookie-authenticated request that changes state (any method but GET, HEAD,
     OPTIONS) must come from this server's own pages: the cookie is SameSite=Strict,
     and its `Origin` (or `Referer`) must name this server, else 403 (CSRF defence).
     A client address that failed too often is answered 429 (`Authenticator`).
+    A token this process knows is answered from memory, on the event loop; any
+    other goes to the store in the thread pool.
     """
     client = client_address(request)
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() == "bearer":
-        found = svc.auth.authenticate(secret.strip() or None, client, request_id=request_id())
+        found = await _authenticate(svc, secret.strip() or None, client, "bearer")
         return _noted(found, client)
     cookie = request.cookies.get(SESSION_COOKIE, "").strip() or None
-    found = svc.auth.authenticate(cookie, client, request_id=request_id(), via="session")
+    found = await _authenticate(svc, cookie, client, "session")
     caller = _noted(found, client)
     if request.method not in SAFE_METHODS and not same_origin(request):
         raise AccessDenied(
@@ -88,6 +91,17 @@ def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> 
             reason="origin",
         )
     return caller
+
+
+async def _authenticate(
+    svc: Services, secret: str | None, client: str | None, via: str
+) -> Principal:
+    known = svc.auth.known(secret, client)
+    if known is not None:
+        return known
+    return await run_in_threadpool(
+        svc.auth.authenticate, secret, client, request_id=request_id(), via=via
+    )
 
 
 Position = Annotated[int, Query(ge=0, le=INT64_MAX)]

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -159,10 +160,11 @@ class RequestObserver:
 router = APIRouter(tags=["operators"])
 
 
-def _metrics_reader(request: Request, svc: Svc) -> None:
+async def _metrics_reader(request: Request, svc: Svc) -> None:
     """Authorize a scrape: open with OPRUN_METRICS_PUBLIC=1, else an operator's token."""
     if not svc.settings.metrics_public:
-        svc.metrics.check_reader(principal(request, svc))
+        # check_reader reads the store once (the first project): not on the event loop.
+        await run_in_threadpool(svc.metrics.check_reader, await principal(request, svc))
 
 
 @router.get(

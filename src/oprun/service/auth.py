@@ -159,6 +159,30 @@ class Authenticator:
             self._known[digest] = now + KNOWN_FOR
         return principal
 
+    def known(self, secret: str | None, client: str | None) -> Principal | None:
+        """The principal of a secret this process knows, without a database call.
+
+        None when answering needs more than memory: the secret is not cached (or
+        the cache cannot be trusted now), its `last_used_at` is due, or `client` is
+        being throttled. Ask `authenticate` then; it gives the same answer otherwise.
+        """
+        if not secret or not self._store.notifier.hears_everything:
+            return None
+        digest = hash_secret(secret)
+        now = time.monotonic()
+        if client is not None and self.throttle.retry_after(client, now) is not None:
+            return None
+        with self._flushed:
+            hit = self._cache.get(digest)
+            if hit is None or hit[0] <= now:
+                return None
+            principal = hit[1]
+            if now - self._touched.get(principal.token_id, -LAST_USED_EVERY) >= LAST_USED_EVERY:
+                return None
+            if client is not None:
+                self._known[digest] = now + KNOWN_FOR
+        return principal
+
     def _audit_failure(
         self,
         exc: AuthenticationError,

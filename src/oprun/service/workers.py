@@ -61,6 +61,8 @@ class WorkerService:
         self._store = store
         self._settings = settings
         self._metrics = metrics
+        self._seen: dict[str, Worker] = {}
+        """Workers this process found live, by id: their project and queues never change."""
 
     def register(self, principal: Principal, registration: WorkerRegistration) -> Worker:
         """Register a worker and the actions it serves."""
@@ -109,7 +111,29 @@ class WorkerService:
         principal.require(Permission.WORK)
         worker = self._store.get_worker(principal.project_id, worker_id)
         if worker.status is WorkerStatus.STOPPED:
+            self._seen.pop(worker_id, None)
             raise NotFound(f"worker {worker_id} has stopped; register again", id=worker_id)
+        if len(self._seen) >= 10_000:
+            self._seen.clear()
+        self._seen[worker_id] = worker
+        return worker
+
+    def _seen_worker(self, principal: Principal, worker_id: str) -> Worker | None:
+        """The caller's worker as this process last found it live, without a database call.
+
+        Only its id, project and queues may be relied on (they never change); its
+        status may be stale, so whoever uses it checks the status where it matters:
+        a claim checks it in its own transaction, a report's session actions are
+        checked one by one.
+        """
+        worker = self._seen.get(worker_id)
+        if (
+            worker is None
+            or worker.project_id != principal.project_id
+            or worker.status is WorkerStatus.NOT_RESPONDING
+        ):
+            return None
+        principal.require(Permission.WORK)
         return worker
 
     async def claim(
@@ -128,11 +152,15 @@ class WorkerService:
             raise ValidationError(
                 "a claim for a session names its operation_id", field="operation_id"
             )
-        worker = await run_sync(self._own_worker, principal, worker_id)
+        seen = self._seen_worker(principal, worker_id)
+        worker = (
+            seen if seen is not None else await run_sync(self._own_worker, principal, worker_id)
+        )
         if worker.status is WorkerStatus.NOT_RESPONDING:
             return ClaimResponse(assignments=[], stop=True)
         lease = self._settings.lease_seconds
         notifier = self._store.notifier
+        stop = False
 
         def take() -> list[Assignment]:
             with self._metrics.timed_claim():
@@ -148,15 +176,24 @@ class WorkerService:
                 )
 
         async def fetch() -> list[Assignment]:
+            nonlocal seen, stop
             if notifier.should_answer(hangup):
                 return []  # never take work for a caller that hung up
-            return await run_sync(take)
+            taken = await run_sync(take)
+            if not taken and seen is not None:
+                # Nothing taken on a status read before: read it now, before waiting, so
+                # a stopped or silent worker hears so at once, as with a fresh read.
+                seen = None
+                stop = (
+                    await run_sync(self._own_worker, principal, worker_id)
+                ).status is WorkerStatus.NOT_RESPONDING
+            return taken
 
         assignments = await notifier.long_poll(
-            [work_key(principal.project_id)], request.wait, hangup, fetch, bool
+            [work_key(principal.project_id)], request.wait, hangup, fetch, lambda a: bool(a) or stop
         )
         self._metrics.claimed(principal.project_id, assignments)
-        return ClaimResponse(assignments=assignments)
+        return ClaimResponse(assignments=assignments, stop=stop)
 
     async def heartbeat(
         self,
@@ -203,8 +240,15 @@ class WorkerService:
     def report(
         self, principal: Principal, worker_id: str, batch: ReportBatch
     ) -> ReportBatchResponse:
-        """Apply a batch of reports in order."""
-        worker = self._own_worker(principal, worker_id)
+        """Apply a batch of reports in order.
+
+        A worker seen live before is not read again: a report is checked against its
+        session action (this worker's, this lease, still live), which a stopped
+        worker no longer holds.
+        """
+        worker = self._seen_worker(principal, worker_id)
+        if worker is None:
+            worker = self._own_worker(principal, worker_id)
         # Session actions first (an environment is entered before the task it serves
         # runs), then the tasks' reports, then the sessions closed after them.
         session_outcomes = (
