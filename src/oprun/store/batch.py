@@ -59,11 +59,14 @@ def _recordset(keys: Sequence[tuple[str, Column[Any]]]) -> str:
 
 
 def _document(keys: Sequence[tuple[str, Column[Any]]], rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows as one JSON array of objects (JSON columns' values as JSON text)."""
+    """The rows as one JSON array of objects (JSON columns' values as JSON text).
+
+    A row's keys beyond `keys` travel too and are ignored by `json_to_recordset`.
+    """
     nested = [key for key, column in keys if isinstance(column.type, JSON)]
     if nested:
         rows = [{**row, **{key: _encode(row[key]) for key in nested}} for row in rows]
-    return _encode([{key: row[key] for key, _ in keys} for row in rows])
+    return _encode(rows if isinstance(rows, list) else list(rows))
 
 
 @lru_cache(maxsize=64)
