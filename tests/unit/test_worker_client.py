@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pydantic
 import pytest
 
 from oprun.domain.models import ActionDefinition
-from oprun.worker.client import _Actions
+from oprun.domain.protocol import Heartbeat
+from oprun.worker.client import WorkerClient, _Actions
 
 
 def assignment(sa: str, action: dict[str, object]) -> dict[str, object]:
@@ -60,3 +62,42 @@ def test_the_cache_keeps_a_bounded_number_of_definitions():
         body = json.dumps({"assignments": [assignment("sa_1", action)]})
         actions.claim_response(body.encode())
     assert len(actions._seen) == 2
+
+
+def test_calls_carry_the_token_the_agent_and_the_query_over_the_lean_transport():
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        seen.append(head + await reader.readexactly(length))
+        body = b'{"cancel":[],"lost":[],"lease_seconds":9.0}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = WorkerClient(f"http://127.0.0.1:{port}", "secret-token")
+        try:
+            answer = await client.heartbeat("wk_1", Heartbeat(held=[]), 0.5)
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+        assert answer.lease_seconds == 9.0
+        request = seen[0].decode()
+        assert request.startswith("POST /v1/workers/wk_1:heartbeat?wait=0.5 HTTP/1.1\r\n")
+        lowered = request.lower()
+        assert "authorization: bearer secret-token\r\n" in lowered
+        assert "user-agent: oprun-worker/" in lowered
+        assert "content-type: application/json\r\n" in lowered
+        assert f"host: 127.0.0.1:{port}\r\n" in lowered
+        assert request.endswith('{"held":[],"status":"RUNNING"}')
+
+    asyncio.run(main())
