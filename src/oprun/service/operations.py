@@ -28,9 +28,11 @@ from oprun.domain.plan import StepPlan
 from oprun.domain.roles import Permission
 from oprun.domain.status import OperationStatus
 from oprun.service import cursor
+from oprun.service.action_cache import ActionCache
 from oprun.service.auth import Principal
 from oprun.service.metrics import Metrics
 from oprun.store import NewOperation, Store
+from oprun.store.invocations import CheckedOperation, StaleAction
 from oprun.store.notify import logs_key, operation_key
 
 
@@ -39,6 +41,9 @@ def params_digest(parameters: dict[str, object]) -> str:
     canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
+
+STALE_RETRIES = 5
+"""Times an invocation is resolved again when the action's latest version moved on."""
 
 SESSION_ACTION_FILTERS = ("operation_id", "session_id", "task_id")
 """What session actions can be listed by (`OperationService.session_action_page`)."""
@@ -50,13 +55,18 @@ class OperationService:
     def __init__(self, store: Store, metrics: Metrics) -> None:
         self._store = store
         self._metrics = metrics
+        self._actions = ActionCache(store)
 
     def _create(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
         """Write `items` (see `Store.create_operations`), counting the operations created."""
         results = self._store.create_operations(items)
-        for operation, created in results:
-            if created:
-                self._metrics.operations_created.labels(operation.project_id, operation.queue).inc()
+        created: dict[tuple[str, str], int] = {}
+        for operation, new in results:
+            if new:
+                where = (operation.project_id, operation.queue)
+                created[where] = created.get(where, 0) + 1
+        for (project_id, queue), count in created.items():
+            self._metrics.operations_created.labels(project_id, queue).inc(count)
         return results
 
     # -- invoke --------------------------------------------------------------------------
@@ -67,13 +77,19 @@ class OperationService:
         source: InvocationSource = InvocationSource.MANUAL,
         source_id: str | None = None,
         actions: dict[tuple[str, int | None], Action] | None = None,
+        *,
+        fresh: bool = False,
     ) -> NewOperation:
-        """Resolve and validate one invocation; `actions` memoizes lookups within a request."""
+        """Resolve and validate one invocation; `actions` memoizes lookups within a request.
+
+        The version comes from this process's cache unless `fresh`; an operation of the
+        latest version is written only if it still is the latest (`CheckedOperation`).
+        """
         key = (invocation.action, invocation.version)
         action = actions.get(key) if actions is not None else None
         if action is None:
-            action = self._store.get_action(
-                principal.project_id, invocation.action, invocation.version
+            action = self._actions.get(
+                principal.project_id, invocation.action, invocation.version, fresh=fresh
             )
             if actions is not None:
                 actions[key] = action
@@ -94,7 +110,7 @@ class OperationService:
             template = action.definition.template
             assert isinstance(template, dict)  # saved definitions hold the parsed template
             plan = plan_job(template, parameters)
-        return NewOperation(
+        return CheckedOperation(
             project_id=principal.project_id,
             action=action,
             queue=invocation.queue or action.definition.queue,
@@ -106,6 +122,7 @@ class OperationService:
             idempotency_key=invocation.idempotency_key,
             timeout=invocation.timeout,
             plan=plan,
+            latest=invocation.version is None,
         )
 
     def invoke(self, principal: Principal, invocation: Invocation) -> tuple[Operation | None, bool]:
@@ -125,19 +142,57 @@ class OperationService:
         return [op for op, _ in self._invoke_many(principal, invocations)]
 
     def _invoke_many(
-        self, principal: Principal, invocations: Sequence[Invocation]
+        self,
+        principal: Principal,
+        invocations: Sequence[Invocation],
+        source: InvocationSource = InvocationSource.MANUAL,
+        source_id: str | None = None,
+        *,
+        reuse: bool = True,
+    ) -> list[tuple[Operation | None, bool]]:
+        """Resolve, validate and write; `reuse`: a cacheable action's success answers None.
+
+        An action whose latest version moved on since this process last read it is
+        resolved again (fresh from the store), and the whole request with it.
+        """
+        fresh = False
+        for _ in range(STALE_RETRIES):
+            try:
+                return self._try_invoke(principal, invocations, source, source_id, reuse, fresh)
+            except StaleAction as exc:
+                for project_id, name in exc.names:
+                    self._actions.forget_latest(project_id, name)
+                fresh = True
+        names = sorted({invocation.action for invocation in invocations})
+        raise Conflict(
+            f"new versions of {', '.join(names)} kept being saved during the invocation; retry",
+            actions=names,
+        )
+
+    def _try_invoke(
+        self,
+        principal: Principal,
+        invocations: Sequence[Invocation],
+        source: InvocationSource,
+        source_id: str | None,
+        reuse: bool,
+        fresh: bool,
     ) -> list[tuple[Operation | None, bool]]:
         prepared: list[NewOperation | None] = []
         actions: dict[tuple[str, int | None], Action] = {}  # a bulk request names few actions
         for index, invocation in enumerate(invocations):
             try:
-                item = self._prepare(principal, invocation, actions=actions)
+                item = self._prepare(
+                    principal, invocation, source, source_id, actions=actions, fresh=fresh
+                )
             except ValidationError as exc:
                 if len(invocations) > 1:
                     exc.details["index"] = index
                 raise
-            cached = item.action.definition.cacheable and self._store.find_cached_success(
-                item.action.version_id, item.params_digest
+            cached = (
+                reuse
+                and item.action.definition.cacheable
+                and self._store.find_cached_success(item.action.version_id, item.params_digest)
             )
             # A seen idempotency key answers its operation even when the cache would hit.
             seen = (
@@ -160,8 +215,11 @@ class OperationService:
             timeout=old.timeout,
             queue=old.queue,
         )
-        item = self._prepare(principal, invocation, InvocationSource.RETRY, old.id)
-        return self._create([item])[0][0]
+        ((op, _),) = self._invoke_many(
+            principal, [invocation], InvocationSource.RETRY, old.id, reuse=False
+        )
+        assert op is not None  # reuse=False: never answered by a cached success
+        return op
 
     # -- read ----------------------------------------------------------------------------
     def get(self, principal: Principal, operation_id: str) -> Operation:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from oprun.domain.errors import Conflict, NotFound
@@ -20,11 +22,54 @@ from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
+from oprun.store.batch import insert_rows
 from oprun.store.notify import operation_key, work_key, worker_key
 from oprun.store.protocol import NewOperation
 from oprun.store.schema import WAITING_ON_STEPS
 from oprun.store.tenancy import ensure_queue
 from oprun.store.transitions import LIVE_SA, move_sa, move_task, settle
+
+
+@dataclass(frozen=True)
+class CheckedOperation(NewOperation):
+    """A `NewOperation` made from the version its caller took as the action's latest.
+
+    With `latest`, it is written only if `action` is still its action's latest
+    version in the writing transaction (`StaleAction` otherwise): the caller may
+    have resolved the latest version from a cache.
+    """
+
+    latest: bool = False
+
+
+class StaleAction(Exception):
+    """An operation was asked of an action's latest version, and a newer one exists now."""
+
+    def __init__(self, names: Sequence[tuple[str, str]]) -> None:
+        super().__init__(f"a newer version of {', '.join(n for _, n in names)} was saved")
+        self.names = list(names)
+        """(project_id, action name) of each action whose latest version moved on."""
+
+
+_QUEUE_CACHE_LOCK = threading.Lock()
+MAX_CACHED_QUEUES = 10_000
+"""Queue ids a store keeps before it starts over (a bound: a miss reads the row)."""
+
+
+def _check_latest(conn: Connection, latest: dict[str, tuple[int, str, str]]) -> None:
+    """Raise `StaleAction` unless each action's latest version is the one given.
+
+    `latest`: (version, project id, name) by action id. A plain read: a version saved
+    after it and before the commit is not waited for, as when the caller looked the
+    version up in a transaction of its own.
+    """
+    found = conn.execute(
+        select(t.actions.c.id, t.actions.c.latest_version).where(t.actions.c.id.in_(list(latest)))
+    ).all()
+    now_latest = {row.id: row.latest_version for row in found}
+    stale = [(p, n) for aid, (v, p, n) in latest.items() if now_latest.get(aid) != v]
+    if stale:
+        raise StaleAction(stale)
 
 
 def _policies(definition: ActionDefinition) -> dict[str, Any]:
@@ -119,16 +164,30 @@ class InvocationQueries(StoreBase):
         """Write operations and their tasks, all in one transaction.
 
         An item whose idempotency key is already used in its project yields the
-        existing operation; the flag says whether each operation was created.
+        existing operation; the flag says whether each operation was created. A
+        `CheckedOperation` asked of a version that is no longer its action's latest
+        raises `StaleAction` and writes nothing.
         """
         try:
             return self._create_operations(items)
         except IntegrityError:
-            # A concurrent request took one of the keys between our check and insert;
-            # the retry finds its operation.
+            # A concurrent request took one of the keys between our check and insert
+            # (the retry finds its operation), or a cached queue id no longer names a
+            # row (a database restored under a running server): the retry reads again.
+            self._queue_id_cache().clear()
             return self._create_operations(items)
 
+    def _queue_id_cache(self) -> dict[tuple[str, str], str]:
+        """Queue ids by (project id, name), as committed: a queue is never deleted or renamed."""
+        cache: dict[tuple[str, str], str] | None = self.__dict__.get("_queue_ids")
+        if cache is None:
+            with _QUEUE_CACHE_LOCK:
+                cache = self.__dict__.setdefault("_queue_ids", {})
+        return cache
+
     def _create_operations(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
+        known_queues = self._queue_id_cache()
+        new_queues: dict[tuple[str, str], str] = {}
         with self.write() as tx:
             conn = tx.conn
             keys_by_project: dict[str, set[str]] = defaultdict(set)
@@ -146,6 +205,7 @@ class InvocationQueries(StoreBase):
                     existing[(project_id, row.idempotency_key)] = row
             queue_ids: dict[tuple[str, str], str] = {}
             policies: dict[str, dict[str, Any]] = {}
+            latest: dict[str, tuple[int, str, str]] = {}
             op_rows: list[dict[str, Any]] = []
             task_rows: list[dict[str, Any]] = []
             results: list[tuple[Operation, bool]] = []
@@ -154,9 +214,15 @@ class InvocationQueries(StoreBase):
                 if item.idempotency_key and key in existing:
                     results.append((rows.operation(existing[key]), False))
                     continue
+                if isinstance(item, CheckedOperation) and item.latest:
+                    action = item.action
+                    latest[action.id] = (action.version, item.project_id, action.name)
                 qkey = (item.project_id, item.queue)
                 if qkey not in queue_ids:
-                    queue_ids[qkey] = ensure_queue(tx, item.project_id, item.queue)
+                    qid = known_queues.get(qkey)
+                    if qid is None:
+                        qid = new_queues[qkey] = ensure_queue(tx, item.project_id, item.queue)
+                    queue_ids[qkey] = qid
                 plan = item.plan or single_step(item.parameters)
                 vid = item.action.version_id
                 if vid not in policies:  # the same for all of a version's operations
@@ -164,16 +230,23 @@ class InvocationQueries(StoreBase):
                 new = _operation_row(tx, item, queue_ids[qkey], plan, policies[vid])
                 op_rows.append(new)
                 task_rows.extend(_task_rows(tx, new, item.action.definition, plan))
+                written = SimpleNamespace(**new)
                 if item.idempotency_key:
-                    existing[key] = SimpleNamespace(**new)
-                results.append((rows.operation(SimpleNamespace(**new)), True))
+                    existing[key] = written
+                results.append((rows.operation(written), True))
                 tx.history(new["id"], OS.QUEUED.value, "created")
                 tx.event(item.project_id, "operation.created", new["id"], {"status": "QUEUED"})
                 tx.keys.add(work_key(item.project_id))
+            if latest:
+                _check_latest(conn, latest)
             if op_rows:
-                conn.execute(insert(t.operations), op_rows)
-                conn.execute(insert(t.tasks), task_rows)
-            return results
+                insert_rows(conn, t.operations, op_rows)  # one statement each on PostgreSQL
+                insert_rows(conn, t.tasks, task_rows)
+        if new_queues:  # only once committed: a rolled-back queue row never existed
+            if len(known_queues) + len(new_queues) > MAX_CACHED_QUEUES:
+                known_queues.clear()
+            known_queues.update(new_queues)
+        return results
 
     def find_cached_success(self, action_version_id: str, params_digest: str) -> str | None:
         """The id of a SUCCEEDED operation of this version with these parameters."""

@@ -1,0 +1,93 @@
+"""The per-process cache of action versions never answers a stale latest version.
+
+An API process resolves `POST /v1/operations` from its cache of action versions;
+the write checks that the version it took as the latest still is (issue 12).
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from oprun.domain.models import ActionDefinition, InvocationSource
+from oprun.service.operations import params_digest
+from oprun.store import Store
+from oprun.store.invocations import CheckedOperation, StaleAction
+from oprun.testing import Server
+
+
+def _client(server: Server) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=30
+    )
+
+
+def _save(client: httpx.Client, attempts: int) -> int:
+    response = client.post(
+        "/v1/actions", json={"name": "a", "entrypoint": "m:f", "max_attempts": attempts}
+    )
+    assert response.status_code in (200, 201), response.text
+    return int(response.json()["version"])
+
+
+def test_a_version_saved_in_one_process_is_invoked_at_once_in_another(database_url, tmp_path):
+    first = Server(database_url=database_url, log_path=tmp_path / "a.log").start()
+    second = Server(database_url=database_url, token=first.token, log_path=tmp_path / "b.log")
+    second.start()
+    try:
+        with _client(first) as a, _client(second) as b:
+            for attempts in range(1, 8):
+                version = _save(a, attempts)
+                # No pause: the other process's cache still holds the previous version.
+                single = b.post("/v1/operations", json={"action": "a"})
+                assert single.status_code == 201, single.text
+                assert single.json()["action_version"] == version
+                assert single.json()["max_attempts"] == attempts
+                bulk = b.post(
+                    "/v1/operations:bulk",
+                    json={"invocations": [{"action": "a"}, {"action": "a", "version": 1}]},
+                )
+                assert bulk.status_code == 200, bulk.text
+                latest, pinned = bulk.json()["operations"]
+                assert (latest["action_version"], pinned["action_version"]) == (version, 1)
+                assert (latest["max_attempts"], pinned["max_attempts"]) == (attempts, 1)
+            # A digest check compares with the version the write uses, not a cached one.
+            old_digest = a.get("/v1/actions/a").json()["digest"]
+            _save(a, 99)
+            refused = b.post("/v1/operations", json={"action": "a", "action_digest": old_digest})
+            assert refused.status_code == 409, refused.text
+    finally:
+        second.stop()
+        first.stop()
+
+
+def _item(action, latest: bool) -> CheckedOperation:
+    return CheckedOperation(
+        project_id=action.project_id,
+        action=action,
+        queue="default",
+        parameters={},
+        params_digest=params_digest({}),
+        created_by="test",
+        source_type=InvocationSource.MANUAL,
+        source_id="test",
+        idempotency_key=None,
+        timeout=None,
+        latest=latest,
+    )
+
+
+def test_an_operation_of_a_superseded_latest_version_is_not_written(store: Store, project):
+    old, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
+    new, _ = store.save_action(
+        project.id, ActionDefinition(name="a", entrypoint="m:f", max_attempts=2)
+    )
+    with pytest.raises(StaleAction) as raised:
+        store.create_operations([_item(new, True), _item(old, True)])
+    assert raised.value.names == [(project.id, "a")]
+    assert store.list_operations(project.id, limit=10) == []
+    # Asked of that version by number, it is written; so is the latest as the latest.
+    ((pinned, created),) = store.create_operations([_item(old, False)])
+    assert created and pinned.action_version == 1
+    ((latest, created),) = store.create_operations([_item(new, True)])
+    assert created and latest.action_version == 2
