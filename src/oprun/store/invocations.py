@@ -77,6 +77,55 @@ def _policies(definition: ActionDefinition) -> dict[str, Any]:
     return {"policy": operation_policy(definition), "requirements": requirements_of(definition)}
 
 
+UNSET_AT_CREATION = dict.fromkeys(
+    (
+        "step_code",
+        "progress_percent",
+        "progress_message",
+        "result",
+        "error",
+        "exit_reason",
+        "worker_id",
+        "started_at",
+        "ended_at",
+    )
+)
+"""Nullable columns of `operations` a new operation leaves NULL: its row omits them."""
+
+VARIES_BY_OPERATION = ("id", "parameters", "idempotency_key", "timeout")
+"""Fields of a new `Operation` not fixed by `_template_key` (see `_created`)."""
+
+
+def _template_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What fixes every field of a new operation's record but `VARIES_BY_OPERATION`."""
+    return (
+        row["project_id"],
+        row["action_version_id"],
+        row["queue_name"],
+        row["created_by"],
+        row["source_type"],
+        row["source_id"],
+        row["n_queued"],
+        row["max_attempts"],
+        row["created_at"],
+    )
+
+
+def _created(templates: dict[tuple[Any, ...], Operation], row: dict[str, Any]) -> Operation:
+    """The record of a new operation's row (`_operation_row`).
+
+    The first of a kind is built from the row; the others copy it with their own
+    `VARIES_BY_OPERATION` (a bulk request's records cost a copy each, not a validation).
+    """
+    key = _template_key(row)
+    template = templates.get(key)
+    if template is None:
+        template = templates[key] = rows.operation(SimpleNamespace(**UNSET_AT_CREATION, **row))
+        return template
+    update = {name: row[name] for name in VARIES_BY_OPERATION}
+    return template.model_copy(update={**update, "history": []})
+
+
 def _operation_row(
     tx: Tx,
     item: NewOperation,
@@ -97,9 +146,6 @@ def _operation_row(
         "queue_id": queue_id,
         "queue_name": item.queue,
         "status": OS.QUEUED.value,
-        "step_code": None,
-        "progress_percent": None,
-        "progress_message": None,
         "n_queued": sum(len(step.tasks) for step in plan),
         "n_running": 0,
         "n_succeeded": 0,
@@ -107,9 +153,6 @@ def _operation_row(
         "n_canceled": 0,
         "parameters": item.parameters,
         "params_digest": item.params_digest,
-        "result": None,
-        "error": None,
-        "exit_reason": None,
         "created_by": item.created_by,
         "source_type": item.source_type.value,
         "source_id": item.source_id,
@@ -118,14 +161,11 @@ def _operation_row(
         "deadline_at": tx.now + item.timeout if item.timeout else None,
         "attempts": 0,
         "max_attempts": definition.max_attempts,
-        "worker_id": None,
         "log_bytes": 0,
         "steps": dependencies(plan),
         **policies,
         "created_at": tx.now,
         "updated_at": tx.now,
-        "started_at": None,
-        "ended_at": None,
     }
 
 
@@ -194,7 +234,8 @@ class InvocationQueries(StoreBase):
             for item in items:
                 if item.idempotency_key:
                     keys_by_project[item.project_id].add(item.idempotency_key)
-            existing: dict[tuple[str, str], Any] = {}
+            existing: dict[tuple[str, str], Operation] = {}
+            templates: dict[tuple[Any, ...], Operation] = {}
             for project_id, keys in keys_by_project.items():
                 for row in conn.execute(
                     select(t.operations).where(
@@ -202,7 +243,7 @@ class InvocationQueries(StoreBase):
                         t.operations.c.idempotency_key.in_(keys),
                     )
                 ):
-                    existing[(project_id, row.idempotency_key)] = row
+                    existing[(project_id, row.idempotency_key)] = rows.operation(row)
             queue_ids: dict[tuple[str, str], str] = {}
             policies: dict[str, dict[str, Any]] = {}
             latest: dict[str, tuple[int, str, str]] = {}
@@ -212,7 +253,7 @@ class InvocationQueries(StoreBase):
             for item in items:
                 key = (item.project_id, item.idempotency_key or "")
                 if item.idempotency_key and key in existing:
-                    results.append((rows.operation(existing[key]), False))
+                    results.append((existing[key], False))
                     continue
                 if isinstance(item, CheckedOperation) and item.latest:
                     action = item.action
@@ -230,10 +271,10 @@ class InvocationQueries(StoreBase):
                 new = _operation_row(tx, item, queue_ids[qkey], plan, policies[vid])
                 op_rows.append(new)
                 task_rows.extend(_task_rows(tx, new, item.action.definition, plan))
-                written = SimpleNamespace(**new)
+                written = _created(templates, new)
                 if item.idempotency_key:
                     existing[key] = written
-                results.append((rows.operation(written), True))
+                results.append((written, True))
                 tx.history(new["id"], OS.QUEUED.value, "created")
                 tx.event(item.project_id, "operation.created", new["id"], {"status": "QUEUED"})
                 tx.keys.add(work_key(item.project_id))
