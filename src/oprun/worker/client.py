@@ -119,6 +119,7 @@ class WorkerClient:
         # merging), as much CPU again as the transport itself.
         self._direct = lean if lean is not None and not proxied() else None
         self._headers = dict(self._http.headers)
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
         self._max_attempts = max_attempts
         self._actions = _Actions()
         self.url = redact_url(",".join(urls))
@@ -223,10 +224,15 @@ class WorkerClient:
     ) -> httpx.Response:
         url = endpoint.join(path)
         if self._direct is not None and url.startswith("http://"):
+            key = (url, tuple(params.items()) if params else ())
+            parsed = self._urls.get(key)
+            if parsed is None:  # a handful of URLs, parsed once each
+                if len(self._urls) >= 64:
+                    self._urls.clear()
+                parsed = self._urls[key] = httpx.URL(url, params=params)
             request = httpx.Request(
                 "POST",
-                url,
-                params=params,
+                parsed,
                 content=body,
                 headers={**self._headers, **endpoint.headers},
                 extensions={"timeout": timeout.as_dict(), **endpoint.extensions},
