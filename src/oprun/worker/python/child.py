@@ -124,7 +124,7 @@ class Runner:
         self._nonce = nonce
         self._functions: dict[str, Callable[..., Any]] = {}
 
-    def serve(self, commands: queue.Queue[dict[str, Any]]) -> NoReturn:
+    def serve(self, commands: queue.SimpleQueue[dict[str, Any]]) -> NoReturn:
         """Run every command that arrives, forever (the worker ends this process)."""
         while True:
             self.run(commands.get())
@@ -281,7 +281,7 @@ def _failure(code: str, exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _read_commands(fd: int, commands: queue.Queue[dict[str, Any]], state: _State) -> None:
+def _read_commands(fd: int, commands: queue.SimpleQueue[dict[str, Any]], state: _State) -> None:
     """Watchdog: queue run commands, flag cancels, and die with the group on EOF."""
     try:
         with open(fd, "rb") as stream:
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     signal.signal(signal.SIGTERM, state.on_sigterm)
     die_with_parent(args.parent)
 
-    commands: queue.Queue[dict[str, Any]] = queue.Queue()
+    commands: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
     watchdog = threading.Thread(
         target=_read_commands,
         args=(command_fd, commands, state),
