@@ -6,6 +6,8 @@ the write checks that the version it took as the latest still is (issue 12).
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
 
@@ -13,6 +15,7 @@ from oprun.domain.models import ActionDefinition, InvocationSource
 from oprun.service.operations import params_digest
 from oprun.store import Store
 from oprun.store.invocations import CheckedOperation, StaleAction
+from oprun.store.notify import events_key, work_key
 from oprun.testing import Server
 
 
@@ -91,3 +94,31 @@ def test_an_operation_of_a_superseded_latest_version_is_not_written(store: Store
     assert created and pinned.action_version == 1
     ((latest, created),) = store.create_operations([_item(new, True)])
     assert created and latest.action_version == 2
+
+
+def test_a_created_operation_has_its_history_event_and_wake_ups(store: Store, project):
+    action, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
+    other = store.create_project("other")
+    elsewhere, _ = store.save_action(other.id, ActionDefinition(name="a", entrypoint="m:f"))
+    heard = {key: threading.Event() for key in _keys(project.id) + _keys(other.id)}
+    for key, flag in heard.items():
+        store.notifier.subscribe(key, flag.set)
+    made = store.create_operations([_item(action, True), _item(elsewhere, False)])
+    for key, flag in heard.items():
+        assert flag.wait(5), f"{key} was not published"
+    for (op, created), pid in zip(made, (project.id, other.id), strict=True):
+        assert created
+        stored = store.get_operation(pid, op.id)
+        assert [(h.status, h.detail) for h in stored.history] == [("QUEUED", "created")]
+        assert stored == op.model_copy(update={"history": stored.history})
+        assert len(store.list_tasks(pid, op.id, after=None, limit=10)) == 1
+        (event,) = [e for e in store.list_events(pid, 0, 10) if e.type != "action.saved"]
+        assert (event.type, event.entity_id, event.data) == (
+            "operation.created",
+            op.id,
+            {"status": "QUEUED"},
+        )
+
+
+def _keys(project_id: str) -> list[str]:
+    return [work_key(project_id), events_key(project_id)]

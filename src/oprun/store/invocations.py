@@ -23,7 +23,8 @@ from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
 from oprun.store.batch import insert_rows
-from oprun.store.notify import operation_key, work_key, worker_key
+from oprun.store.creation_pg import CREATED_EVENT, create_in_one_statement
+from oprun.store.notify import events_key, operation_key, work_key, worker_key
 from oprun.store.protocol import NewOperation
 from oprun.store.schema import WAITING_ON_STEPS
 from oprun.store.tenancy import ensure_queue
@@ -275,13 +276,21 @@ class InvocationQueries(StoreBase):
                 if item.idempotency_key:
                     existing[key] = written
                 results.append((written, True))
-                tx.history(new["id"], OS.QUEUED.value, "created")
-                tx.event(item.project_id, "operation.created", new["id"], {"status": "QUEUED"})
-                tx.keys.add(work_key(item.project_id))
-            if latest:
-                _check_latest(conn, latest)
-            if op_rows:
-                insert_rows(conn, t.operations, op_rows)  # one statement each on PostgreSQL
+            if op_rows and conn.dialect.name == "postgresql":
+                projects = {op["project_id"] for op in op_rows}
+                keys = {k for p in projects for k in (work_key(p), events_key(p))}
+                versions = {aid: v for aid, (v, _, _) in latest.items()}
+                stale = create_in_one_statement(conn, tx.now, op_rows, task_rows, keys, versions)
+                if stale:
+                    raise StaleAction([latest[aid][1:] for aid in stale])
+            elif op_rows:
+                for op in op_rows:
+                    tx.history(op["id"], OS.QUEUED.value, "created")
+                    tx.event(op["project_id"], "operation.created", op["id"], CREATED_EVENT)
+                    tx.keys.add(work_key(op["project_id"]))
+                if latest:
+                    _check_latest(conn, latest)
+                insert_rows(conn, t.operations, op_rows)
                 insert_rows(conn, t.tasks, task_rows)
         if new_queues:  # only once committed: a rolled-back queue row never existed
             if len(known_queues) + len(new_queues) > MAX_CACHED_QUEUES:
