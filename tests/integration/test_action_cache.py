@@ -6,6 +6,7 @@ the write checks that the version it took as the latest still is (issue 12).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import httpx
@@ -122,3 +123,43 @@ def test_a_created_operation_has_its_history_event_and_wake_ups(store: Store, pr
 
 def _keys(project_id: str) -> list[str]:
     return [work_key(project_id), events_key(project_id)]
+
+
+def test_a_mixed_bulk_is_stored_as_answered(store: Store, project):
+    one, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
+    two, _ = store.save_action(
+        project.id, ActionDefinition(name="b", entrypoint="m:g", max_attempts=4, queue="other")
+    )
+    items = []
+    for n in range(12):
+        item = _item(one if n % 3 else two, n % 2 == 0)
+        items.append(
+            dataclasses.replace(
+                item,
+                queue="other" if n % 4 == 0 else "default",
+                parameters={"n": n, "text": f'é"{n}\\'},
+                params_digest=params_digest({"n": n}),
+                idempotency_key=f"key-{n}" if n % 5 else None,
+                timeout=None if n % 2 else 10.0 + n,
+            )
+        )
+    made = store.create_operations(items)
+    assert all(created for _, created in made)
+    for (op, _), item in zip(made, items, strict=True):
+        stored = store.get_operation(project.id, op.id)
+        assert stored == op.model_copy(update={"history": stored.history})
+        assert (stored.queue, stored.parameters, stored.timeout) == (
+            item.queue,
+            item.parameters,
+            item.timeout,
+        )
+        (task,) = store.list_tasks(project.id, op.id)
+        assert (task.parameters, task.max_attempts) == (
+            item.parameters,
+            item.action.definition.max_attempts,
+        )
+    again = store.create_operations(items)
+    for (op, _), item, (replay, created) in zip(made, items, again, strict=True):
+        assert (replay.id == op.id, created) == (
+            (True, False) if item.idempotency_key else (False, True)
+        )

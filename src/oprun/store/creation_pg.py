@@ -4,9 +4,11 @@ A request's operations, their tasks, their `created` status history and
 `operation.created` events, the check that each action's latest version is the one
 the request took (`CheckedOperation`) and the NOTIFY of the projects' work and events
 keys go as one statement of data-modifying CTEs: one round trip however many rows.
-The rows travel as JSON documents expanded by `json_to_recordset`, a JSON column's
-value as its JSON text (so None is stored as JSON null, as SQLAlchemy's JSON type
-stores it). The tasks' foreign key to their operations is checked at the end of the
+The rows travel as JSON documents expanded by `json_to_recordset`: the columns that
+differ by row (`PER_OPERATION`, `PER_TASK`) row by row, the rest once per kind of row
+(a bulk request of one action sends its action, queue, policy and times once). A
+nullable JSON column's value travels as its JSON text (so None is stored as JSON
+null, as SQLAlchemy's JSON type stores it), a NOT NULL one nested. The tasks' foreign key to their operations is checked at the end of the
 statement, once both are in. NOTIFY is delivered at commit only, as `Tx`'s is.
 """
 
@@ -27,8 +29,31 @@ CREATED_EVENT = {"status": "QUEUED"}
 """The data of an `operation.created` event."""
 
 
+PER_OPERATION = (
+    "id",
+    "parameters",
+    "params_digest",
+    "idempotency_key",
+    "timeout",
+    "deadline_at",
+    "n_queued",
+    "steps",
+)
+"""Columns of `operations` sent row by row; the others are sent once per kind of row."""
+
+PER_TASK = ("id", "operation_id", "step_id", "parameters", "available_at")
+"""Columns of `tasks` sent row by row; the others are sent once per kind of row."""
+
+
+def _direct(table: Table, name: str) -> bool:
+    """Whether a JSON column's value travels nested (never NULL: JSON null is not at stake)."""
+    return not table.c[name].nullable
+
+
 def _record_type(table: Table, name: str) -> str:
     kind = table.c[name].type
+    if isinstance(kind, JSON):
+        return "jsonb" if _direct(table, name) else "text"
     if isinstance(kind, Float):
         return "float8"
     if isinstance(kind, Integer):
@@ -36,24 +61,41 @@ def _record_type(table: Table, name: str) -> str:
     return "text"
 
 
-def _recordset(table: Table, names: Sequence[str], param: str) -> tuple[str, str]:
-    """(column list, SELECT list FROM json_to_recordset) inserting `names` of `table`."""
-    fields = ", ".join(f'"{n}" {_record_type(table, n)}' for n in names)
+def _value(table: Table, name: str, alias: str) -> str:
+    kind = table.c[name].type
+    if isinstance(kind, JSON) and not _direct(table, name):
+        return f'CAST({alias}."{name}" AS jsonb)'  # Python None: JSON null, as SQLAlchemy's
+    return f'{alias}."{name}"'
+
+
+def _fields(table: Table, names: Sequence[str]) -> str:
+    return ", ".join(["k int8", *(f'"{n}" {_record_type(table, n)}' for n in names)])
+
+
+def _insert(table: Table, each: Sequence[str], shared: Sequence[str], param: str) -> str:
+    """INSERT of `table` from `:<param>` (rows of `each`) joined to `:<param>_kinds` (`shared`)."""
+    columns = ", ".join(f'"{n}"' for n in (*each, *shared))
     values = ", ".join(
-        f'CAST(u."{n}" AS jsonb)' if isinstance(table.c[n].type, JSON) else f'u."{n}"'
-        for n in names
+        [*(_value(table, n, "u") for n in each), *(_value(table, n, "s") for n in shared)]
     )
-    columns = ", ".join(f'"{n}"' for n in names)
-    return columns, f"SELECT {values} FROM json_to_recordset(CAST(:{param} AS json)) AS u({fields})"
+    return (
+        f"INSERT INTO {table.name} ({columns}) SELECT {values} "
+        f"FROM json_to_recordset(CAST(:{param} AS json)) AS u({_fields(table, each)}) "
+        f"JOIN json_to_recordset(CAST(:{param}_kinds AS json)) AS s({_fields(table, shared)}) "
+        "ON s.k = u.k"
+    )
 
 
 @lru_cache(maxsize=16)
-def _statement(op_names: tuple[str, ...], task_names: tuple[str, ...]) -> TextClause:
-    op_columns, op_select = _recordset(t.operations, op_names, "ops")
-    task_columns, task_select = _recordset(t.tasks, task_names, "tasks")
+def _statement(
+    op_each: tuple[str, ...],
+    op_shared: tuple[str, ...],
+    task_each: tuple[str, ...],
+    task_shared: tuple[str, ...],
+) -> TextClause:
     return text(
-        f"WITH o AS (INSERT INTO operations ({op_columns}) {op_select}), "
-        f"t AS (INSERT INTO tasks ({task_columns}) {task_select}), "
+        f"WITH o AS ({_insert(t.operations, op_each, op_shared, 'ops')}), "
+        f"t AS ({_insert(t.tasks, task_each, task_shared, 'tasks')}), "
         "h AS (INSERT INTO status_history (entity_id, status, detail, at) "
         "SELECT u.id, :status, :detail, CAST(:now AS float8) "
         "FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS u(id, n) ORDER BY u.n), "
@@ -69,9 +111,40 @@ def _statement(op_names: tuple[str, ...], task_names: tuple[str, ...]) -> TextCl
     )
 
 
-def _document(table: Table, rows: Sequence[Mapping[str, Any]]) -> str:
-    nested = [n for n in rows[0] if isinstance(table.c[n].type, JSON)]
-    return _encode([{**row, **{n: _encode(row[n]) for n in nested}} for row in rows])
+def _identity(value: Any) -> Any:
+    """A hashable stand-in for a value: a dict or list by identity (the same object: equal)."""
+    return id(value) if isinstance(value, dict | list) else value
+
+
+def _split(
+    table: Table, rows: Sequence[Mapping[str, Any]], each: Sequence[str]
+) -> tuple[str, str, tuple[str, ...]]:
+    """(rows' document, kinds' document, shared columns): columns not in `each` once per kind.
+
+    Rows whose shared columns hold the same values (or the same dict objects) are one
+    kind; each row names its kind as `k`.
+    """
+    shared = tuple(n for n in rows[0] if n not in each)
+    text_json = [n for n in each if isinstance(table.c[n].type, JSON) and not _direct(table, n)]
+    kinds: dict[tuple[Any, ...], int] = {}
+    kind_rows: list[dict[str, Any]] = []
+    docs: list[dict[str, Any]] = []
+    for row in rows:
+        key = tuple(_identity(row[n]) for n in shared)
+        k = kinds.get(key)
+        if k is None:
+            k = kinds[key] = len(kind_rows)
+            kind = {n: row[n] for n in shared}
+            for n in shared:
+                if isinstance(table.c[n].type, JSON) and not _direct(table, n):
+                    kind[n] = _encode(kind[n])
+            kind_rows.append({"k": k, **kind})
+        doc = {n: row[n] for n in each}
+        for n in text_json:
+            doc[n] = _encode(doc[n])
+        doc["k"] = k
+        docs.append(doc)
+    return _encode(docs), _encode(kind_rows), shared
 
 
 def create_in_one_statement(
@@ -89,12 +162,16 @@ def create_in_one_statement(
     """
     from oprun.store.postgres import CHANNEL  # postgres.py imports the store's modules
 
-    statement = _statement(tuple(op_rows[0]), tuple(task_rows[0]))
+    ops, op_kinds, op_shared = _split(t.operations, op_rows, PER_OPERATION)
+    tasks, task_kinds, task_shared = _split(t.tasks, task_rows, PER_TASK)
+    statement = _statement(PER_OPERATION, op_shared, PER_TASK, task_shared)
     row = conn.execute(
         statement,
         {
-            "ops": _document(t.operations, op_rows),
-            "tasks": _document(t.tasks, task_rows),
+            "ops": ops,
+            "ops_kinds": op_kinds,
+            "tasks": tasks,
+            "tasks_kinds": task_kinds,
             "status": "QUEUED",
             "detail": "created",
             "now": now,
