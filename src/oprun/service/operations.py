@@ -38,12 +38,17 @@ from oprun.store.notify import logs_key, operation_key
 
 def params_digest(parameters: dict[str, object]) -> str:
     """Digest of a parameter set, for cacheable actions."""
+    if not parameters:
+        return EMPTY_DIGEST
     canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 STALE_RETRIES = 5
 """Times an invocation is resolved again when the action's latest version moved on."""
+
+EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"{}").hexdigest()
+"""`params_digest({})`: an action without parameters needs no hashing per operation."""
 
 SESSION_ACTION_FILTERS = ("operation_id", "session_id", "task_id")
 """What session actions can be listed by (`OperationService.session_action_page`)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Float, Integer, Table, TextClause, text
@@ -111,26 +112,26 @@ def _statement(
     )
 
 
-def _identity(value: Any) -> Any:
-    """A hashable stand-in for a value: a dict or list by identity (the same object: equal)."""
-    return id(value) if isinstance(value, dict | list) else value
-
-
 def _split(
     table: Table, rows: Sequence[Mapping[str, Any]], each: Sequence[str]
 ) -> tuple[str, str, tuple[str, ...]]:
     """(rows' document, kinds' document, shared columns): columns not in `each` once per kind.
 
-    Rows whose shared columns hold the same values (or the same dict objects) are one
-    kind; each row names its kind as `k`.
+    Rows whose shared columns hold the same values (a JSON column: the same object) are
+    one kind; each row names its kind as `k`.
     """
     shared = tuple(n for n in rows[0] if n not in each)
     text_json = [n for n in each if isinstance(table.c[n].type, JSON) and not _direct(table, n)]
+    # A kind is the shared columns' values, a JSON column's by identity (a dict is not
+    # hashable; rows built from one version share its policy's dict).
+    plain = [n for n in shared if not isinstance(table.c[n].type, JSON)]
+    nested = [n for n in shared if isinstance(table.c[n].type, JSON)]
+    values = itemgetter(*plain) if plain else (lambda row: ())
     kinds: dict[tuple[Any, ...], int] = {}
     kind_rows: list[dict[str, Any]] = []
     docs: list[dict[str, Any]] = []
     for row in rows:
-        key = tuple(_identity(row[n]) for n in shared)
+        key = (values(row), *[id(row[n]) for n in nested])
         k = kinds.get(key)
         if k is None:
             k = kinds[key] = len(kind_rows)
