@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from oprun.testing import Server, Worker
-from tests.integration.conftest import api, server, start_worker
+from tests.integration.conftest import api, server, start_worker, tenant
 
-__all__ = ["api", "server", "start_worker"]
+__all__ = ["api", "server", "start_worker", "tenant"]
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root: on PYTHONPATH so workers import `tests.integration.actions`."""
@@ -74,6 +74,22 @@ def run_cli(url: str, token: str, *args: str, timeout: float = 60) -> Ran:
 def database_url(sqlite_url: str) -> str:
     """End-to-end tests use SQLite only."""
     return sqlite_url
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server per test module (SQLite), for tests kept apart by project (`tenant`)."""
+    folder = tmp_path_factory.mktemp("shared")
+    srv = Server(
+        database_url=f"sqlite:///{folder / 'oprun.db'}",
+        lease_seconds=2.0,
+        reap_interval=0.25,
+        log_path=folder / "server.log",
+    ).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 
 from oprun.testing import free_port
 from tests.e2e.conftest import ROOT, Cli, Ran, clean_env
+from tests.integration.conftest import Tenant
 
 
 def one_error_line(ran: Ran, code: str) -> str:
@@ -40,6 +41,12 @@ def invoked_id(ran: Ran) -> str:
     op_id = json.loads(ran.stdout)["id"]
     assert op_id.startswith("op_"), ran
     return str(op_id)
+
+
+@pytest.fixture
+def server(tenant: Tenant) -> Tenant:
+    """A project of its own on the module's shared server (its worker serves it alone)."""
+    return tenant
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import Cli
 from tests.e2e.test_cli import invoked_id, one_error_line
+from tests.integration.conftest import Tenant
 
 BUNDLE_TEMPLATE = """\
 specificationVersion: 'jobtemplate-2023-09'
@@ -68,6 +69,12 @@ parameterValues:
 - {name: Label, value: from-parameter-values}
 - {name: 'deadline:priority', value: 50}
 """
+
+
+@pytest.fixture
+def server(tenant: Tenant) -> Tenant:
+    """A project of its own on the module's shared server (its worker serves it alone)."""
+    return tenant
 
 
 def write_bundle(folder: Path, template: str = BUNDLE_TEMPLATE) -> Path:

@@ -14,6 +14,7 @@ import oprun
 from oprun import OperationStatus
 from oprun.domain.models import ActionDefinition
 from tests.integration import actions
+from tests.integration.conftest import Tenant
 
 
 def _gone(pid: int) -> bool:
@@ -33,6 +34,12 @@ def _eventually(check, timeout: float, what: str) -> float:
             return time.monotonic() - started
         time.sleep(0.05)
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+@pytest.fixture
+def server(tenant: Tenant) -> Tenant:
+    """A project of its own on the module's shared server (its workers serve it alone)."""
+    return tenant
 
 
 @pytest.fixture

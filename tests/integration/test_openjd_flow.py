@@ -8,9 +8,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from oprun.domain.status import OperationStatus
+from tests.integration.conftest import Tenant
 
 CHUNKED = """
 specificationVersion: 'jobtemplate-2023-09'
@@ -42,6 +44,12 @@ steps:
         command: bash
         args: ['-c', 'echo "frames {{Task.Param.Frame}}"; echo openjd_progress: 50; echo openjd_progress: 100']
 """
+
+
+@pytest.fixture
+def server(tenant: Tenant) -> Tenant:
+    """A project of its own on the module's shared server (its workers serve it alone)."""
+    return tenant
 
 
 def _register(api, name: str, **definition) -> dict:
