@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -116,3 +117,70 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("figures")
         for line in sorted(lines):
             terminalreporter.write_line(line)
+
+
+# -- order (xdist balance) ----------------------------------------------------------------
+LONG_MODULES = {
+    "tests/integration/test_stress.py": 195,
+    "tests/integration/test_retention.py": 118,
+    "tests/e2e/test_cli.py": 105,
+    "tests/integration/test_openjd_flow.py": 90,
+    "tests/integration/test_flow.py": 85,
+    "tests/integration/test_outage_recovery.py": 84,
+    "tests/integration/test_openapi_fuzz.py": 78,
+    "tests/integration/test_creation_races.py": 71,
+    "tests/integration/test_rehearsal.py": 69,
+    "tests/e2e/test_web.py": 66,
+    "tests/integration/test_store_silence.py": 57,
+    "tests/integration/test_access_matrix.py": 53,
+    "tests/integration/test_poisoned_output.py": 51,
+    "tests/integration/test_store.py": 45,
+    "tests/integration/test_outages.py": 44,
+    "tests/integration/test_upgrades.py": 39,
+    "tests/integration/test_backups.py": 38,
+    "tests/integration/test_bad_input.py": 36,
+    "tests/e2e/test_cli_openjd.py": 34,
+    "tests/integration/test_paging.py": 33,
+    "tests/integration/test_token_lifecycle.py": 32,
+    "tests/integration/test_session_actions.py": 32,
+    "tests/e2e/test_cli_audit.py": 32,
+    "tests/integration/test_openjd_session.py": 31,
+    "tests/integration/test_failover.py": 31,
+    "tests/integration/test_cost_metrics.py": 31,
+    "tests/integration/test_audit.py": 27,
+    "tests/integration/test_scheduling.py": 27,
+    "tests/e2e/test_cli_profiles.py": 26,
+    "tests/docs/test_docs.py": 24,
+}
+"""Seconds the long modules took, each run alone (2-core machine, busy with other work too).
+
+The suite runs a module to each of two processes at a time (`--dist loadfile`), taking
+the next module as one frees up. Left in pytest-xdist's order (most tests first), the
+long modules of a few tests each came last, and one process ran the last of them alone
+while the other had finished. Longest first, the short ones fill in at the end.
+"""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist takes the modules in collection order (set below), not by test count."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules longest first (`LONG_MODULES`), then by test count.
+
+    It runs after pytest's own reordering (by fixture), which it keeps within each module.
+    """
+    module_of = {id(item): item.nodeid.split("::", 1)[0] for item in items}
+    count = Counter(module_of.values())
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first.setdefault(module_of[id(item)], index)
+
+    def weight(item: pytest.Item) -> tuple[int, int, int]:
+        module = module_of[id(item)]
+        return (-LONG_MODULES.get(module, 0), -count[module], first[module])
+
+    items.sort(key=weight)
