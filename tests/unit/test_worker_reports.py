@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from oprun.context import Context, cut_text
 from oprun.domain.protocol import ReportBatchResponse, ReportOutcome
 from oprun.worker._subprocess import LineSplitter, cut_bytes
-from oprun.worker.reports import ReportBatcher, _Entry
+from oprun.worker.reports import ReportBatcher
 
 
 def test_lines_are_split_across_chunks_and_long_ones_cut():
@@ -247,25 +246,3 @@ def test_a_lone_running_report_is_held_until_its_outcome_replaces_it():
             await asyncio.gather(runner, return_exceptions=True)
 
     asyncio.run(scenario())
-
-
-def test_a_report_of_ids_and_kind_alone_is_encoded_as_validation_would():
-    sa = "sa_" + "0" * 32
-    cases = [
-        _Entry(sa, 3, "running"),
-        _Entry(sa, 3, "released"),
-        _Entry(sa, 3, "succeeded", {"result": None}),
-        _Entry(sa, 3, "canceled", {"exit_code": None}),
-        _Entry(sa, 3, "succeeded", {"result": {"x": "a\x00b", "n": 2**70}}),  # validated
-        _Entry("sa_\x00odd", 3, "running"),  # validated: its id is escaped
-    ]
-    for entry in cases:
-        report, encoded = entry.encoded()
-        expected = entry.report()
-        assert report.model_dump() == expected.model_dump()
-        assert json.loads(encoded) == json.loads(expected.model_dump_json(exclude_defaults=True))
-    assert "\\u0000" not in cases[4].encoded()[1]  # the text rule still ran on the result
-    with pytest.raises(ValueError):
-        _Entry(sa, 2**63, "running").encoded()  # an epoch out of range is refused
-    with pytest.raises(ValueError):
-        _Entry(sa, 1, "nonsense").encoded()  # so is a kind that is not a ReportKind

@@ -44,8 +44,6 @@ MAX_BATCH_BYTES = 768 * 1024
 MAX_LOG_REPORT_LINES = 10_000
 MAX_LOG_REPORT_BYTES = 128 * 1024
 """A log report's raw text; JSON escaping may grow it, still under `MAX_BATCH_BYTES`."""
-_INT64 = 2**63
-_PLAIN_KINDS = frozenset({"running", "progress", "succeeded", "failed", "canceled", "released"})
 TERMINAL_KINDS = frozenset({"succeeded", "failed", "canceled", "released"})
 
 
@@ -61,32 +59,6 @@ class _Entry:
     size: int = 0
     queued_at: float = field(default_factory=time.monotonic)
     """When its first content was queued (later lines and progress merge into it)."""
-
-    def encoded(self) -> tuple[Report, str]:
-        """The report and its JSON (without defaults)."""
-        if (
-            self.kind in _PLAIN_KINDS
-            and not any(v is not None for v in self.fields.values())
-            and -_INT64 <= self.lease_epoch < _INT64
-            and self.session_action_id.isascii()
-            and self.session_action_id.isprintable()
-        ):
-            # Nothing but ids and kind (`running`, `released`, an outcome without a
-            # result): the text rule has nothing to check or escape, so the report is
-            # built and encoded as validation would, at a tenth of its cost.
-            report = Report.model_construct(
-                session_action_id=self.session_action_id,
-                lease_epoch=self.lease_epoch,
-                kind=self.kind,  # type: ignore[arg-type]  # one of ReportKind: set by this module
-            )
-            plain = {
-                "session_action_id": self.session_action_id,
-                "lease_epoch": self.lease_epoch,
-                "kind": self.kind,
-            }
-            return report, json.dumps(plain, separators=(",", ":"))
-        report = self.report()
-        return report, report.model_dump_json(exclude_defaults=True)
 
     def report(self) -> Report:
         if self.kind == "log":
@@ -261,8 +233,10 @@ class ReportBatcher:
                 # replace them (anything else queued meanwhile ends the hold).
                 hold = self._queue[0].queued_at + self._running_hold - time.monotonic()
                 if hold > 0:
+                    # asyncio.timeout, not wait_for: no task made for each hold.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._urgent.wait(), hold)
+                        async with asyncio.timeout(hold):
+                            await self._urgent.wait()
             self._urgent.clear()
             await self._send_one_batch()
 
@@ -285,7 +259,7 @@ class ReportBatcher:
         while self._queue and len(reports) < self._max_reports:
             entry = self._queue[0]
             try:
-                report, encoded = entry.encoded()
+                report = entry.report()
             except ValueError as exc:  # a field out of range: say so, never block the queue
                 self._queue.popleft()
                 self._forget(entry)
@@ -296,6 +270,7 @@ class ReportBatcher:
                     str(exc).replace("\n", " "),
                 )
                 continue
+            encoded = report.model_dump_json(exclude_defaults=True)
             if reports and size + len(encoded) > self._max_bytes:
                 break
             self._queue.popleft()
