@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib.util
 import json
 import logging
 import random
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -49,14 +47,6 @@ from oprun.sdk._failover import (
 from oprun.worker._http import LeanTransport
 
 log = logging.getLogger("oprun.worker.client")
-
-if importlib.util.find_spec("sniffio") is None:
-    # httpcore imports sniffio each time it makes a lock, an event or a cancel shield
-    # (several per request) and falls back to asyncio when it is missing, as it is since
-    # anyio 4.5 stopped requiring it. A failed import is not cached: each one searched
-    # sys.path again, a sixth of the worker's CPU in a drain. None in sys.modules makes
-    # that import fail at once, with the same fallback.
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 T = TypeVar("T")
 
