@@ -161,6 +161,14 @@ while the other had finished. Longest first, the short ones fill in at the end.
 """
 
 
+LAST_MODULES = ("tests/integration/test_outage_recovery.py",)
+"""Proofs that no lease lapses over a database outage or a server clock step, with leases
+of 2 s: they start last, beside the short modules, not beside the thousand-race stress
+module, whose load once kept a worker silent past a lease. They take longest, so the
+other process may idle a while at the end: a minute of wall time for a proof that
+measures the product, not the machine's contention."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """pytest-xdist takes the modules in collection order (set below), not by test count."""
     if hasattr(config.option, "loadscopereorder"):
@@ -169,7 +177,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules longest first (`LONG_MODULES`), then by test count.
+    """Modules longest first (`LONG_MODULES`), then by test count; `LAST_MODULES` last.
 
     It runs after pytest's own reordering (by fixture), which it keeps within each module.
     """
@@ -179,8 +187,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for index, item in enumerate(items):
         first.setdefault(module_of[id(item)], index)
 
-    def weight(item: pytest.Item) -> tuple[int, int, int]:
+    def weight(item: pytest.Item) -> tuple[bool, int, int, int]:
         module = module_of[id(item)]
-        return (-LONG_MODULES.get(module, 0), -count[module], first[module])
+        last = module in LAST_MODULES
+        return (last, -LONG_MODULES.get(module, 0), -count[module], first[module])
 
     items.sort(key=weight)
