@@ -29,14 +29,34 @@ from sqlalchemy import text as sa_text
 from sqlalchemy import update as sa_update
 from sqlalchemy.sql.dml import Update
 
-__all__ = ["BatchUpdate", "insert_rows"]
+__all__ = [
+    "BatchUpdate",
+    "encode_json",
+    "insert_rows",
+    "record_type",
+    "record_value",
+    "travels_as_text",
+]
 
-_encode = json.JSONEncoder(ensure_ascii=False, check_circular=False, allow_nan=False).encode
+encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False, allow_nan=False).encode
+"""The JSON encoder of every document a batch statement sends."""
 
 
-def _record_type(column: Column[Any]) -> str:
-    """The type a column's values have in the JSON record (JSON columns: their text)."""
+def travels_as_text(column: Column[Any]) -> bool:
+    """Whether a column's value travels in a JSON record as its own JSON text.
+
+    A nullable JSON column's does, and is cast back to jsonb in the statement, so
+    Python's None is stored as JSON null, as SQLAlchemy's JSON type stores it; a NOT
+    NULL one's travels nested (JSON null is not at stake there).
+    """
+    return isinstance(column.type, JSON) and bool(column.nullable)
+
+
+def record_type(column: Column[Any]) -> str:
+    """The type a column's values have in a JSON record (`json_to_recordset`)."""
     kind = column.type
+    if isinstance(kind, JSON):
+        return "text" if travels_as_text(column) else "jsonb"
     if isinstance(kind, Float):
         return "float8"
     if isinstance(kind, Integer):  # BigInteger is one too
@@ -44,35 +64,32 @@ def _record_type(column: Column[Any]) -> str:
     return "text"
 
 
-def _value(column: Column[Any], name: str) -> str:
-    """A record field as the column's value.
-
-    A JSON column's value travels as its JSON text and is cast here, so Python's
-    None is stored as JSON null, as SQLAlchemy's JSON type stores it.
-    """
-    return f'CAST(u."{name}" AS jsonb)' if isinstance(column.type, JSON) else f'u."{name}"'
+def record_value(column: Column[Any], field: str, alias: str = "u") -> str:
+    """Record field `field` of `alias` as the column's value."""
+    value = f'{alias}."{field}"'
+    return f"CAST({value} AS jsonb)" if travels_as_text(column) else value
 
 
 def _recordset(keys: Sequence[tuple[str, Column[Any]]]) -> str:
-    fields = ", ".join(f'"{key}" {_record_type(column)}' for key, column in keys)
+    fields = ", ".join(f'"{key}" {record_type(column)}' for key, column in keys)
     return f"json_to_recordset(CAST(:rows AS json)) AS u({fields})"
 
 
 def _document(keys: Sequence[tuple[str, Column[Any]]], rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows as one JSON array of objects (JSON columns' values as JSON text).
+    """The rows as one JSON array of objects (`travels_as_text` columns' values as JSON text).
 
     A row's keys beyond `keys` travel too and are ignored by `json_to_recordset`.
     """
-    nested = [key for key, column in keys if isinstance(column.type, JSON)]
-    if nested:
-        rows = [{**row, **{key: _encode(row[key]) for key in nested}} for row in rows]
-    return _encode(rows if isinstance(rows, list) else list(rows))
+    texts = [key for key, column in keys if travels_as_text(column)]
+    if texts:
+        rows = [{**row, **{key: encode_json(row[key]) for key in texts}} for row in rows]
+    return encode_json(rows if isinstance(rows, list) else list(rows))
 
 
 @lru_cache(maxsize=64)
 def _bulk_insert(table: Table, names: tuple[str, ...]) -> TextClause:
     keys = [(name, table.c[name]) for name in names]
-    selected = ", ".join(_value(column, name) for name, column in keys)
+    selected = ", ".join(record_value(column, name) for name, column in keys)
     columns = ", ".join(f'"{name}"' for name in names)
     return sa_text(
         f'INSERT INTO "{table.name}" ({columns}) SELECT {selected} FROM {_recordset(keys)}'
@@ -116,7 +133,7 @@ class BatchUpdate:
             *((f"d_{n}", c[n]) for n in self.add),
         )
         object.__setattr__(self, "_keys", keys)
-        sets = [f'"{n}" = {_value(c[n], f"v_{n}")}' for n in self.write]
+        sets = [f'"{n}" = {record_value(c[n], f"v_{n}")}' for n in self.write]
         sets += [f'"{n}" = t."{n}" + u."d_{n}"' for n in self.add]
         where = " AND ".join(f't."{n}" = u."b_{n}"' for n in self.match)
         object.__setattr__(

@@ -6,25 +6,22 @@ the request took (`CheckedOperation`) and the NOTIFY of the projects' work and e
 keys go as one statement of data-modifying CTEs: one round trip however many rows.
 The rows travel as JSON documents expanded by `json_to_recordset`: the columns that
 differ by row (`PER_OPERATION`, `PER_TASK`) row by row, the rest once per kind of row
-(a bulk request of one action sends its action, queue, policy and times once). A
-nullable JSON column's value travels as its JSON text (so None is stored as JSON
-null, as SQLAlchemy's JSON type stores it), a NOT NULL one nested. The tasks' foreign key to their operations is checked at the end of the
-statement, once both are in. NOTIFY is delivered at commit only, as `Tx`'s is.
+(a bulk request of one action sends its action, queue, policy and times once), each
+value as `oprun.store.batch` sends it (`travels_as_text`). The tasks' foreign key to
+their operations is checked at the end of the statement, once both are in. NOTIFY is delivered at commit only, as `Tx`'s is.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Float, Integer, Table, TextClause, text
+from sqlalchemy import JSON, Connection, Table, TextClause, text
 
 from oprun.store import schema as t
-
-_encode = json.JSONEncoder(ensure_ascii=False, check_circular=False, allow_nan=False).encode
+from oprun.store.batch import encode_json, record_type, record_value, travels_as_text
 
 CREATED_EVENT = {"status": "QUEUED"}
 """The data of an `operation.created` event."""
@@ -46,38 +43,18 @@ PER_TASK = ("id", "operation_id", "step_id", "parameters", "available_at")
 """Columns of `tasks` sent row by row; the others are sent once per kind of row."""
 
 
-def _direct(table: Table, name: str) -> bool:
-    """Whether a JSON column's value travels nested (never NULL: JSON null is not at stake)."""
-    return not table.c[name].nullable
-
-
-def _record_type(table: Table, name: str) -> str:
-    kind = table.c[name].type
-    if isinstance(kind, JSON):
-        return "jsonb" if _direct(table, name) else "text"
-    if isinstance(kind, Float):
-        return "float8"
-    if isinstance(kind, Integer):
-        return "int8"
-    return "text"
-
-
-def _value(table: Table, name: str, alias: str) -> str:
-    kind = table.c[name].type
-    if isinstance(kind, JSON) and not _direct(table, name):
-        return f'CAST({alias}."{name}" AS jsonb)'  # Python None: JSON null, as SQLAlchemy's
-    return f'{alias}."{name}"'
-
-
 def _fields(table: Table, names: Sequence[str]) -> str:
-    return ", ".join(["k int8", *(f'"{n}" {_record_type(table, n)}' for n in names)])
+    return ", ".join(["k int8", *(f'"{n}" {record_type(table.c[n])}' for n in names)])
 
 
 def _insert(table: Table, each: Sequence[str], shared: Sequence[str], param: str) -> str:
     """INSERT of `table` from `:<param>` (rows of `each`) joined to `:<param>_kinds` (`shared`)."""
     columns = ", ".join(f'"{n}"' for n in (*each, *shared))
     values = ", ".join(
-        [*(_value(table, n, "u") for n in each), *(_value(table, n, "s") for n in shared)]
+        [
+            *(record_value(table.c[n], n, "u") for n in each),
+            *(record_value(table.c[n], n, "s") for n in shared),
+        ]
     )
     return (
         f"INSERT INTO {table.name} ({columns}) SELECT {values} "
@@ -121,7 +98,7 @@ def _split(
     one kind; each row names its kind as `k`.
     """
     shared = tuple(n for n in rows[0] if n not in each)
-    text_json = [n for n in each if isinstance(table.c[n].type, JSON) and not _direct(table, n)]
+    text_json = [n for n in each if travels_as_text(table.c[n])]
     # A kind is the shared columns' values, a JSON column's by identity (a dict is not
     # hashable; rows built from one version share its policy's dict).
     plain = [n for n in shared if not isinstance(table.c[n].type, JSON)]
@@ -137,15 +114,15 @@ def _split(
             k = kinds[key] = len(kind_rows)
             kind = {n: row[n] for n in shared}
             for n in shared:
-                if isinstance(table.c[n].type, JSON) and not _direct(table, n):
-                    kind[n] = _encode(kind[n])
+                if travels_as_text(table.c[n]):
+                    kind[n] = encode_json(kind[n])
             kind_rows.append({"k": k, **kind})
         doc = {n: row[n] for n in each}
         for n in text_json:
-            doc[n] = _encode(doc[n])
+            doc[n] = encode_json(doc[n])
         doc["k"] = k
         docs.append(doc)
-    return _encode(docs), _encode(kind_rows), shared
+    return encode_json(docs), encode_json(kind_rows), shared
 
 
 def create_in_one_statement(
@@ -179,7 +156,7 @@ def create_in_one_statement(
             "ids": [op["id"] for op in op_rows],
             "projects": [op["project_id"] for op in op_rows],
             "event": "operation.created",
-            "data": _encode(CREATED_EVENT),
+            "data": encode_json(CREATED_EVENT),
             "channel": CHANNEL,
             "keys": sorted(keys),
             "latest_ids": list(latest),
