@@ -20,13 +20,21 @@ from oprun.domain.status import OperationStatus
 from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, at
+from oprun.store.throughput import MINUTES, SEALED_AFTER, WINDOW, FinalEnds
 
-THROUGHPUT_MINUTES = 60
+THROUGHPUT_MINUTES = MINUTES
 """How many one-minute buckets a queue's throughput covers (the last hour)."""
 
 
 class ReadQueries(StoreBase):
     """What clients read."""
+
+    def _final_ends(self) -> FinalEnds:
+        """The final end times of recently ended tasks this store keeps (made at first use)."""
+        found: FinalEnds | None = self.__dict__.get("_final_ends_kept")
+        if found is None:
+            found = self.__dict__.setdefault("_final_ends_kept", FinalEnds())
+        return found
 
     def _history(self, conn: Connection, entity_id: str) -> list[StatusRecord]:
         return rows.history(
@@ -243,6 +251,35 @@ class ReadQueries(StoreBase):
             ).scalar()
         return int(found or 0)
 
+    def _ended_by_minute(
+        self, conn: Connection, ids: list[str], now: float
+    ) -> tuple[dict[str, dict[str, int]], dict[str, list[int]]]:
+        """Tasks of queues `ids` ended in the hour before `now`: by status, and by minute.
+
+        The final ends come from this process's `FinalEnds`; the last `SEALED_AFTER`
+        seconds (and any end after `now`, counted in the last minute) from the index.
+        """
+        tasks = t.tasks.c
+        ended: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        buckets: dict[str, list[int]] = {qid: [0] * THROUGHPUT_MINUTES for qid in ids}
+        for qid, final in self._final_ends().count(conn, ids, now).items():
+            for status, n in final.by_status.items():
+                ended[qid][status] += n
+            buckets[qid] = final.buckets
+        start = now - WINDOW
+        offset = (tasks.updated_at - start) / 60
+        # Both are >= 0 here, where truncating is flooring; SQLite may lack floor().
+        minute = cast(offset, Integer) if conn.dialect.name == "sqlite" else func.floor(offset)
+        bucket = minute.label("bucket")
+        for qid, status, index, n in conn.execute(
+            select(tasks.queue_id, tasks.status, bucket, func.count())
+            .where(tasks.queue_id.in_(ids), t.TASK_ENDED, tasks.updated_at >= now - SEALED_AFTER)
+            .group_by(tasks.queue_id, tasks.status, bucket)
+        ).all():
+            ended[qid][status] += int(n)
+            buckets[qid][min(int(index), THROUGHPUT_MINUTES - 1)] += int(n)
+        return ended, buckets
+
     def queue_stats(
         self, project_id: str, after: tuple[int, str] | None = None, limit: int | None = None
     ) -> list[QueueStats]:
@@ -254,7 +291,9 @@ class ReadQueries(StoreBase):
         Counts come from the partial indexes `ix_tasks_queue_active` (unfinished tasks)
         and `ix_tasks_queue_ended` (finished tasks by end time), grouped in the database:
         never a scan of the operations or tasks tables. Bucket `i` of the throughput
-        counts the tasks that ended in `[now - 3600 + 60 i, now - 3600 + 60 (i + 1))`.
+        counts the tasks that ended in `[now - 3600 + 60 i, now - 3600 + 60 (i + 1))`:
+        the ends older than `SEALED_AFTER` seconds are final, and kept by this process
+        (`oprun.store.throughput`), so each call reads only the ends since its last.
         """
         tasks = t.tasks.c
         with self.read() as conn:
@@ -272,8 +311,8 @@ class ReadQueries(StoreBase):
             queues = conn.execute(query).all()
             ids = [q.id for q in queues]
             live: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-            ended: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-            buckets: dict[str, list[int]] = {qid: [0] * THROUGHPUT_MINUTES for qid in ids}
+            ended: dict[str, dict[str, int]] = {}
+            buckets: dict[str, list[int]] = {}
             if ids:
                 for qid, status, n in conn.execute(
                     select(tasks.queue_id, tasks.status, func.count())
@@ -281,20 +320,7 @@ class ReadQueries(StoreBase):
                     .group_by(tasks.queue_id, tasks.status)
                 ).all():
                     live[qid][status] = int(n)
-                start = now - 60 * THROUGHPUT_MINUTES
-                offset = (tasks.updated_at - start) / 60
-                # Both are >= 0 here, where truncating is flooring; SQLite may lack floor().
-                minute = (
-                    cast(offset, Integer) if conn.dialect.name == "sqlite" else func.floor(offset)
-                )
-                bucket = minute.label("bucket")
-                for qid, status, index, n in conn.execute(
-                    select(tasks.queue_id, tasks.status, bucket, func.count())
-                    .where(tasks.queue_id.in_(ids), t.TASK_ENDED, tasks.updated_at >= start)
-                    .group_by(tasks.queue_id, tasks.status, bucket)
-                ).all():
-                    ended[qid][status] += int(n)
-                    buckets[qid][min(int(index), THROUGHPUT_MINUTES - 1)] += int(n)
+                ended, buckets = self._ended_by_minute(conn, ids, now)
         running = (OperationStatus.SCHEDULED, OperationStatus.RUNNING, OperationStatus.CANCELING)
         return [
             QueueStats(
