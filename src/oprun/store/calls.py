@@ -8,8 +8,8 @@ benchmarks to say what each operation costs.
 A *statement* is one SQL statement SQLAlchemy sent (an executemany counts once per
 statement the driver is handed). A *round trip* is one request the process sent
 and waited for an answer to: each statement, each transaction's BEGIN (psycopg sends
-it before the first statement) and its COMMIT or ROLLBACK, and each pre-ping check
-of a pooled connection. On SQLite, where nothing crosses a network, round trips are
+it before the first statement) and its COMMIT or ROLLBACK, and each ping of a pooled
+connection that rested (`postgres.ping_rested`). On SQLite, where nothing crosses a network, round trips are
 calls into the library: statements (BEGIN is one of them) and transaction ends.
 """
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from oprun.store.base import Tx
+from oprun.store.calls import CallCounter
 from oprun.store.notify import Notifier, tokens_key
 from oprun.store.sql import SqlStore
 
@@ -71,6 +75,37 @@ class PgNotifier(Notifier):
 
 CONNECT_TIMEOUT = 5
 """Seconds a new connection to PostgreSQL may take before the store answers 503."""
+PING_AFTER_REST = 1.0
+"""Seconds a pooled connection may rest before its next checkout pings it first."""
+
+
+def ping_rested(engine: Engine, counter: CallCounter) -> None:
+    """Ping a pooled connection on checkout when it rested `PING_AFTER_REST` or longer.
+
+    A connection checked in moments ago was alive then: pinging it before every
+    transaction (`pool_pre_ping`) costs a round trip each on the hot path. One that
+    rested longer may have been cut (a restarted or failed-over database): a failed
+    ping makes the pool replace it before any work is sent, as `pool_pre_ping` does.
+    A connection cut within its rest fails its first statement instead, and SQLAlchemy
+    then drops it and every connection older than the failure (the answer is a 503,
+    which clients retry).
+    """
+
+    @event.listens_for(engine.pool, "connect")
+    @event.listens_for(engine.pool, "checkin")
+    def rested(_dbapi: Any, record: Any) -> None:
+        record.info["rested_at"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def ping(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("rested_at")
+        if since is not None and time.monotonic() - since < PING_AFTER_REST:
+            return
+        counter.round_trip()
+        try:
+            engine.dialect.do_ping(dbapi)
+        except psycopg.Error as exc:
+            raise DisconnectionError(str(exc)) from exc
 
 
 class PostgresStore(SqlStore):
@@ -87,12 +122,15 @@ class PostgresStore(SqlStore):
             sa_url,
             pool_size=10,
             max_overflow=20,
-            pool_pre_ping=True,
+            # Last in, first out: the same few connections stay warm (and keep their
+            # prepared statements) instead of every pooled one taking turns.
+            pool_use_lifo=True,
             hide_parameters=True,
             connect_args=connect,
         )
         conninfo = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         super().__init__(engine, PgNotifier(conninfo))
+        ping_rested(engine, self.calls)
 
     def _db_now(self, conn: Connection) -> float:
         return float(
