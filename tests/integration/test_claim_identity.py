@@ -3,12 +3,22 @@
 The API process remembers a worker's project and queues after its first call
 (`WorkerService._seen`), so a claim that finds work is one transaction. These tests
 prove that what the worker's status decides did not move: a stopped worker gets
-nothing and hears so, another project's token gets nothing of it.
+nothing and hears so, another project's token gets nothing of it. A claim right
+after one that came up short waits without looking (`WorkerService._short`), yet
+still finds work published before or while it waits.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from oprun.service.workers import SHORT_CLAIM_MEMORY
+from oprun.testing import Server
 
 NOOP = {"name": "noop", "kind": "python", "entrypoint": "oprun.examples:noop"}
 
@@ -59,3 +69,77 @@ def test_a_known_worker_is_nothing_to_another_projects_token(tenant, shared_serv
     with _client(tenant.url, tenant.token) as client:
         taken = client.post(f"/v1/workers/{worker}:claim", json={"max": 1}).json()
         assert len(taken["assignments"]) == 1  # still there for its own worker
+
+
+def test_a_claim_right_after_a_short_one_still_finds_new_work(tenant):
+    with _client(tenant.url, tenant.token) as client:
+        worker = _worker(client)
+        short = client.post(f"/v1/workers/{worker}:claim", json={"max": 8, "wait": 0})
+        assert short.json()["assignments"] == []  # came up short: remembered a moment
+        op = client.post("/v1/operations", json={"action": "noop"}).json()
+
+        claim = client.post(f"/v1/workers/{worker}:claim", json={"max": 8, "wait": 5})
+
+        assert [a["operation_id"] for a in claim.json()["assignments"]] == [op["id"]]
+        assert claim.elapsed.total_seconds() < 4  # found at once, not after the wait
+
+
+def test_work_submitted_while_such_a_claim_waits_wakes_it(tenant):
+    with _client(tenant.url, tenant.token) as client:
+        worker = _worker(client)
+        client.post(f"/v1/workers/{worker}:claim", json={"max": 8, "wait": 0}).raise_for_status()
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(
+                client.post, f"/v1/workers/{worker}:claim", json={"max": 8, "wait": 10}
+            )
+            time.sleep(0.5)  # the claim is parked by now
+            op = client.post("/v1/operations", json={"action": "noop"}).json()
+            claim = waiting.result(timeout=30)
+        assert [a["operation_id"] for a in claim.json()["assignments"]] == [op["id"]]
+        assert claim.elapsed.total_seconds() < 8
+
+
+def _statements(client: httpx.Client) -> float:
+    text = client.get("/metrics").raise_for_status().text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "oprun_database_statements_total"
+    )
+
+
+def _statements_around(client: httpx.Client, call: Callable[[], object]) -> float:
+    before = _statements(client)
+    call()
+    return _statements(client) - before
+
+
+def test_a_claim_right_after_a_short_one_waits_without_a_database_call(database_url, tmp_path):
+    quiet = {"OPRUN_RETENTION_INTERVAL": "3600"}  # nothing periodic between the readings
+    server = Server(
+        database_url=database_url, reap_interval=3600, environment=quiet, log_path=tmp_path / "s"
+    ).start()
+    try:
+        with _client(server.url, server.token) as client:
+            worker = _worker(client)
+            claim = f"/v1/workers/{worker}:claim"
+            scrapes = _statements_around(client, lambda: None)  # what the readings cost
+            client.post(claim, json={"max": 8}).raise_for_status()  # the worker is known
+
+            looked = _statements_around(client, lambda: client.post(claim, json={"max": 8}))
+            waited = _statements_around(
+                client, lambda: client.post(claim, json={"max": 8, "wait": 0.3})
+            )
+            time.sleep(SHORT_CLAIM_MEMORY + 0.1)
+            forgot = _statements_around(
+                client, lambda: client.post(claim, json={"max": 8, "wait": 0.3})
+            )
+        look = looked - scrapes  # one look: the worker and its queues, the waiting tasks
+        assert look >= 2
+        # A moment after a short claim, with nothing new, the claim waits without a
+        # look; it looks once when its wait ends. Long after, it looks first, too.
+        assert waited == scrapes + look
+        assert forgot == scrapes + 2 * look
+    finally:
+        server.stop()

@@ -33,7 +33,7 @@ from oprun.service.auth import Principal
 from oprun.service.metrics import Metrics
 from oprun.store import NewOperation, Store
 from oprun.store.invocations import CheckedOperation, StaleAction
-from oprun.store.notify import logs_key, operation_key
+from oprun.store.notify import ended_key, logs_key, operation_key
 
 
 def params_digest(parameters: dict[str, object]) -> str:
@@ -358,8 +358,9 @@ class OperationService:
         async def fetch() -> Operation:
             return await run_in_threadpool(self._store.get_operation, project, operation_id)
 
+        # Woken only when it ends: a change on the way (claimed, running) costs no read.
         return await self._store.notifier.long_poll(
-            [operation_key(operation_id)],
+            [ended_key(operation_id)],
             timeout,
             hangup,
             fetch,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from anyio.to_thread import run_sync
 
@@ -32,6 +33,11 @@ from oprun.service.metrics import Metrics
 from oprun.service.settings import Settings
 from oprun.store import Store
 from oprun.store.notify import work_key, worker_key
+from oprun.store.protocol import Claimed
+
+SHORT_CLAIM_MEMORY = 1.0
+"""Seconds a worker's claim that came up short is remembered: its next claim within
+that time waits at once, unless new work was published since (see `WorkerService.claim`)."""
 
 
 def _bounded(report: Report) -> Report:
@@ -63,6 +69,9 @@ class WorkerService:
         self._metrics = metrics
         self._seen: dict[str, Worker] = {}
         """Workers this process found live, by id: their project and queues never change."""
+        self._short: dict[str, tuple[int, float]] = {}
+        """Workers whose last claim here took less than it asked: the generation of their
+        project's work key before it looked, and when it ended (monotonic)."""
 
     def register(self, principal: Principal, registration: WorkerRegistration) -> Worker:
         """Register a worker and the actions it serves."""
@@ -105,6 +114,25 @@ class WorkerService:
             limit,
             lambda after, size: self._store.list_workers(project, after, size),
             key=lambda worker: worker.id,
+        )
+
+    def _nothing_new(
+        self, short: tuple[int, float] | None, key: str, request: ClaimRequest
+    ) -> bool:
+        """Whether a claim would find what the worker's last short claim found: nothing.
+
+        True when that claim ended under `SHORT_CLAIM_MEMORY` ago and `key` has not been
+        published since it looked (every change that makes work claimable publishes it),
+        while this process hears every publication. Call it once listening on `key`.
+        """
+        if short is None or request.operation_id is not None or request.wait <= 0:
+            return False
+        generation, ended = short
+        notifier = self._store.notifier
+        return (
+            time.monotonic() - ended < SHORT_CLAIM_MEMORY
+            and notifier.hears_everything
+            and notifier.generation(key) == generation
         )
 
     def _own_worker(self, principal: Principal, worker_id: str) -> Worker:
@@ -162,7 +190,7 @@ class WorkerService:
         notifier = self._store.notifier
         stop = False
 
-        def take() -> list[Assignment]:
+        def take() -> Claimed:
             with self._metrics.timed_claim():
                 return self._store.claim(
                     worker.id,
@@ -175,14 +203,32 @@ class WorkerService:
                     step_id=request.step_id,
                 )
 
+        key = work_key(principal.project_id)
+        short = self._short.pop(worker_id, None)
+        first = True
+
         async def fetch() -> list[Assignment]:
-            nonlocal seen, stop
+            nonlocal seen, stop, first
             if notifier.should_answer(hangup):
                 return []  # never take work for a caller that hung up
+            if first:
+                first = False
+                if seen is not None and self._nothing_new(short, key, request):
+                    # Its last claim here found less than it wanted a moment ago, and no
+                    # work was published since: looking again now would find nothing.
+                    # Wait for the next publication, as if that claim had gone on waiting.
+                    return []
+            generation = notifier.generation(key)
             taken = await run_sync(take)
-            if not taken and seen is not None:
-                # Nothing taken on a status read before: read it now, before waiting, so
-                # a stopped or silent worker hears so at once, as with a fresh read.
+            if request.operation_id is None and not taken.refused and len(taken) < request.max:
+                if len(self._short) >= 10_000:
+                    self._short.clear()
+                self._short[worker_id] = (generation, time.monotonic())
+            else:
+                self._short.pop(worker_id, None)
+            if taken.refused and seen is not None:
+                # Refused on a status read before: read it now, before waiting, so a
+                # stopped or silent worker hears so at once, as with a fresh read.
                 seen = None
                 stop = (
                     await run_sync(self._own_worker, principal, worker_id)
@@ -190,7 +236,7 @@ class WorkerService:
             return taken
 
         assignments = await notifier.long_poll(
-            [work_key(principal.project_id)], request.wait, hangup, fetch, lambda a: bool(a) or stop
+            [key], request.wait, hangup, fetch, lambda a: bool(a) or stop
         )
         self._metrics.claimed(principal.project_id, assignments)
         return ClaimResponse(assignments=assignments, stop=stop)

@@ -34,6 +34,7 @@ from oprun.store.base import StoreBase, Tx
 from oprun.store.batch import BatchUpdate, insert_rows
 from oprun.store.counters import COUNTERS
 from oprun.store.notify import work_key
+from oprun.store.protocol import Claimed
 from oprun.store.schema import TASK_ACTIVE
 from oprun.store.sessions import is_open_for, sessions_of
 from oprun.store.transitions import lock_operations, settled
@@ -56,7 +57,7 @@ class ClaimQueries(StoreBase):
         operation_id: str | None = None,
         session_id: str | None = None,
         step_id: str | None = None,
-    ) -> list[Assignment]:
+    ) -> Claimed:
         """Take up to `limit` waiting tasks for a worker, each under a new lease.
 
         Queues are served in priority order, never past a queue's concurrency limit;
@@ -70,16 +71,16 @@ class ClaimQueries(StoreBase):
                 {"worker_id": worker_id, "project_id": project_id, "names": list(queue_names)},
             ).all()
             if not found:
-                return []
+                return Claimed(refused=True)
             worker = found[0]
             if not may_claim(
                 WorkerStatus(worker.status), worker.last_heartbeat_at, tx.now, lease_seconds
             ):
-                return []
+                return Claimed(refused=True)
             if session_id is not None and not _session_open(
                 tx, session_id, worker_id, operation_id
             ):
-                return []
+                return Claimed()
             queues = [row for row in found if row.queue_id is not None]
             picked = _pick(
                 tx,
@@ -92,11 +93,11 @@ class ClaimQueries(StoreBase):
                 step_id=step_id,
             )
             if not picked:
-                return []
+                return Claimed()
             assignments = _assign(tx, picked, worker_id, project_id, lease_seconds, session_id)
             if assignments and worker.status == WorkerStatus.IDLE.value:
                 tx.conn.execute(_WORKER_RUNNING, {"worker_id": worker_id})
-            return assignments
+            return Claimed(assignments)
 
 
 _WORKER_AND_QUEUES = (

@@ -52,6 +52,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._listeners: dict[str, set[Signal]] = {}
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
+        self._generations: dict[str, int] = {}
         self.closing = False
         """Set at shutdown: long polls answer at once instead of waiting."""
 
@@ -63,6 +64,15 @@ class Notifier:
         keys until it is back, so caches kept fresh by keys must not be trusted then.
         """
         return True
+
+    def generation(self, key: str) -> int:
+        """How many times `key` was published here since this was first asked about it.
+
+        Equal readings mean nothing published `key` in between (while
+        `hears_everything`): what a read before the first found is still so.
+        """
+        with self._lock:
+            return self._generations.setdefault(key, 0)
 
     def subscribe(self, key: str, callback: Callable[[], None]) -> None:
         """Call `callback` (from the publishing thread; keep it short) each time `key` is published."""
@@ -107,6 +117,9 @@ class Notifier:
         """Wake every listener of each key."""
         keys = list(keys)
         with self._lock:
+            for key in keys:
+                if key in self._generations:
+                    self._generations[key] += 1
             fired = {s for key in keys for s in self._listeners.get(key, ())}
             calls = [c for key in keys for c in self._callbacks.get(key, ())]
         for call in calls:
@@ -148,6 +161,11 @@ def work_key(project_id: str) -> str:
 def operation_key(operation_id: str) -> str:
     """Published when an operation changes."""
     return f"op:{operation_id}"
+
+
+def ended_key(operation_id: str) -> str:
+    """Published when an operation reaches a terminal status (what `:wait` waits for)."""
+    return f"end:{operation_id}"
 
 
 def logs_key(operation_id: str) -> str:

@@ -56,6 +56,19 @@ class NewOperation:
     """The operation's steps and tasks; empty: one task carrying `parameters`."""
 
 
+class Claimed(list[Assignment]):
+    """What a claim took; `refused` when the worker may not claim at all.
+
+    A worker that is unknown, draining, stopped or silent past its lease takes
+    nothing and is `refused`; an empty claim that is not refused found the worker
+    live and simply no work it could take, so its caller need not read it again.
+    """
+
+    def __init__(self, taken: Sequence[Assignment] = (), *, refused: bool = False) -> None:
+        super().__init__(taken)
+        self.refused = refused
+
+
 class Store(Protocol):
     """Persistence of projects, actions, operations and their work, with wake-ups.
 
@@ -329,7 +342,7 @@ class Store(Protocol):
         operation_id: str | None = None,
         session_id: str | None = None,
         step_id: str | None = None,
-    ) -> list[Assignment]:
+    ) -> Claimed:
         """Take up to `limit` waiting tasks for a worker, each under a new lease."""
         ...
 

@@ -28,7 +28,7 @@ from oprun.store import schema as t
 from oprun.store.base import Tx
 from oprun.store.batch import BatchUpdate
 from oprun.store.counters import COUNTER_OF, bump
-from oprun.store.notify import operation_key, work_key
+from oprun.store.notify import ended_key, operation_key, work_key
 
 LIVE_SA = (SAS.ASSIGNED.value, SAS.RUNNING.value, SAS.CANCELING.value)
 """Session action statuses that hold a worker (and a lease)."""
@@ -248,6 +248,8 @@ def settled(
         target = OS.FAILED  # canceled by its deadline: it failed
     if target is current:
         return None
+    if target.is_terminal():
+        tx.keys.add(ended_key(op["id"]))
     path = current.path_to(target) or [target]
     if op["id"] in tx.started and OS.RUNNING not in path and current is not OS.RUNNING:
         # Work that started and ended in one batch still ran: record RUNNING.
