@@ -6,7 +6,8 @@ oldest first, in small transactions; then the events older than the events'
 retention. Between two transactions it rests `PAUSE_RATIO` times as long as the
 last one took, so a backlog (retention just turned on over a large database) is
 worked off steadily while claims and reports keep the database nearly to
-themselves.
+themselves. Where a count limit falls is followed from round to round by the store
+(`oprun.store.kept`): a round reads what changed since the last, not the limit.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ short instead (see `MAX_TASKS` and `MAX_LOG_BYTES`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy import Connection, delete, func, select, tuple_, update
 
@@ -21,6 +22,8 @@ from oprun.domain.retention import Boundary, RetentionSettings
 from oprun.domain.status import OperationStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase
+from oprun.store.kept import KeptBoundaries
+from oprun.store.outages import unavailable_on_outage
 
 FINISHED = [s.value for s in OperationStatus if s.is_terminal()]
 MAX_TASKS = 2_000
@@ -94,16 +97,28 @@ class RetentionQueries(StoreBase):
         return [(r[0], RetentionSettings(days=r[1], max_operations=r[2])) for r in rows]
 
     def oldest_kept(self, project_id: str, keep: int) -> Boundary | None:
-        """The oldest of the project's `keep` newest finished operations (None: fewer exist)."""
-        with self.read() as conn:
-            row = conn.execute(
-                select(_op.ended_at, _op.id)
-                .where(_op.project_id == project_id, _op.ended_at.isnot(None))
-                .order_by(_op.ended_at.desc(), _op.id.desc())
-                .offset(keep - 1)
-                .limit(1)
-            ).first()
-        return None if row is None else Boundary(row[0], row[1])
+        """The oldest of the project's `keep` newest finished operations (None: fewer exist).
+
+        Followed from this process's last call by what changed since (`oprun.store.kept`):
+        a call reads the operations finished since, not all `keep` of them.
+        """
+        with self._snapshot() as conn:
+            return self._kept_boundaries().oldest_kept(conn, self._db_now, project_id, keep)
+
+    def _kept_boundaries(self) -> KeptBoundaries:
+        found: KeptBoundaries | None = self.__dict__.get("_kept_boundaries_kept")
+        if found is None:
+            found = self.__dict__.setdefault("_kept_boundaries_kept", KeptBoundaries())
+        return found
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose statements all see one snapshot of the database."""
+        with unavailable_on_outage(), self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     def purge_operations(self, project_id: str, before: Boundary, limit: int) -> int:
         """Delete up to `limit` of the project's finished operations that sort before `before`.
