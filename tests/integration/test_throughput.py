@@ -87,7 +87,10 @@ def _from_scratch(store, ids: list[str], now: float):
 
 def _counted(store, ids: list[str], now: float):
     with store.read() as conn:
-        ended, buckets = store._ended_by_minute(conn, ids, now)
+        project_id = conn.execute(
+            select(t.queues.c.project_id).where(t.queues.c.id == ids[0])
+        ).scalar_one()
+        ended, buckets = store._ended_by_minute(conn, project_id, ids, now)
     return {qid: {s: ended[qid][s] for s in ENDED} for qid in ids}, buckets
 
 
@@ -165,3 +168,56 @@ def test_queue_stats_of_two_processes_agree(store, project):
     assert sum(mine.throughput) == sum(theirs.throughput) == 30
     assert mine.throughput == theirs.throughput
     assert (mine.succeeded, mine.failed) == (theirs.succeeded, theirs.failed) == (11, 10)
+
+
+def _backdate_operations(store, op_ids: list[str], ended_at: float) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(t.operations).where(t.operations.c.id.in_(op_ids)).values(ended_at=ended_at)
+        )
+
+
+def test_a_count_forgets_the_ends_of_deleted_and_purged_operations(store, project):
+    from oprun.domain.retention import Boundary
+
+    store.configure_queue(project.id, "default", 0, None)
+    with store.engine.begin() as conn:  # a database that ran a while has old events
+        conn.execute(
+            t.events.insert().values(
+                project_id=project.id, type="test", entity_id="x", data={}, at=1.0
+            )
+        )
+    tasks = _ended_tasks(store, project.id, "default", 12)
+    with store.engine.connect() as conn:
+        op_of = {
+            task_id: op_id
+            for task_id, op_id in conn.execute(
+                select(t.tasks.c.id, t.tasks.c.operation_id).where(t.tasks.c.id.in_(tasks))
+            )
+        }
+    now = store.now()
+    # One operation ended two hours ago (older than the window); the others' tasks ended
+    # in the window, in minutes already final, each operation when its task did.
+    ends = [now - 2 * WINDOW] + [now - 300 - 60 * k for k in range(1, 12)]
+    _end_at(store, tasks, ends)
+    for task_id, at in zip(tasks, ends, strict=True):
+        _backdate_operations(store, [op_of[task_id]], at)
+    other = open_store(store.engine.url.render_as_string(hide_password=False), migrate=False)
+    try:
+        (before,) = store.queue_stats(project.id)
+        assert sum(before.throughput) == 11
+        store.delete_operation(project.id, op_of[tasks[5]])  # a user deletes one
+        (mine,) = store.queue_stats(project.id)
+        (theirs,) = other.queue_stats(project.id)
+        assert sum(mine.throughput) == sum(theirs.throughput) == 10
+        assert mine.throughput == theirs.throughput
+        # A purge by count deletes the oldest: the one before the window and two in it.
+        oldest_two = sorted(ends[1:])[:2]
+        purged = store.purge_operations(project.id, Boundary(oldest_two[1] + 1, ""), 100)
+        assert purged == 3
+        (mine,) = store.queue_stats(project.id)
+        (theirs,) = other.queue_stats(project.id)
+        assert sum(mine.throughput) == sum(theirs.throughput) == 8
+        assert mine.throughput == theirs.throughput
+    finally:
+        other.close()

@@ -21,8 +21,8 @@ keeps. A purge by age deletes every operation older than its limit, which may re
 kept ones: each round counts the ladder's operations in the index (a range of at
 most a ladder's length) and walks again if some are gone. A user deletes any finished
 operation, and that could move the boundary back: each round looks for the
-`operation.deleted` events it has not seen (those whose transaction could have
-committed after the last round's read) and walks again if there is one. A change of
+`operation.deleted` events it has not seen (`oprun.store.deletions`) and walks again
+if there is one. A change of
 `keep`, the clock going back, or too many new operations for the ladder: a walk too.
 Every round reads in one snapshot (REPEATABLE READ on PostgreSQL; a SQLite read
 transaction is one).
@@ -39,14 +39,12 @@ from sqlalchemy import Connection, func, select, tuple_
 
 from oprun.domain.retention import Boundary
 from oprun.store import schema as t
-from oprun.store.throughput import SEALED_AFTER
+from oprun.store.deletions import SEALED_AFTER, DeletionWatch
 
 LADDER = 1024
 """The fewest kept operations a process remembers above a project's boundary."""
-DELETED = "operation.deleted"
 
 _op = t.operations.c
-_ev = t.events.c
 
 
 @dataclass
@@ -72,8 +70,7 @@ class KeptBoundaries:
 
     def __init__(self) -> None:
         self._projects: dict[str, _Kept] = {}
-        self._newest_events: list[tuple[float, int]] = []
-        """(read_at, the newest event id that read saw), oldest first."""
+        self._deletions = DeletionWatch()
         self._lock = threading.Lock()
 
     def oldest_kept(
@@ -88,31 +85,15 @@ class KeptBoundaries:
             last = self._projects.get(project_id)
             kept = None
             if last is not None and last.keep == keep and last.read_at <= read_at:
-                deletions = _deletions_after(conn, project_id, self._floor(conn, last.read_at))
+                deletions = self._deletions.since(conn, project_id, last.read_at)
                 if deletions is not None and not deletions - last.deletions:
                     kept = _follow(conn, project_id, last, read_at, deletions)
             if kept is None:
-                deletions = _deletions_after(conn, project_id, self._floor(conn, read_at))
+                deletions = self._deletions.since(conn, project_id, read_at)
                 kept = _walk(conn, project_id, keep, read_at, deletions or set())
             self._projects[project_id] = kept
-            self._newest_events.append((read_at, _newest_event(conn)))
-            horizon = read_at - 3600.0
-            while len(self._newest_events) > 1 and self._newest_events[1][0] < horizon:
-                del self._newest_events[0]
+            self._deletions.saw(conn, read_at)
             return kept.ladder[0] if kept.ladder else None
-
-    def _floor(self, conn: Connection, read_at: float) -> int | None:
-        """An event id below every event a read at `read_at` could have missed.
-
-        An event that read did not see committed after it, so its transaction began
-        after `read_at - SEALED_AFTER` and took its id after that. The newest id an
-        earlier read saw is below it if that read was `2 * SEALED_AFTER` before.
-        """
-        before = read_at - 2 * SEALED_AFTER
-        earlier = [seq for at, seq in self._newest_events if at <= before]
-        if earlier:
-            return earlier[-1]
-        return _event_before(conn, before - SEALED_AFTER)  # began before: its id too
 
 
 def _follow(
@@ -205,34 +186,3 @@ def _after(conn: Connection, project_id: str, after: Boundary, limit: int) -> li
         .limit(limit)
     )
     return [Boundary(float(at), op_id) for at, op_id in rows]
-
-
-def _deletions_after(conn: Connection, project_id: str, floor: int | None) -> set[int] | None:
-    """The project's `operation.deleted` events after event `floor` (None: some may be gone).
-
-    Events are purged oldest first, so none after `floor` is gone while `floor` is not.
-    """
-    if floor is None:
-        return None
-    oldest = conn.execute(select(func.min(_ev.seq))).scalar()
-    if oldest is not None and oldest > max(floor, 1):  # ids start at 1
-        return None
-    return set(
-        conn.execute(
-            select(_ev.seq).where(
-                _ev.project_id == project_id, _ev.seq > floor, _ev.type == DELETED
-            )
-        ).scalars()
-    )
-
-
-def _newest_event(conn: Connection) -> int:
-    return int(conn.execute(select(func.max(_ev.seq))).scalar() or 0)
-
-
-def _event_before(conn: Connection, at: float) -> int | None:
-    """The newest event that began at or before `at` (None: there is none)."""
-    found = conn.execute(
-        select(_ev.seq).where(_ev.at <= at).order_by(_ev.seq.desc()).limit(1)
-    ).scalar()
-    return None if found is None else int(found)

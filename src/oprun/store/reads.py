@@ -20,7 +20,8 @@ from oprun.domain.status import OperationStatus
 from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, at
-from oprun.store.throughput import MINUTES, SEALED_AFTER, WINDOW, FinalEnds
+from oprun.store.deletions import SEALED_AFTER
+from oprun.store.throughput import MINUTES, WINDOW, FinalEnds
 
 THROUGHPUT_MINUTES = MINUTES
 """How many one-minute buckets a queue's throughput covers (the last hour)."""
@@ -252,7 +253,7 @@ class ReadQueries(StoreBase):
         return int(found or 0)
 
     def _ended_by_minute(
-        self, conn: Connection, ids: list[str], now: float
+        self, conn: Connection, project_id: str, ids: list[str], now: float
     ) -> tuple[dict[str, dict[str, int]], dict[str, list[int]]]:
         """Tasks of queues `ids` ended in the hour before `now`: by status, and by minute.
 
@@ -262,7 +263,7 @@ class ReadQueries(StoreBase):
         tasks = t.tasks.c
         ended: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         buckets: dict[str, list[int]] = {qid: [0] * THROUGHPUT_MINUTES for qid in ids}
-        for qid, final in self._final_ends().count(conn, ids, now).items():
+        for qid, final in self._final_ends().count(conn, project_id, ids, now).items():
             for status, n in final.by_status.items():
                 ended[qid][status] += n
             buckets[qid] = final.buckets
@@ -320,7 +321,7 @@ class ReadQueries(StoreBase):
                     .group_by(tasks.queue_id, tasks.status)
                 ).all():
                     live[qid][status] = int(n)
-                ended, buckets = self._ended_by_minute(conn, ids, now)
+                ended, buckets = self._ended_by_minute(conn, project_id, ids, now)
         running = (OperationStatus.SCHEDULED, OperationStatus.RUNNING, OperationStatus.CANCELING)
         return [
             QueueStats(

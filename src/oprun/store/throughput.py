@@ -10,10 +10,13 @@ are final: each process keeps those (one float per task ended in the last hour),
 fetching only the ones that became final since its last count, and counts just the
 last `SEALED_AFTER` seconds from the index, as every count did before.
 
-Counts equal a count of the whole hour from the index, in every process, as long as
-no task that ended within the hour is deleted (its operation deleted or purged
-within the hour it ended): a process that kept its end time counts it until it
-leaves the window.
+Tasks leave with their operations, and a count must not keep counting them: a
+process forgets what it kept of a project's queues when a user deleted one of its
+operations since its last count (`oprun.store.deletions`), and when a purge may have
+reached into the window, which it tells from the project's oldest finished operation:
+purges go oldest first, so while one that ended before the window is there, none
+that ended within it has gone. So counts equal a count of the whole hour from the
+index, in every process.
 """
 
 from __future__ import annotations
@@ -24,17 +27,17 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from oprun.store import schema as t
+from oprun.store.deletions import SEALED_AFTER, DeletionWatch
 
 MINUTES = 60
 """How many one-minute buckets a queue's throughput covers (the last hour)."""
 WINDOW = 60.0 * MINUTES
-SEALED_AFTER = 120.0
-"""Seconds after which a task's end is final: no transaction that ends a task stays
-open this long, so no end older than this can still appear."""
 ENDED = ("SUCCEEDED", "FAILED", "CANCELED")
+
+_op = t.operations.c
 
 
 def minute_of(end: float, start: float) -> float:
@@ -72,20 +75,29 @@ class FinalEnds:
 
     def __init__(self) -> None:
         self._queues: dict[str, _Ends] = {}
+        self._projects: dict[str, tuple[float, set[int]]] = {}
+        """Project -> its last count's clock and the deletion events that count saw."""
+        self._deletions = DeletionWatch()
         self._lock = threading.Lock()
 
-    def count(self, conn: Connection, queue_ids: Sequence[str], now: float) -> dict[str, Counted]:
+    def count(
+        self, conn: Connection, project_id: str, queue_ids: Sequence[str], now: float
+    ) -> dict[str, Counted]:
         """Each queue's tasks ended in `[now - WINDOW, now - SEALED_AFTER)`, by status and minute.
 
-        Fetches, through `ix_tasks_queue_ended`, only the ends that became final since
-        this process last counted the queue (the whole window the first time). Held
-        under a lock: concurrent counts would fetch the same rows.
+        `queue_ids` are queues of project `project_id`. Fetches, through
+        `ix_tasks_queue_ended`, only the ends that became final since this process last
+        counted the queue (the whole window the first time, or when some may be gone).
+        Held under a lock: concurrent counts would fetch the same rows.
         """
         start, until = now - WINDOW, now - SEALED_AFTER
         with self._lock:
             for qid, ends in list(self._queues.items()):
                 if ends.until < start:
                     del self._queues[qid]  # not counted for an hour: refetching costs as much
+            if self._some_gone(conn, project_id, now, start):
+                for qid in queue_ids:
+                    self._queues.pop(qid, None)
             ready: dict[str, _Ends] = {}
             fetch: dict[float, list[str]] = {}
             for qid in queue_ids:
@@ -104,12 +116,28 @@ class FinalEnds:
                     for status in ENDED:
                         ends.add(status, found.get((qid, status), ()))
                     ends.until = until
+            self._deletions.saw(conn, now)
             counted = {}
             for qid, ends in ready.items():
                 ends.forget_before(start)
                 self._queues[qid] = ends
                 counted[qid] = _by_minute(ends, start, until)
             return counted
+
+    def _some_gone(self, conn: Connection, project_id: str, now: float, start: float) -> bool:
+        """Whether tasks the project's kept ends count may have been deleted since."""
+        last = self._projects.get(project_id)
+        read_at = now if last is None or last[0] > now else last[0]
+        deletions = self._deletions.since(conn, project_id, read_at)
+        self._projects[project_id] = (now, deletions or set())
+        if last is None or deletions is None or deletions - last[1]:
+            return True
+        oldest = conn.execute(
+            select(func.min(_op.ended_at)).where(
+                _op.project_id == project_id, _op.ended_at.isnot(None)
+            )
+        ).scalar()
+        return oldest is None or oldest >= start
 
 
 def _ended(
