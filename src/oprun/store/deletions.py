@@ -33,24 +33,24 @@ class DeletionWatch:
         self._newest: list[tuple[float, int]] = []
         """(a read's clock, the newest event id it saw), oldest first."""
 
-    def saw(self, conn: Connection, read_at: float) -> None:
-        """Remember the newest event id this read (at the store's clock `read_at`) sees."""
-        self._newest.append((read_at, int(conn.execute(select(func.max(_ev.seq))).scalar() or 0)))
-        while len(self._newest) > 1 and self._newest[1][0] < read_at - KEEP_SECONDS:
-            del self._newest[0]
+    def since(
+        self, conn: Connection, project_id: str, last_read: float, read_at: float
+    ) -> set[int] | None:
+        """The project's deletion events a read at `last_read` may not have seen, and more.
 
-    def since(self, conn: Connection, project_id: str, read_at: float) -> set[int] | None:
-        """The project's deletion events that a read at `read_at` may not have seen, and more.
-
+        `read_at` is this read's clock: the newest event id it sees is remembered.
         None: one cannot tell (events that old are purged, or none is old enough yet).
         """
-        before = read_at - 2 * SEALED_AFTER
+        oldest, newest = conn.execute(select(func.min(_ev.seq), func.max(_ev.seq))).one()
+        self._newest.append((read_at, int(newest or 0)))
+        while len(self._newest) > 1 and self._newest[1][0] < read_at - KEEP_SECONDS:
+            del self._newest[0]
+        before = last_read - 2 * SEALED_AFTER
         earlier = [seq for at, seq in self._newest if at <= before]
         # Else an event that began `SEALED_AFTER` earlier still took its id before.
-        floor = earlier[-1] if earlier else _began_by(conn, before - SEALED_AFTER)
+        floor = earlier[-1] if earlier else _began_by(conn, before - SEALED_AFTER, oldest, newest)
         if floor is None:
             return None
-        oldest = conn.execute(select(func.min(_ev.seq))).scalar()
         if oldest is not None and oldest > max(floor, 1):  # ids start at 1
             return None
         return set(
@@ -62,13 +62,12 @@ class DeletionWatch:
         )
 
 
-def _began_by(conn: Connection, at: float) -> int | None:
+def _began_by(conn: Connection, at: float, oldest: int | None, newest: int | None) -> int | None:
     """The id of an event that began by `at`, among the newest such (None: none did).
 
     Looks back from the newest event in steps that double, down to the oldest, each
     one index lookup, so it reads a few rows however many events came since.
     """
-    oldest, newest = conn.execute(select(func.min(_ev.seq), func.max(_ev.seq))).one()
     step, probe = 256, newest
     while probe is not None:
         found = conn.execute(
@@ -78,7 +77,7 @@ def _began_by(conn: Connection, at: float) -> int | None:
             return None
         if found.at <= at:
             return int(found.seq)
-        if found.seq <= oldest:
+        if oldest is None or found.seq <= oldest:
             return None
-        probe, step = max(int(found.seq) - step, int(oldest)), 2 * step
+        probe, step = max(int(found.seq) - step, oldest), 2 * step
     return None

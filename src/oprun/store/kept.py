@@ -85,14 +85,13 @@ class KeptBoundaries:
             last = self._projects.get(project_id)
             kept = None
             if last is not None and last.keep == keep and last.read_at <= read_at:
-                deletions = self._deletions.since(conn, project_id, last.read_at)
+                deletions = self._deletions.since(conn, project_id, last.read_at, read_at)
                 if deletions is not None and not deletions - last.deletions:
                     kept = _follow(conn, project_id, last, read_at, deletions)
             if kept is None:
-                deletions = self._deletions.since(conn, project_id, read_at)
+                deletions = self._deletions.since(conn, project_id, read_at, read_at)
                 kept = _walk(conn, project_id, keep, read_at, deletions or set())
             self._projects[project_id] = kept
-            self._deletions.saw(conn, read_at)
             return kept.ladder[0] if kept.ladder else None
 
 

@@ -116,7 +116,6 @@ class FinalEnds:
                     for status in ENDED:
                         ends.add(status, found.get((qid, status), ()))
                     ends.until = until
-            self._deletions.saw(conn, now)
             counted = {}
             for qid, ends in ready.items():
                 ends.forget_before(start)
@@ -127,8 +126,8 @@ class FinalEnds:
     def _some_gone(self, conn: Connection, project_id: str, now: float, start: float) -> bool:
         """Whether tasks the project's kept ends count may have been deleted since."""
         last = self._projects.get(project_id)
-        read_at = now if last is None or last[0] > now else last[0]
-        deletions = self._deletions.since(conn, project_id, read_at)
+        last_read = now if last is None or last[0] > now else last[0]
+        deletions = self._deletions.since(conn, project_id, last_read, now)
         self._projects[project_id] = (now, deletions or set())
         if last is None or deletions is None or deletions - last[1]:
             return True
