@@ -221,3 +221,34 @@ def test_a_count_forgets_the_ends_of_deleted_and_purged_operations(store, projec
         assert mine.throughput == theirs.throughput
     finally:
         other.close()
+
+
+def test_a_deletion_seen_through_one_page_of_queues_is_not_missed_by_the_next(store, project):
+    store.configure_queue(project.id, "a", 0, None)
+    store.configure_queue(project.id, "b", 0, None)
+    with store.engine.begin() as conn:  # a database that ran a while has old events
+        conn.execute(
+            t.events.insert().values(
+                project_id=project.id, type="test", entity_id="x", data={}, at=1.0
+            )
+        )
+    old = _ended_tasks(store, project.id, "a", 1)
+    recent = _ended_tasks(store, project.id, "b", 2)
+    now = store.now()
+    _end_at(store, old + recent, [now - 2 * WINDOW, now - 600, now - 900])
+    with store.engine.begin() as conn:  # each operation ended when its task did
+        for task_id, at in zip(old + recent, [now - 2 * WINDOW, now - 600, now - 900], strict=True):
+            op_id = conn.execute(
+                select(t.tasks.c.operation_id).where(t.tasks.c.id == task_id)
+            ).scalar_one()
+            conn.execute(update(t.operations).where(t.operations.c.id == op_id).values(ended_at=at))
+        deleted = conn.execute(
+            select(t.tasks.c.operation_id).where(t.tasks.c.id == recent[0])
+        ).scalar_one()
+    (a,) = store.queue_stats(project.id, limit=1)
+    (b,) = store.queue_stats(project.id, after=(a.priority, a.name), limit=1)
+    assert (a.name, sum(a.throughput), b.name, sum(b.throughput)) == ("a", 0, "b", 2)
+    store.delete_operation(project.id, deleted)
+    store.queue_stats(project.id, limit=1)  # sees the deletion first
+    (b,) = store.queue_stats(project.id, after=(a.priority, a.name), limit=1)
+    assert sum(b.throughput) == 1

@@ -49,6 +49,7 @@ def minute_of(end: float, start: float) -> float:
 class _Ends:
     """One queue's final end times by status: every one in `[since, until)`, sorted."""
 
+    project_id: str
     since: float
     until: float
     times: dict[str, array[float]] = field(default_factory=dict)
@@ -95,15 +96,18 @@ class FinalEnds:
             for qid, ends in list(self._queues.items()):
                 if ends.until < start:
                     del self._queues[qid]  # not counted for an hour: refetching costs as much
-            if self._some_gone(conn, project_id, now, start):
-                for qid in queue_ids:
-                    self._queues.pop(qid, None)
+            if self._some_gone(conn, project_id, now, start):  # every page of its queues
+                for qid, ends in list(self._queues.items()):
+                    if ends.project_id == project_id:
+                        del self._queues[qid]
             ready: dict[str, _Ends] = {}
             fetch: dict[float, list[str]] = {}
             for qid in queue_ids:
                 kept = self._queues.get(qid)
                 # New, or the clock went back past what was forgotten: the whole window.
-                ends = _Ends(start, start) if kept is None or kept.since > start else kept
+                if kept is None or kept.since > start:
+                    kept = _Ends(project_id, start, start)
+                ends = kept
                 if ends.until < until:
                     fetch.setdefault(ends.until, []).append(qid)
                 ready[qid] = ends
