@@ -42,6 +42,8 @@ class FakeApi:
         self.refuse: set[str] = set()
         self.fail_next = 0
         self.seen_auth: set[str] = set()
+        self.claims: list[int] = []
+        """The `max` of each claim, in order."""
         self._n = 0
 
     def assign(self, entrypoint: str, timeout: float | None = None, **parameters: Any) -> str:
@@ -92,6 +94,7 @@ class FakeApi:
             self.registrations.append(body)
             return httpx.Response(201, json=self._worker(body))
         if path.endswith(":claim"):
+            self.claims.append(body["max"])
             deadline = time.monotonic() + min(body["wait"], 0.1)
             while not self.pending and time.monotonic() < deadline:  # noqa: ASYNC110 - a fake
                 await asyncio.sleep(0.01)
@@ -383,3 +386,118 @@ def test_a_freed_slot_claims_once_no_work_runs_without_waiting_out_the_gather(mo
         return time.monotonic() - started
 
     assert asyncio.run(scenario()) < 2
+
+
+async def _warm(api: FakeApi, task: asyncio.Task[None]) -> None:
+    """Run one task first: a worker prefetches once it has seen its tasks are short."""
+    sa = api.assign("oprun.examples:echo", value="warm")
+    await until(task, lambda: api.outcome(sa))
+
+
+def _ran(api: FakeApi, sa: str) -> bool:
+    return pid_from_log(api, sa) is not None
+
+
+def _held(api: FakeApi) -> set[str]:
+    """The session actions the last heartbeat held."""
+    return {h["session_action_id"] for h in api.heartbeats[-1]["held"]} if api.heartbeats else set()
+
+
+def test_prefetched_work_waits_for_a_slot_and_a_cancel_ends_it_without_running(monkeypatch):
+    from oprun.worker import slots
+
+    monkeypatch.setattr(slots, "PREFETCH_BELOW", 60.0)  # short enough, on a loaded machine
+    api = FakeApi()
+
+    async def body(agent, task):
+        await _warm(api, task)
+        first = api.assign("tests.unit.actions_for_tests:patient")
+        second = api.assign("tests.unit.actions_for_tests:patient")
+        await until(task, lambda: _ran(api, first))
+        await until(task, lambda: second in _held(api))  # its lease is renewed meanwhile
+        await asyncio.sleep(0.3)
+        assert not _ran(api, second)  # one slot: the second waits for it
+        api.cancel.add(second)
+        await until(task, lambda: api.outcome(second))
+        assert not _ran(api, second)
+        api.cancel.add(first)
+        await until(task, lambda: api.outcome(first))
+        assert api.outcome(second)["kind"] == "canceled"
+        assert api.outcome(first)["kind"] == "canceled"
+
+    scenario(api, body, concurrency=1, prefetch=1)
+
+
+def test_prefetched_work_that_waits_too_long_goes_back_to_the_queue(monkeypatch):
+    from oprun.worker import slots
+
+    monkeypatch.setattr(slots, "PREFETCH_PATIENCE", 0.3)
+    monkeypatch.setattr(slots, "PREFETCH_BELOW", 60.0)
+    api = FakeApi()
+    sas: list[str] = []
+
+    async def body(agent, task):
+        await _warm(api, task)
+        sas.extend(
+            [
+                api.assign("tests.unit.actions_for_tests:patient"),
+                api.assign("oprun.examples:echo", value="later"),
+            ]
+        )
+        await until(task, lambda: api.outcome(sas[1]))
+        assert api.outcome(sas[0]) is None  # the first still runs
+
+    scenario(api, body, concurrency=1, prefetch=1, grace=0.3)
+    second = sas[1]
+    assert api.kinds(second) == ["log", "released"]  # it never ran here; it says why
+    assert api.lines(second, "stdout") == []
+    assert api.lines(second, "system") == [
+        "oprun: giving the task back before it started (it waited for a free slot)"
+    ]
+
+
+def test_drain_gives_back_prefetched_work_at_once_without_running_it(monkeypatch):
+    from oprun.worker import slots
+
+    monkeypatch.setattr(slots, "PREFETCH_BELOW", 60.0)
+    api = FakeApi()
+    sas: list[str] = []
+
+    async def body(agent, task):
+        await _warm(api, task)
+        first = api.assign("tests.unit.actions_for_tests:patient")
+        second = api.assign("oprun.examples:echo", value="never")
+        sas.extend([first, second])
+        await until(task, lambda: _ran(api, first))
+        agent.request_stop()
+        await until(task, lambda: api.outcome(second), timeout=5)
+        assert api.outcome(first) is None  # still in its grace period
+        await asyncio.wait_for(task, 10)
+
+    scenario(api, body, concurrency=1, prefetch=1, grace=2.0)
+    first, second = sas
+    assert api.kinds(second) == ["log", "released"]
+    assert api.lines(second, "stdout") == []
+    assert api.outcome(first)["kind"] == "released"
+
+
+def test_a_worker_prefetches_only_while_its_tasks_are_short(monkeypatch):
+    from oprun.worker import slots
+
+    monkeypatch.setattr(slots, "PREFETCH_BELOW", 0.2)
+    monkeypatch.setattr(slots, "_SMOOTHING", 1.0)  # the last run time decides
+    api = FakeApi()
+
+    async def ends(task, sa: str) -> int:
+        await until(task, lambda: api.outcome(sa))
+        claims = len(api.claims)
+        await until(task, lambda: len(api.claims) > claims)  # the next claim after it
+        return api.claims[-1]
+
+    async def body(agent, task):
+        await ends(task, api.assign("oprun.examples:echo", value=1))  # starts the child
+        assert await ends(task, api.assign("oprun.examples:echo", value=2)) == 5  # short
+        assert await ends(task, api.assign("oprun.examples:sleep", seconds=0.4, steps=1)) == 2
+
+    scenario(api, body, concurrency=2, prefetch=3)
+    assert api.claims[0] == 2  # a fresh worker has not seen its tasks: slots only

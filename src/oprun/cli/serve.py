@@ -241,6 +241,14 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option("--queue", "-q", help="Queues to serve (repeat).")
         ] = None,
         concurrency: Annotated[int | None, typer.Option(help="Tasks run at once.")] = None,
+        prefetch: Annotated[
+            int | None,
+            typer.Option(
+                min=0,
+                help="Tasks held beyond --concurrency, waiting for a slot, while tasks are short "
+                "(default: as many as --concurrency; 0: none).",
+            ),
+        ] = None,
         name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
         grace: Annotated[float, typer.Option(help="Seconds to finish work on SIGTERM.")] = 10.0,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
@@ -274,6 +282,7 @@ def register(app: typer.Typer) -> None:
             name=name or socket.gethostname(),
             queues=queue or ["default"],
             concurrency=concurrency or os.cpu_count() or 1,
+            prefetch=prefetch,
             grace=grace,
             metrics_port=metrics_port,
             metrics_host=metrics_host,

@@ -95,6 +95,7 @@ class WorkerAgent:
         name: str | None = None,
         queues: list[str] | None = None,
         concurrency: int | None = None,
+        prefetch: int | None = None,
         heartbeat_interval: float | None = None,
         grace: float = 10.0,
         claim_wait: float = 20.0,
@@ -109,6 +110,8 @@ class WorkerAgent:
             name: how the worker shows in the API; the host name by default.
             queues: the queues it serves.
             concurrency: tasks run at once (one child process each); the CPU count by default.
+            prefetch: tasks held beyond `concurrency`, each waiting for a slot, while tasks
+                are short (see `oprun.worker.slots`); `concurrency` by default, 0 for none.
             heartbeat_interval: seconds between heartbeats; `lease_seconds / 3` by default.
             grace: seconds between SIGTERM and SIGKILL on cancel, and to finish work when stopping.
             claim_wait: how long one claim long-polls the server.
@@ -122,6 +125,9 @@ class WorkerAgent:
         self.concurrency = concurrency if concurrency is not None else (os.cpu_count() or 1)
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        self.prefetch = prefetch if prefetch is not None else self.concurrency
+        if self.prefetch < 0:
+            raise ValueError(f"prefetch must be at least 0, got {self.prefetch}")
         if grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {grace}")
         if not 0 <= claim_wait <= MAX_WAIT_SECONDS:
@@ -173,14 +179,18 @@ class WorkerAgent:
             ActionKind.OPENJD: OpenJDExecutor(self._reports, grace=self.grace, workdir=workdir),
         }
         slots = self._slots = Slots(
-            self.concurrency, self._reports, executors, claim=self._claim_for_session
+            self.concurrency,
+            self._reports,
+            executors,
+            claim=self._claim_for_session,
+            prefetch=self.prefetch,
         )
         self._client = ObservedClient(
             self._url, self._token, metrics=self.metrics, transport=self._transport
         )
         self.metrics.bind(
             slots_total=lambda: slots.concurrency,
-            slots_busy=lambda: slots.running,
+            slots_busy=lambda: slots.busy,
             report_lag=self._reports.lag,
             reports_sent=lambda: self._reports.sent_reports,
             child_restarts=lambda: python.restarts,
@@ -288,7 +298,7 @@ class WorkerAgent:
                 slots.slot_freed.clear()
                 await slots.slot_freed.wait()
                 continue
-            if slots.running and slots.free < self.concurrency:
+            if slots.running and slots.free < slots.capacity:
                 # Busy: tasks claimed together tend to end together, so gather the slots
                 # they free into one claim rather than one request per task; stop
                 # waiting as soon as no work runs (nothing more can free up).
@@ -414,6 +424,7 @@ def run_worker(
     name: str | None = None,
     queues: list[str] | None = None,
     concurrency: int | None = None,
+    prefetch: int | None = None,
     heartbeat_interval: float | None = None,
     grace: float = 10.0,
     claim_wait: float = 20.0,
@@ -432,6 +443,7 @@ def run_worker(
         name=name,
         queues=queues,
         concurrency=concurrency,
+        prefetch=prefetch,
         heartbeat_interval=heartbeat_interval,
         grace=grace,
         claim_wait=claim_wait,

@@ -4,11 +4,20 @@ A lease is held from the claim until the server has answered the work's last
 report (or the lease is lost); a slot is busy only while the work runs. Each
 assignment runs on the executor of its action's kind (see `oprun.worker.executor`);
 an OpenJD session keeps its slot and moves on to more of its operation's tasks.
+
+While tasks are short, a worker holds up to `prefetch` tasks more than it has slots:
+they wait here for a slot, so a slot that frees starts its next task at once instead
+of after a claim's round trip. A prefetched task waits at most `PREFETCH_PATIENCE`
+for a slot, then goes back to the queue (released) for another worker; once tasks
+take `PREFETCH_BELOW` or longer (a moving average), the worker stops prefetching,
+so long work never queues behind long work while another worker could take it; a
+fresh worker starts prefetching once its first tasks showed they are short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -21,6 +30,13 @@ log = logging.getLogger("oprun.worker")
 
 
 Claim = Callable[[ClaimRequest], Awaitable[list[Assignment]]]
+
+PREFETCH_PATIENCE = 1.0
+"""Seconds a prefetched task waits for a slot before it is given back to the queue."""
+PREFETCH_BELOW = 0.25
+"""Prefetch only while tasks typically run shorter than this (seconds)."""
+_SMOOTHING = 0.2
+"""Weight of the newest run time in the moving average of run times."""
 
 
 class Slots:
@@ -37,12 +53,23 @@ class Slots:
         executors: Mapping[ActionKind, Executor],
         *,
         claim: Claim | None = None,
+        prefetch: int = 0,
+        patience: float | None = None,
     ) -> None:
         """Run at most `concurrency` tasks, each on `executors[its action's kind]`.
 
-        `claim` asks the server for more work for a session (never waiting).
+        `claim` asks the server for more work for a session (never waiting);
+        `prefetch` tasks more may be held, each waiting up to `patience` seconds for a
+        slot (`PREFETCH_PATIENCE` by default).
         """
         self.concurrency = concurrency
+        self.prefetch = prefetch
+        self._patience = PREFETCH_PATIENCE if patience is None else patience
+        self._turns = asyncio.Semaphore(concurrency)
+        self._waiting: dict[str, asyncio.Event] = {}
+        """Executions waiting for a slot: set to end the wait (the work was stopped)."""
+        self._typical: float | None = None
+        """Moving average of how long tasks ran (seconds); None before the first."""
         self.slot_freed = asyncio.Event()
         """Set when a task ends (a slot is free)."""
         self.held_added = asyncio.Event()
@@ -61,14 +88,29 @@ class Slots:
         return self._stopping
 
     @property
+    def capacity(self) -> int:
+        """How many tasks may be held now: the slots, and the prefetch while tasks are short.
+
+        Not before the first task ended: a fresh worker has not seen its tasks yet (an
+        OpenJD session, long by nature, would open one session per prefetched task).
+        """
+        short = self._typical is not None and self._typical < PREFETCH_BELOW
+        return self.concurrency + (self.prefetch if short else 0)
+
+    @property
     def free(self) -> int:
-        """How many more tasks may start now."""
-        return self.concurrency - len(self._executions)
+        """How many more tasks may be claimed now."""
+        return max(0, self.capacity - len(self._executions))
 
     @property
     def running(self) -> int:
-        """How many tasks run now."""
+        """How many tasks run now or wait for a slot."""
         return len(self._executions)
+
+    @property
+    def busy(self) -> int:
+        """How many slots are busy."""
+        return min(self.concurrency, len(self._executions) - len(self._waiting))
 
     def held(self) -> list[Held]:
         """Every lease held, for a heartbeat."""
@@ -105,7 +147,16 @@ class Slots:
 
     async def _execute(self, execution: Execution) -> None:
         try:
-            await execution.run()
+            if await self._turn(execution):
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                try:
+                    await execution.run()
+                finally:
+                    self._turns.release()
+                    self._learn(loop.time() - began)
+            else:
+                await execution.run()  # stopped before its turn: it reports why, runs nothing
         except Exception as exc:
             sa = execution.session_action_id
             log.exception("task_error session_action_id=%s", sa)
@@ -121,6 +172,57 @@ class Slots:
         finally:
             self._executions.pop(execution.session_action_id, None)
             self.slot_freed.set()
+
+    async def _turn(self, execution: Execution) -> bool:
+        """Wait for a slot: True once it has one; False if stopped first or out of patience.
+
+        Out of patience, the work is given back (released) for another worker.
+        """
+        if execution.reason is not None:
+            return False
+        if not self._turns.locked():
+            await self._turns.acquire()  # free: no wait
+            return True
+        sa = execution.session_action_id
+        stopped = self._waiting[sa] = asyncio.Event()
+        turn = asyncio.ensure_future(self._turns.acquire())
+        ended = asyncio.ensure_future(stopped.wait())
+        waited = False
+        try:
+            await asyncio.wait(
+                [turn, ended], timeout=self._patience, return_when=asyncio.FIRST_COMPLETED
+            )
+            waited = True
+        finally:
+            self._waiting.pop(sa, None)
+            ended.cancel()
+            turn.cancel()  # nothing if it has the slot already
+            with contextlib.suppress(asyncio.CancelledError):
+                await turn
+            got = not turn.cancelled()
+            if got and not waited:
+                self._turns.release()  # this task was cancelled itself
+        if got and execution.reason is None:
+            return True
+        if got:
+            self._turns.release()
+        elif execution.reason is None:
+            log.info("task_released session_action_id=%s why=no_slot_in_time", sa)
+            execution.stop(StopReason.RELEASED)
+        return False
+
+    def _learn(self, seconds: float) -> None:
+        typical = self._typical
+        self._typical = seconds if typical is None else typical + _SMOOTHING * (seconds - typical)
+
+    def _stop(self, execution: Execution, reason: StopReason, grace: float | None = None) -> None:
+        if grace is None:
+            execution.stop(reason)
+        else:
+            execution.stop(reason, grace=grace)
+        waiting = self._waiting.get(execution.session_action_id)
+        if waiting is not None:
+            waiting.set()
 
     async def _next_task(self, current: Assignment) -> Assignment | None:
         """The next task of `current`'s operation for its session, held; None: no more."""
@@ -152,10 +254,14 @@ class Slots:
 
     # -- stopping work --------------------------------------------------------------------
     def drain(self) -> None:
-        """The worker is stopping: work claimed from now on is given back at once."""
+        """The worker is stopping: work claimed from now on, or not started, is given back."""
         self._stopping = True
         for executor in self._executors.values():
             executor.drain()
+        for sa in list(self._waiting):
+            execution = self._executions.get(sa)
+            if execution is not None:
+                self._stop(execution, StopReason.RELEASED)
 
     def cancel(self, sa: str) -> bool:
         """The operation was canceled: stop its work; True if that is news."""
@@ -163,7 +269,7 @@ class Slots:
         if execution is None or execution.reason is not None:
             return False
         log.info("task_cancel session_action_id=%s", sa)
-        execution.stop(StopReason.CANCELED)
+        self._stop(execution, StopReason.CANCELED)
         return True
 
     def lose(self, sa: str, why: str) -> bool:
@@ -176,20 +282,20 @@ class Slots:
             log.debug("task_lost_after_outcome session_action_id=%s why=%s", sa, why)
             return False
         log.warning("task_lost session_action_id=%s why=%s action=kill", sa, why)
-        execution.stop(StopReason.LOST)
+        self._stop(execution, StopReason.LOST)
         return True
 
     def lose_all(self) -> None:
         """Every lease is gone (the server forgot this worker)."""
         for execution in list(self._executions.values()):
-            execution.stop(StopReason.LOST)
+            self._stop(execution, StopReason.LOST)
         self._held.clear()
         self._reports.discard_all()
 
     def release_all(self, grace: float) -> None:
         """Give back all running work (cancel it, SIGKILL after `grace`; 0 kills at once)."""
         for execution in list(self._executions.values()):
-            execution.stop(StopReason.RELEASED, grace=grace)
+            self._stop(execution, StopReason.RELEASED, grace)
 
     def on_settled(self, report: Report, outcome: ReportOutcome) -> None:
         """The server answered a report: a refusal means the work is lost."""

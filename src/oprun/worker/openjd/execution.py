@@ -116,6 +116,11 @@ class OpenJDExecution:
     async def run(self) -> None:
         """Run tasks until there are no more for this session, then close it."""
         a = self.assignment
+        if self.reason is not None:  # stopped before it started: no session to open
+            self._end_stopped()
+            if self.reason is not StopReason.LOST:
+                self._reports.end_session(a.session_id)
+            return
         template = a.action.template
         if not isinstance(template, dict):
             self._fail("NO_TEMPLATE", f"action {a.action.name!r} has no job template")

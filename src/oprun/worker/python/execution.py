@@ -140,7 +140,8 @@ class PythonExecution:
             self._reports.discard(self.session_action_id)
         if self.reason is None or reason is StopReason.LOST:
             if self.reason is None and reason is not StopReason.LOST and not self._ended:
-                self._system(_stop_line(reason, self._grace if grace is None else grace))
+                grace_used = self._grace if grace is None else grace
+                self._system(_stop_line(reason, grace_used, started=self._child is not None))
             self.reason = reason
         if self._child is None or self._ended:
             return
@@ -152,6 +153,9 @@ class PythonExecution:
 
     async def run(self) -> None:
         """Run the task on a child of the pool until it ends, then give the child back."""
+        if self.reason is not None:  # stopped before it started: no child needed to say so
+            self._end_stopped(None)
+            return
         child = await self._pool.acquire()
         reusable = False
         try:
@@ -317,18 +321,20 @@ def _cut(line: str) -> str:
     return fit(line, utf8_bytes=MAX_LOG_LINE_BYTES)
 
 
-def _stop_line(reason: StopReason, grace: float) -> str:
+def _stop_line(reason: StopReason, grace: float, *, started: bool) -> str:
+    what = {
+        StopReason.CANCELED: "cancel requested",
+        StopReason.TIMEOUT: "timed out",
+        StopReason.RELEASED: "giving the task back",
+        StopReason.LOST: "lease lost",
+    }[reason]
+    if not started:
+        return f"oprun: {what} before it started (it waited for a free slot)"
     how = (
         "killing its process group now"
         if grace <= 0
         else f"SIGTERM to its process group, SIGKILL after {grace:g} s"
     )
-    what = {
-        StopReason.CANCELED: "cancel requested",
-        StopReason.TIMEOUT: "timed out",
-        StopReason.RELEASED: "worker stopping; giving the task back",
-        StopReason.LOST: "lease lost",
-    }[reason]
     return f"oprun: {what}: {how}"
 
 
