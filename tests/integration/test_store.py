@@ -13,7 +13,7 @@ from oprun.domain.params import ParameterSpec
 from oprun.domain.protocol import Held, Report
 from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
 from oprun.service.operations import params_digest
-from oprun.store import NewOperation, Store
+from oprun.store import NewOperation, Store, open_store
 from oprun.store.notify import work_key
 
 
@@ -300,6 +300,24 @@ def test_a_claim_that_leaves_work_it_locked_wakes_the_claims_that_skipped_it(sto
     woken.clear()
     assert len(store.claim(worker.id, project.id, ["default"], 1, 30)) == 1
     assert woken.wait(5), "the claim left 11 tasks waiting and woke no parked claim"
+
+
+def test_a_commit_wakes_its_own_process_at_once_and_others_once(store, project, database_url):
+    # This process's waiters hear a commit's keys as it returns, not after a trip
+    # through the database; another process hears them by NOTIFY; none hears twice.
+    heard: list[str] = []
+    store.notifier.subscribe(work_key(project.id), lambda: heard.append("here"))
+    other = open_store(database_url) if store.dialect_name == "postgresql" else None
+    try:
+        if other is not None:
+            other.notifier.subscribe(work_key(project.id), lambda: heard.append("there"))
+        _invoke(store, project.id)
+        assert "here" in heard  # published at commit, before any NOTIFY could come back
+        time.sleep(0.5)  # the NOTIFY has come back here, and reached the other process
+        assert sorted(heard) == (["here", "there"] if other is not None else ["here"])
+    finally:
+        if other is not None:
+            other.close()
 
 
 def test_another_projects_operation_is_not_found(store, project):

@@ -72,6 +72,8 @@ class Tx:
     conn: Connection
     now: float
     keys: set[str] = field(default_factory=set)
+    notified: set[str] = field(default_factory=set)
+    """Keys a statement of this transaction sent itself (NOTIFY); published here on commit."""
     started: set[str] = field(default_factory=set)
     """Operations whose work started in this transaction (their history shows RUNNING)."""
     _history: list[dict[str, Any]] = field(default_factory=list)
@@ -138,7 +140,7 @@ class StoreBase:
         """Publish inside the transaction (PostgreSQL NOTIFY is delivered at commit)."""
 
     def _after_commit(self, keys: set[str]) -> None:
-        """Publish after commit (in-process backends)."""
+        """Publish in this process after commit (other processes hear the NOTIFY)."""
         if keys:
             self.notifier.publish(keys)
 
@@ -153,7 +155,7 @@ class StoreBase:
             yield tx
             tx.flush()
             self._send_keys(tx)
-        self._after_commit(tx.keys)
+        self._after_commit(tx.keys | tx.notified)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -158,7 +158,7 @@ def create_in_one_statement(
             "event": "operation.created",
             "data": encode_json(CREATED_EVENT),
             "channel": CHANNEL,
-            "keys": sorted(keys),
+            "keys": list(keys),
             "latest_ids": list(latest),
             "latest_versions": list(latest.values()),
         },

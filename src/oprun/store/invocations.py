@@ -280,7 +280,9 @@ class InvocationQueries(StoreBase):
                 projects = {op["project_id"] for op in op_rows}
                 keys = {k for p in projects for k in (work_key(p), events_key(p))}
                 versions = {aid: v for aid, (v, _, _) in latest.items()}
-                stale = create_in_one_statement(conn, tx.now, op_rows, task_rows, keys, versions)
+                wired = [self.notifier.wire(k) for k in sorted(keys)]
+                stale = create_in_one_statement(conn, tx.now, op_rows, task_rows, wired, versions)
+                tx.notified |= keys
                 if stale:
                     raise StaleAction([latest[aid][1:] for aid in stale])
             elif op_rows:

@@ -74,6 +74,10 @@ class Notifier:
         with self._lock:
             return self._generations.setdefault(key, 0)
 
+    def wire(self, key: str) -> str:
+        """`key` as sent to other processes (in process: nothing is sent)."""
+        return key
+
     def subscribe(self, key: str, callback: Callable[[], None]) -> None:
         """Call `callback` (from the publishing thread; keep it short) each time `key` is published."""
         with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
@@ -28,10 +29,17 @@ CHANNEL = "oprun"
 
 
 class PgNotifier(Notifier):
-    """Local fan-out fed by a thread that LISTENs on the database."""
+    """Local fan-out fed by a thread that LISTENs on the database.
+
+    A key travels as ``<origin> <key>``: the process that sent it published it to its own
+    waiters at commit already, so its listener passes it over when it comes back (all
+    but `tokens_key()`, whose echo a revocation waits for); other processes publish it.
+    """
 
     def __init__(self, conninfo: str) -> None:
         super().__init__()
+        self.origin = uuid.uuid4().hex[:12]
+        """This process's mark on the keys it sends."""
         self._conninfo = conninfo
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -54,13 +62,22 @@ class PgNotifier(Notifier):
                         # Hand each key on as it arrives; the timeout only bounds how
                         # long a stop request waits.
                         for notify in conn.notifies(timeout=0.5):
-                            self.publish([notify.payload])
+                            self._heard(notify.payload)
             except psycopg.Error as exc:
                 self._listening = False
                 self._ready.set()
                 if not self._stop.is_set():
                     log.warning("event=listen_failed error=%r retry_in=1s", str(exc))
                     self._stop.wait(1.0)
+
+    def wire(self, key: str) -> str:
+        """`key` marked as this process's."""
+        return f"{self.origin} {key}"
+
+    def _heard(self, payload: str) -> None:
+        origin, _, key = payload.rpartition(" ")
+        if origin != self.origin or key == tokens_key():
+            self.publish([key])
 
     @property
     def hears_everything(self) -> bool:
@@ -137,12 +154,14 @@ class PostgresStore(SqlStore):
             conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
         )
 
+    def _after_commit(self, keys: set[str]) -> None:
+        # tokens_key() is published when its NOTIFY comes back: a revocation waits for that.
+        super()._after_commit(keys - {tokens_key()})
+
     def _send_keys(self, tx: Tx) -> None:
         if tx.keys:
+            wire = self.notifier.wire
             tx.conn.execute(
                 text("SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k"),
-                {"channel": CHANNEL, "keys": sorted(tx.keys)},
+                {"channel": CHANNEL, "keys": [wire(key) for key in sorted(tx.keys)]},
             )
-
-    def _after_commit(self, keys: set[str]) -> None:
-        return None  # the listener delivers NOTIFY to this process too
