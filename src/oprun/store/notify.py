@@ -1,8 +1,8 @@
 """Wake-ups: waiters in this process are woken when a key they listen on is published.
 
-The SQLite store publishes keys here after each commit; the PostgreSQL store sends
-them with NOTIFY and a listener thread publishes what arrives, so every API process
-wakes its own waiters.
+A store publishes keys here after each commit; the PostgreSQL store also sends them
+with NOTIFY, and a listener thread in every other API process publishes what arrives
+there, so every process wakes its own waiters.
 """
 
 from __future__ import annotations

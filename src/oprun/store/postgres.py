@@ -1,9 +1,10 @@
 """The scale-out backend: PostgreSQL, shared by any number of API processes.
 
 Claims use `FOR UPDATE SKIP LOCKED` on a partial index of waiting tasks; wake-ups
-travel as `NOTIFY oprun, '<key>'` sent inside the writing transaction (so they are
-delivered only if it commits) and a listener thread in each process hands them to
-local waiters. Times come from the database's clock.
+travel as `NOTIFY oprun, '<process> <key>'` sent inside the writing transaction (so
+they are delivered only if it commits): the writing process wakes its own waiters as
+it commits, a listener thread in every other process hands them to its waiters.
+Times come from the database's clock.
 """
 
 from __future__ import annotations
