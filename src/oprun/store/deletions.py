@@ -12,6 +12,9 @@ an event still there is gone.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
+
 from sqlalchemy import Connection, func, select
 
 from oprun.store import schema as t
@@ -22,6 +25,8 @@ a task or an operation, or deletes one, stays open this long."""
 DELETED = "operation.deleted"
 KEEP_SECONDS = 3600.0
 """How long a process remembers the newest event id each read saw."""
+EVERY = 5.0
+"""Seconds between two reads' newest event ids it remembers (the others it forgets)."""
 
 _ev = t.events.c
 
@@ -42,13 +47,18 @@ class DeletionWatch:
         None: one cannot tell (events that old are purged, or none is old enough yet).
         """
         oldest, newest = conn.execute(select(func.min(_ev.seq), func.max(_ev.seq))).one()
-        self._newest.append((read_at, int(newest or 0)))
+        if not self._newest or self._newest[-1][0] <= read_at - EVERY:
+            self._newest.append((read_at, int(newest or 0)))
         while len(self._newest) > 1 and self._newest[1][0] < read_at - KEEP_SECONDS:
             del self._newest[0]
         before = last_read - 2 * SEALED_AFTER
-        earlier = [seq for at, seq in self._newest if at <= before]
+        earlier = bisect_right(self._newest, (before, math.inf))
         # Else an event that began `SEALED_AFTER` earlier still took its id before.
-        floor = earlier[-1] if earlier else _began_by(conn, before - SEALED_AFTER, oldest, newest)
+        floor = (
+            self._newest[earlier - 1][1]
+            if earlier
+            else _began_by(conn, before - SEALED_AFTER, oldest, newest)
+        )
         if floor is None:
             return None
         if oldest is not None and oldest > max(floor, 1):  # ids start at 1
