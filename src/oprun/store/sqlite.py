@@ -32,6 +32,9 @@ def _engine(url: str, begin: str) -> Engine:
         poolclass=QueuePool,
         pool_size=8,
         max_overflow=8,
+        # Last in, first out: the few connections a load needs stay warm; each pooled
+        # connection keeps a page cache of its own, filled only if the pool rotates.
+        pool_use_lifo=True,
         connect_args={"check_same_thread": False, "timeout": timeout},
         hide_parameters=True,
         json_deserializer=read_json,
