@@ -143,3 +143,39 @@ def test_a_claim_right_after_a_short_one_waits_without_a_database_call(database_
         assert forgot == scrapes + 2 * look
     finally:
         server.stop()
+
+
+def test_a_claim_after_a_short_one_on_a_limited_queue_sees_room_freed_by_a_report(tenant):
+    # A task ending frees a place in a concurrency-limited queue without any wake-up:
+    # a claim right after one that the limit held back must look, not wait.
+    with _client(tenant.url, tenant.token) as client:
+        queue = f"limited-{time.monotonic_ns()}"
+        configured = client.put(f"/v1/queues/{queue}", json={"priority": 0, "max_concurrency": 1})
+        assert configured.status_code == 200, configured.text
+        workers = [
+            client.post(
+                "/v1/workers",
+                json={"name": f"w{i}", "hostname": "h", "queues": [queue], "actions": [NOOP]},
+            ).json()["id"]
+            for i in range(2)
+        ]
+        for _ in range(2):
+            client.post("/v1/operations", json={"action": "noop", "queue": queue})
+        time.sleep(0.6)  # the reaper's wake-up for tasks just come due is past (0.25 s rounds)
+        (held,) = client.post(f"/v1/workers/{workers[0]}:claim", json={"max": 1}).json()[
+            "assignments"
+        ]
+        held_back = client.post(f"/v1/workers/{workers[1]}:claim", json={"max": 8}).json()
+        assert held_back["assignments"] == []  # the queue's one place is taken
+        report = {
+            "session_action_id": held["session_action_id"],
+            "lease_epoch": held["lease_epoch"],
+            "kind": "succeeded",
+        }
+        done = client.post(f"/v1/workers/{workers[0]}:report", json={"reports": [report]})
+        assert done.json()["outcomes"][0]["accepted"], done.text
+
+        claim = client.post(f"/v1/workers/{workers[1]}:claim", json={"max": 8, "wait": 5})
+
+        assert len(claim.json()["assignments"]) == 1
+        assert claim.elapsed.total_seconds() < 4  # found at once, not at the wait's end

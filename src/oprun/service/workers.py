@@ -220,7 +220,10 @@ class WorkerService:
                     return []
             generation = notifier.generation(key)
             taken = await run_sync(take)
-            if request.operation_id is None and not taken.refused and len(taken) < request.max:
+            # What a short claim found holds until a publication, unless a queue's
+            # concurrency limit held work back: a task there ending frees room quietly.
+            quiet = not taken.refused and not taken.limited
+            if request.operation_id is None and quiet and len(taken) < request.max:
                 if len(self._short) >= 10_000:
                     self._short.clear()
                 self._short[worker_id] = (generation, time.monotonic())

@@ -77,11 +77,12 @@ class ClaimQueries(StoreBase):
                 WorkerStatus(worker.status), worker.last_heartbeat_at, tx.now, lease_seconds
             ):
                 return Claimed(refused=True)
+            queues = [row for row in found if row.queue_id is not None]
+            limited = any(row.max_concurrency is not None for row in queues)
             if session_id is not None and not _session_open(
                 tx, session_id, worker_id, operation_id
             ):
-                return Claimed()
-            queues = [row for row in found if row.queue_id is not None]
+                return Claimed(limited=limited)
             picked = _pick(
                 tx,
                 worker_id,
@@ -93,11 +94,11 @@ class ClaimQueries(StoreBase):
                 step_id=step_id,
             )
             if not picked:
-                return Claimed()
+                return Claimed(limited=limited)
             assignments = _assign(tx, picked, worker_id, project_id, lease_seconds, session_id)
             if assignments and worker.status == WorkerStatus.IDLE.value:
                 tx.conn.execute(_WORKER_RUNNING, {"worker_id": worker_id})
-            return Claimed(assignments)
+            return Claimed(assignments, limited=limited)
 
 
 _WORKER_AND_QUEUES = (

@@ -62,11 +62,16 @@ class Claimed(list[Assignment]):
     A worker that is unknown, draining, stopped or silent past its lease takes
     nothing and is `refused`; an empty claim that is not refused found the worker
     live and simply no work it could take, so its caller need not read it again.
+    `limited`: one of the worker's queues has a concurrency limit, so room may free
+    up for it without any wake-up being published (a task there ending).
     """
 
-    def __init__(self, taken: Sequence[Assignment] = (), *, refused: bool = False) -> None:
+    def __init__(
+        self, taken: Sequence[Assignment] = (), *, refused: bool = False, limited: bool = False
+    ) -> None:
         super().__init__(taken)
         self.refused = refused
+        self.limited = limited
 
 
 class Store(Protocol):
