@@ -13,37 +13,20 @@ import random
 import pytest
 from sqlalchemy import insert, select, update
 
-from oprun.domain.models import ActionDefinition, InvocationSource
+from oprun.domain.models import ActionDefinition
 from oprun.domain.retention import Boundary
-from oprun.service.operations import params_digest
-from oprun.store import NewOperation, open_store
 from oprun.store import kept as kept_module
+from oprun.store import open_store
 from oprun.store import schema as t
 from oprun.store.throughput import SEALED_AFTER
+from tests.integration._invocations import invoke
 
 _op = t.operations.c
 
 
 def _waiting(store, project_id: str, n: int) -> list[str]:
     action, _ = store.save_action(project_id, ActionDefinition(name="a", entrypoint="m:f"))
-    made = store.create_operations(
-        [
-            NewOperation(
-                project_id=project_id,
-                action=action,
-                queue="default",
-                parameters={"i": i},
-                params_digest=params_digest({"i": i}),
-                created_by="test",
-                source_type=InvocationSource.MANUAL,
-                source_id="test",
-                idempotency_key=None,
-                timeout=None,
-            )
-            for i in range(n)
-        ]
-    )
-    return [op.id for op, _ in made]
+    return [op.id for op in invoke(store, action, n)]
 
 
 def _walked(store, project_id: str, keep: int) -> Boundary | None:

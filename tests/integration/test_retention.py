@@ -12,16 +12,15 @@ import pytest
 from sqlalchemy import func, select
 
 from oprun.domain.errors import NotFound
-from oprun.domain.models import ActionDefinition, InvocationSource
+from oprun.domain.models import ActionDefinition
 from oprun.domain.protocol import Report
 from oprun.domain.retention import Boundary, RetentionSettings
 from oprun.domain.status import OperationStatus
-from oprun.service.operations import params_digest
 from oprun.service.retention import purge_round
 from oprun.service.settings import Settings
-from oprun.store import NewOperation
 from oprun.store import schema as t
 from oprun.testing import Server, Worker
+from tests.integration._invocations import invoke
 
 EVERYTHING = Boundary(1e18, "")
 """A boundary after every finished operation."""
@@ -29,22 +28,7 @@ EVERYTHING = Boundary(1e18, "")
 
 def _invoke(store, project_id, n=1):
     action, _ = store.save_action(project_id, ActionDefinition(name="a", entrypoint="m:f"))
-    items = [
-        NewOperation(
-            project_id=project_id,
-            action=action,
-            queue="default",
-            parameters={"i": i},
-            params_digest=params_digest({"i": i}),
-            created_by="test",
-            source_type=InvocationSource.MANUAL,
-            source_id="test",
-            idempotency_key=None,
-            timeout=None,
-        )
-        for i in range(n)
-    ]
-    return [op for op, _ in store.create_operations(items)]
+    return invoke(store, action, n)
 
 
 def _finish(store, project_id, worker, n, kind="succeeded"):

@@ -6,11 +6,11 @@ import math
 
 from sqlalchemy import Integer, bindparam, cast, func, select, update
 
-from oprun.domain.models import ActionDefinition, InvocationSource
-from oprun.service.operations import params_digest
-from oprun.store import NewOperation, open_store
+from oprun.domain.models import ActionDefinition
+from oprun.store import open_store
 from oprun.store import schema as t
 from oprun.store.throughput import MINUTES, SEALED_AFTER, WINDOW
+from tests.integration._invocations import invoke
 
 ENDED = ("SUCCEEDED", "FAILED", "CANCELED")
 
@@ -20,34 +20,13 @@ def _ended_tasks(store, project_id: str, queue: str, n: int) -> list[str]:
     action, _ = store.save_action(
         project_id, ActionDefinition(name="a", entrypoint="oprun.examples:noop")
     )
-    ops = [
-        op
-        for op, _ in store.create_operations(
-            [
-                NewOperation(
-                    project_id=project_id,
-                    action=action,
-                    queue=queue,
-                    parameters={"x": i},
-                    params_digest=params_digest({"x": i, "q": queue}),
-                    created_by="test",
-                    source_type=InvocationSource.MANUAL,
-                    source_id="test",
-                    idempotency_key=None,
-                    timeout=None,
-                )
-                for i in range(n)
-            ]
-        )
-    ]
-    for op in ops:
-        store.cancel_operation(project_id, op.id, "test")
+    ops = [op.id for op in invoke(store, action, n, queue)]
+    for op_id in ops:
+        store.cancel_operation(project_id, op_id, "test")
     with store.engine.connect() as conn:
         return list(
             conn.execute(
-                select(t.tasks.c.id)
-                .where(t.tasks.c.operation_id.in_([op.id for op in ops]))
-                .order_by(t.tasks.c.id)
+                select(t.tasks.c.id).where(t.tasks.c.operation_id.in_(ops)).order_by(t.tasks.c.id)
             ).scalars()
         )
 
@@ -177,16 +156,20 @@ def _backdate_operations(store, op_ids: list[str], ended_at: float) -> None:
         )
 
 
+def _old_event(store, project_id: str) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            t.events.insert().values(
+                project_id=project_id, type="test", entity_id="x", data={}, at=1.0
+            )
+        )
+
+
 def test_a_count_forgets_the_ends_of_deleted_and_purged_operations(store, project):
     from oprun.domain.retention import Boundary
 
     store.configure_queue(project.id, "default", 0, None)
-    with store.engine.begin() as conn:  # a database that ran a while has old events
-        conn.execute(
-            t.events.insert().values(
-                project_id=project.id, type="test", entity_id="x", data={}, at=1.0
-            )
-        )
+    _old_event(store, project.id)  # a database that ran a while has old events
     tasks = _ended_tasks(store, project.id, "default", 12)
     with store.engine.connect() as conn:
         op_of = {
@@ -226,12 +209,7 @@ def test_a_count_forgets_the_ends_of_deleted_and_purged_operations(store, projec
 def test_a_deletion_seen_through_one_page_of_queues_is_not_missed_by_the_next(store, project):
     store.configure_queue(project.id, "a", 0, None)
     store.configure_queue(project.id, "b", 0, None)
-    with store.engine.begin() as conn:  # a database that ran a while has old events
-        conn.execute(
-            t.events.insert().values(
-                project_id=project.id, type="test", entity_id="x", data={}, at=1.0
-            )
-        )
+    _old_event(store, project.id)  # a database that ran a while has old events
     old = _ended_tasks(store, project.id, "a", 1)
     recent = _ended_tasks(store, project.id, "b", 2)
     now = store.now()
