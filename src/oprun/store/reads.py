@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cached_property
 
 from sqlalchemy import Connection, Integer, and_, cast, func, or_, select
 
@@ -30,12 +31,10 @@ THROUGHPUT_MINUTES = MINUTES
 class ReadQueries(StoreBase):
     """What clients read."""
 
+    @cached_property
     def _final_ends(self) -> FinalEnds:
         """The final end times of recently ended tasks this store keeps (made at first use)."""
-        found: FinalEnds | None = self.__dict__.get("_final_ends_kept")
-        if found is None:
-            found = self.__dict__.setdefault("_final_ends_kept", FinalEnds())
-        return found
+        return FinalEnds()
 
     def _history(self, conn: Connection, entity_id: str) -> list[StatusRecord]:
         return rows.history(
@@ -263,7 +262,7 @@ class ReadQueries(StoreBase):
         tasks = t.tasks.c
         ended: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         buckets: dict[str, list[int]] = {qid: [0] * THROUGHPUT_MINUTES for qid in ids}
-        for qid, final in self._final_ends().count(conn, project_id, ids, now).items():
+        for qid, final in self._final_ends.count(conn, project_id, ids, now).items():
             for status, n in final.by_status.items():
                 ended[qid][status] += n
             buckets[qid] = final.buckets

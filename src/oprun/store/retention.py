@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 
 from sqlalchemy import Connection, delete, func, select, tuple_, update
 
@@ -103,13 +104,12 @@ class RetentionQueries(StoreBase):
         a call reads the operations finished since, not all `keep` of them.
         """
         with self._snapshot() as conn:
-            return self._kept_boundaries().oldest_kept(conn, self._db_now, project_id, keep)
+            return self._kept_boundaries.oldest_kept(conn, self._db_now, project_id, keep)
 
+    @cached_property
     def _kept_boundaries(self) -> KeptBoundaries:
-        found: KeptBoundaries | None = self.__dict__.get("_kept_boundaries_kept")
-        if found is None:
-            found = self.__dict__.setdefault("_kept_boundaries_kept", KeptBoundaries())
-        return found
+        """Each project's count-limit boundary as this process follows it (made at first use)."""
+        return KeptBoundaries()
 
     @contextmanager
     def _snapshot(self) -> Iterator[Connection]:
