@@ -63,3 +63,50 @@ def test_the_writer_engine_of_sqlite_is_counted_too(store):
     after = store.database_calls()
     assert after.statements - before.statements >= 1
     assert after.round_trips - before.round_trips > after.statements - before.statements
+
+
+def _write_calls(store, history: int = 0, keys: tuple[str, ...] = ()) -> tuple[int, int]:
+    """(statements, round trips) of a write transaction that runs `SELECT 1`."""
+    before = store.database_calls()
+    with store.write() as tx:
+        tx.conn.execute(text("SELECT 1")).scalar_one()
+        for i in range(history):
+            tx.history(f"op_{i}", "QUEUED", "made by the test")
+        tx.event("prj_test", "operation.status", "op_0", {"status": "QUEUED"})
+        tx.keys.update(keys)
+    after = store.database_calls()
+    return after.statements - before.statements, after.round_trips - before.round_trips
+
+
+def test_a_write_reads_the_database_clock_once_a_second_not_each_time(pg_store, monkeypatch):
+    store = pg_store
+    _write_calls(store)  # the first write reads the clock
+    # SELECT 1 and the end of the transaction (its history, events and NOTIFY in one).
+    assert _write_calls(store)[0] == 2
+    store._clock.resync = 0.0  # a reading is due at every transaction
+    assert _write_calls(store)[0] == 3
+
+
+def test_a_write_ends_with_its_history_events_and_notify_in_one_statement(pg_store):
+    store = pg_store
+    _write_calls(store)
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {postgres.CHANNEL}")
+        statements, _ = _write_calls(store, history=3, keys=("op:op_0", "work:prj_test"))
+        heard = {n.payload.split(" ", 1)[1] for n in listener.notifies(timeout=1, stop_after=3)}
+    assert statements == 2  # SELECT 1, then everything the transaction buffered
+    assert heard == {"op:op_0", "work:prj_test", "events:prj_test"}
+    with store.read() as conn:
+        rows = conn.execute(text("SELECT entity_id, status FROM status_history ORDER BY seq")).all()
+        events = conn.execute(text("SELECT type, entity_id, data FROM events")).all()
+    assert [tuple(r) for r in rows[-3:]] == [(f"op_{i}", "QUEUED") for i in range(3)]
+    assert tuple(events[-1]) == ("operation.status", "op_0", {"status": "QUEUED"})
+
+
+def test_the_carried_clock_stays_on_the_database_clock(pg_store):
+    store = pg_store
+    store.now()
+    with store.read() as conn:
+        database = conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
+    assert abs(store.now() - float(database)) < 0.05

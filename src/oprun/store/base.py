@@ -104,17 +104,24 @@ class Tx:
         if entry is not None:
             self._audit.append(audit_row(entry, self.now))
 
+    def take_rows(self) -> list[tuple[Table, list[dict[str, Any]]]]:
+        """The buffered history, events and audit rows by table (non-empty), now written."""
+        taken = [
+            (table, rows)
+            for table, rows in (
+                (t.status_history, self._history),
+                (t.events, self._events),
+                (t.audit_log, self._audit),
+            )
+            if rows
+        ]
+        self._history, self._events, self._audit = [], [], []
+        return taken
+
     def flush(self) -> None:
         """Write the buffered history, events and audit rows in bulk inserts."""
-        if self._history:
-            insert_rows(self.conn, t.status_history, self._history)
-            self._history = []
-        if self._events:
-            insert_rows(self.conn, t.events, self._events)
-            self._events = []
-        if self._audit:
-            insert_rows(self.conn, t.audit_log, self._audit)
-            self._audit = []
+        for table, rows in self.take_rows():
+            insert_rows(self.conn, table, rows)
 
 
 class StoreBase:
@@ -136,8 +143,12 @@ class StoreBase:
     def _begin_write(self) -> Connection:
         return self.engine.connect()
 
-    def _send_keys(self, tx: Tx) -> None:
-        """Publish inside the transaction (PostgreSQL NOTIFY is delivered at commit)."""
+    def _close(self, tx: Tx) -> None:
+        """Write what the transaction buffered, just before commit.
+
+        PostgreSQL's sends the NOTIFY of the keys here too (delivered at commit).
+        """
+        tx.flush()
 
     def _after_commit(self, keys: set[str]) -> None:
         """Publish in this process after commit (other processes hear the NOTIFY)."""
@@ -153,8 +164,7 @@ class StoreBase:
         with unavailable_on_outage(), self._begin_write() as conn, conn.begin():
             tx = Tx(conn, self._db_now(conn))
             yield tx
-            tx.flush()
-            self._send_keys(tx)
+            self._close(tx)
         self._after_commit(tx.keys | tx.notified)
 
     @contextmanager

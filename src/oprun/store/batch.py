@@ -33,8 +33,10 @@ __all__ = [
     "BatchUpdate",
     "encode_json",
     "insert_rows",
+    "insert_sql",
     "record_type",
     "record_value",
+    "rows_document",
     "travels_as_text",
 ]
 
@@ -70,9 +72,9 @@ def record_value(column: Column[Any], field: str, alias: str = "u") -> str:
     return f"CAST({value} AS jsonb)" if travels_as_text(column) else value
 
 
-def _recordset(keys: Sequence[tuple[str, Column[Any]]]) -> str:
+def _recordset(keys: Sequence[tuple[str, Column[Any]]], param: str = "rows") -> str:
     fields = ", ".join(f'"{key}" {record_type(column)}' for key, column in keys)
-    return f"json_to_recordset(CAST(:rows AS json)) AS u({fields})"
+    return f"json_to_recordset(CAST(:{param} AS json)) AS u({fields})"
 
 
 def _document(keys: Sequence[tuple[str, Column[Any]]], rows: Sequence[Mapping[str, Any]]) -> str:
@@ -86,14 +88,27 @@ def _document(keys: Sequence[tuple[str, Column[Any]]], rows: Sequence[Mapping[st
     return encode_json(rows if isinstance(rows, list) else list(rows))
 
 
-@lru_cache(maxsize=64)
-def _bulk_insert(table: Table, names: tuple[str, ...]) -> TextClause:
+def insert_sql(table: Table, names: Sequence[str], param: str = "rows") -> str:
+    """`INSERT INTO table (names) SELECT ... FROM json_to_recordset(:param)`, as text.
+
+    The rows travel as `rows_document(table, names, rows)` in parameter `param`.
+    """
     keys = [(name, table.c[name]) for name in names]
     selected = ", ".join(record_value(column, name) for name, column in keys)
     columns = ", ".join(f'"{name}"' for name in names)
-    return sa_text(
-        f'INSERT INTO "{table.name}" ({columns}) SELECT {selected} FROM {_recordset(keys)}'
+    return (
+        f'INSERT INTO "{table.name}" ({columns}) SELECT {selected} FROM {_recordset(keys, param)}'
     )
+
+
+def rows_document(table: Table, names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """The JSON document `insert_sql(table, names)` expands into rows."""
+    return _document([(name, table.c[name]) for name in names], rows)
+
+
+@lru_cache(maxsize=64)
+def _bulk_insert(table: Table, names: tuple[str, ...]) -> TextClause:
+    return sa_text(insert_sql(table, names))
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -22,6 +22,8 @@ from sqlalchemy.exc import DisconnectionError
 
 from oprun.store.base import Tx
 from oprun.store.calls import CallCounter
+from oprun.store.closing_pg import close_in_one_statement
+from oprun.store.db_clock import DatabaseClock
 from oprun.store.notify import Notifier, tokens_key
 from oprun.store.sql import SqlStore
 
@@ -126,6 +128,9 @@ def ping_rested(engine: Engine, counter: CallCounter) -> None:
             raise DisconnectionError(str(exc)) from exc
 
 
+_CLOCK = text("SELECT extract(epoch FROM clock_timestamp())")
+
+
 class PostgresStore(SqlStore):
     """Store on PostgreSQL."""
 
@@ -149,20 +154,19 @@ class PostgresStore(SqlStore):
         conninfo = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         super().__init__(engine, PgNotifier(conninfo))
         ping_rested(engine, self.calls)
+        self._clock = DatabaseClock()
 
     def _db_now(self, conn: Connection) -> float:
-        return float(
-            conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
-        )
+        return self._clock.now(lambda: float(conn.execute(_CLOCK).scalar_one()))
+
+    def now(self) -> float:
+        """The database's clock, carried forward; a connection only when a reading is due."""
+        carried = self._clock.carried()
+        return super().now() if carried is None else carried
 
     def _after_commit(self, keys: set[str]) -> None:
         # tokens_key() is published when its NOTIFY comes back: a revocation waits for that.
         super()._after_commit(keys - {tokens_key()})
 
-    def _send_keys(self, tx: Tx) -> None:
-        if tx.keys:
-            wire = self.notifier.wire
-            tx.conn.execute(
-                text("SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k"),
-                {"channel": CHANNEL, "keys": [wire(key) for key in sorted(tx.keys)]},
-            )
+    def _close(self, tx: Tx) -> None:
+        close_in_one_statement(tx, CHANNEL, map(self.notifier.wire, tx.keys))

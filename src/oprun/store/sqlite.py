@@ -14,7 +14,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
 from oprun.domain.text import read_json
-from oprun.store.base import Tx
 from oprun.store.calls import count_calls
 from oprun.store.files import create_private_database
 from oprun.store.notify import Notifier
@@ -71,9 +70,6 @@ class SqliteStore(SqlStore):
 
     def _begin_write(self) -> Connection:
         return self._writer.connect()
-
-    def _send_keys(self, tx: Tx) -> None:
-        return None
 
     def close(self) -> None:
         """Release both engines."""
