@@ -7,6 +7,7 @@ import time
 from itertools import pairwise
 
 import pytest
+from sqlalchemy import text
 
 from oprun.domain.models import ActionDefinition, InvocationSource
 from oprun.domain.params import ParameterSpec
@@ -14,6 +15,7 @@ from oprun.domain.protocol import Held, Report
 from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
 from oprun.service.operations import params_digest
 from oprun.store import NewOperation, Store, open_store
+from oprun.store.base import at
 from oprun.store.notify import work_key
 
 
@@ -121,6 +123,31 @@ def test_a_finished_operation_carries_result_history_and_counts(store, project):
     sa = store.get_session_action(project.id, a.session_action_id)
     assert sa.status is SessionActionStatus.SUCCEEDED
     assert sa.definition["taskRun"]["parameters"] == {"x": {"int": "0"}}
+
+
+def test_an_operation_read_carries_its_history_exactly_in_one_round_trip(store, project):
+    (op,) = _invoke(store, project.id)
+    worker = _worker(store, project.id)
+    (a,) = store.claim(worker.id, project.id, ["default"], 1, 30)
+    _run(store, worker, a, result={"ok": 1})
+    with store.engine.connect() as conn:
+        expected = conn.execute(
+            text(
+                "SELECT status, detail, at FROM status_history WHERE entity_id = :id ORDER BY seq"
+            ),
+            {"id": op.id},
+        ).all()
+    before = store.database_calls()
+    done = store.get_operation(project.id, op.id)
+    after = store.database_calls()
+    assert [(h.status, h.detail, h.at) for h in done.history] == [
+        (status, detail, at(when)) for status, detail, when in expected
+    ]
+    if store.dialect_name == "postgresql":  # no BEGIN or COMMIT: the SELECT is the read
+        assert (after.statements - before.statements, after.round_trips - before.round_trips) == (
+            1,
+            1,
+        )
 
 
 def test_the_first_terminal_report_wins_and_late_reports_change_nothing(store, project):

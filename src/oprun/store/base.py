@@ -173,6 +173,15 @@ class StoreBase:
         with unavailable_on_outage(), self.engine.connect() as conn, conn.begin():
             yield conn
 
+    @contextmanager
+    def read_one(self) -> Iterator[Connection]:
+        """A read of a single statement, which is a snapshot of its own.
+
+        PostgreSQL's runs outside a transaction: no BEGIN and COMMIT round trips.
+        """
+        with self.read() as conn:
+            yield conn
+
     def now(self) -> float:
         """The store's clock, for timeouts and ages."""
         with unavailable_on_outage(), self.engine.connect() as conn:

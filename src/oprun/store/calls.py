@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 
 __all__ = ["CallCounter", "DatabaseCalls", "count_calls"]
 
@@ -64,9 +64,16 @@ def count_calls(engine: Engine, counter: CallCounter, *, driver_begins: bool) ->
     statement we execute (SQLite's `BEGIN IMMEDIATE`, already a statement).
     """
     event.listen(engine, "before_cursor_execute", counter.statement)
-    event.listen(engine, "commit", counter.round_trip)
-    event.listen(engine, "rollback", counter.round_trip)
+
+    def transaction_round_trip(conn: Connection) -> None:
+        # A connection in autocommit sends no BEGIN, COMMIT or ROLLBACK, though
+        # SQLAlchemy still fires those events for it.
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            counter.round_trip()
+
+    event.listen(engine, "commit", transaction_round_trip)
+    event.listen(engine, "rollback", transaction_round_trip)
     if driver_begins:
-        event.listen(engine, "begin", counter.round_trip)
+        event.listen(engine, "begin", transaction_round_trip)
     if engine.pool._pre_ping:  # the ping before each checkout of a pooled connection
         event.listen(engine.pool, "checkout", counter.round_trip)

@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -25,6 +27,7 @@ from oprun.store.calls import CallCounter
 from oprun.store.closing_pg import close_in_one_statement
 from oprun.store.db_clock import DatabaseClock
 from oprun.store.notify import Notifier, tokens_key
+from oprun.store.outages import unavailable_on_outage
 from oprun.store.sql import SqlStore
 
 log = logging.getLogger("oprun.store")
@@ -155,9 +158,16 @@ class PostgresStore(SqlStore):
         super().__init__(engine, PgNotifier(conninfo))
         ping_rested(engine, self.calls)
         self._clock = DatabaseClock()
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def _db_now(self, conn: Connection) -> float:
         return self._clock.now(lambda: float(conn.execute(_CLOCK).scalar_one()))
+
+    @contextmanager
+    def read_one(self) -> Iterator[Connection]:
+        """A single statement outside any transaction (autocommit): one round trip."""
+        with unavailable_on_outage(), self._autocommit.connect() as conn:
+            yield conn
 
     def now(self) -> float:
         """The database's clock, carried forward; a connection only when a reading is due."""

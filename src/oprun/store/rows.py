@@ -92,6 +92,11 @@ def history(rows: Any) -> list[StatusRecord]:
     return [StatusRecord(status=r.status, at=at(r.at), detail=r.detail) for r in rows]
 
 
+def history_of_json(entries: list[list[Any]] | None) -> list[StatusRecord]:
+    """A status history aggregated as JSON ([status, detail, at] each, in order) as records."""
+    return [StatusRecord(status=s, at=at(when), detail=d) for s, d, when in entries or ()]
+
+
 def task(row: Any) -> Task:
     """A task row as a record."""
     return Task(
