@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
 
 from oprun.api.deps import Caller, Hangup, Svc
 from oprun.domain.limits import MAX_WAIT_SECONDS
@@ -20,6 +21,15 @@ from oprun.domain.protocol import (
 )
 
 router = APIRouter(prefix="/v1", tags=["workers"])
+
+
+def _json(model: BaseModel) -> Response:
+    """`model` as JSON, serialized once.
+
+    The hot endpoints skip FastAPI's validation of what they return (a model built
+    by the service is valid); `response_model` still documents it in the OpenAPI schema.
+    """
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 @router.post("/workers", response_model=Worker, status_code=201, operation_id="registerWorker")
@@ -42,9 +52,9 @@ def list_workers(
 @router.post("/workers/{worker_id}:claim", response_model=ClaimResponse, operation_id="claimWork")
 async def claim(
     worker_id: str, body: ClaimRequest, caller: Caller, svc: Svc, gone: Hangup
-) -> ClaimResponse:
+) -> Response:
     """Long poll for up to `max` tasks."""
-    return await svc.workers.claim(caller, worker_id, body, gone)
+    return _json(await svc.workers.claim(caller, worker_id, body, gone))
 
 
 @router.post(
@@ -57,17 +67,17 @@ async def heartbeat(
     svc: Svc,
     gone: Hangup,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0.0,
-) -> HeartbeatResponse:
+) -> Response:
     """Renew leases; answers early when held work is canceled."""
-    return await svc.workers.heartbeat(caller, worker_id, beat, wait, gone)
+    return _json(await svc.workers.heartbeat(caller, worker_id, beat, wait, gone))
 
 
 @router.post(
     "/workers/{worker_id}:report", response_model=ReportBatchResponse, operation_id="report"
 )
-def report(worker_id: str, batch: ReportBatch, caller: Caller, svc: Svc) -> ReportBatchResponse:
+def report(worker_id: str, batch: ReportBatch, caller: Caller, svc: Svc) -> Response:
     """Apply reports in order; each outcome says whether it was accepted."""
-    return svc.workers.report(caller, worker_id, batch)
+    return _json(svc.workers.report(caller, worker_id, batch))
 
 
 @router.get("/workers/{worker_id}", response_model=Worker, operation_id="getWorker")
