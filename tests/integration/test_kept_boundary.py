@@ -189,3 +189,47 @@ def test_rounds_minutes_apart_place_deletions_by_the_ids_they_saw(store, project
     clock["at"] = start + 60 * 20
     moved = oldest_kept(5)
     assert moved == _walked(store, project.id, 5) and moved < first
+
+
+def _finished(store, project_id: str) -> int:
+    with store.engine.connect() as conn:
+        return len(
+            conn.execute(
+                select(_op.id).where(_op.project_id == project_id, _op.ended_at.isnot(None))
+            ).all()
+        )
+
+
+def test_an_idle_project_at_its_limit_is_purged_without_a_query_until_one_finishes(store, project):
+    """Nothing before the boundary and nothing finished since: the purge reads nothing.
+
+    Then one operation finishes (committing with an `ended_at` older than the boundary,
+    as a transaction that began earlier does) and another one after it: the next round
+    purges down to the limit again.
+    """
+    _an_old_event(store, project.id)
+    waiting = _waiting(store, project.id, 8)
+    for op_id in waiting[:5]:
+        store.cancel_operation(project.id, op_id, "test")
+
+    def purge_round() -> int:
+        boundary = store.oldest_kept(project.id, 3)
+        assert boundary == _walked(store, project.id, 3)
+        purged = 0
+        while done := store.purge_operations(project.id, boundary, 100):
+            purged += done
+        return purged
+
+    assert purge_round() == 2
+    assert _finished(store, project.id) == 3
+    before = store.database_calls().statements
+    boundary = store.oldest_kept(project.id, 3)
+    followed = store.database_calls().statements
+    assert store.purge_operations(project.id, boundary, 100) == 0
+    assert store.database_calls().statements == followed > before  # the purge read nothing
+
+    _finish_late(store, [waiting[5]], boundary.ended_at - 1)  # sorts before the boundary
+    store.cancel_operation(project.id, waiting[6], "test")
+    assert purge_round() == 2
+    assert _finished(store, project.id) == 3
+    assert purge_round() == 0

@@ -25,7 +25,7 @@ def test_migrations_on_an_empty_database_equal_the_schema(database_url):
             )
             diff = compare_metadata(context, metadata)
             assert diff == [], f"the migrations differ from schema.py: {diff}"
-            assert context.get_current_revision() == "0009"
+            assert context.get_current_revision() == "0010"
     finally:
         engine.dispose()
 
@@ -34,7 +34,7 @@ def test_partial_indexes_keep_their_predicates(database_url):
     """`compare_metadata` ignores an index's WHERE: check the partial ones by hand."""
     upgrade(database_url)
     engine = _engine(database_url)
-    tables = ("tasks", "operations", "session_actions")
+    tables = ("tasks", "operations", "session_actions", "events")
     try:
         with engine.connect() as conn:
             found = {ix["name"]: ix for table in tables for ix in inspect(conn).get_indexes(table)}
@@ -68,5 +68,5 @@ def test_downgrade_to_the_first_revision_and_back(database_url):
             names = {ix["name"] for ix in inspect(conn).get_indexes("tasks")}
     finally:
         engine.dispose()
-    assert "ix_tasks_queue_active" not in names and "ix_tasks_claimable" in names
+    assert "ix_tasks_queue_active_available" not in names and "ix_tasks_claimable" in names
     upgrade(database_url)

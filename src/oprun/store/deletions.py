@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from oprun.store import schema as t
 
@@ -23,6 +23,8 @@ SEALED_AFTER = 120.0
 """Seconds after which what a transaction wrote is visible: no transaction that ends
 a task or an operation, or deletes one, stays open this long."""
 DELETED = "operation.deleted"
+_DELETED = t.EVENT_DELETED
+"""Written as `ix_events_deleted`'s predicate, so that SQLite uses that partial index."""
 KEEP_SECONDS = 3600.0
 """How long a process remembers the newest event id each read saw."""
 EVERY = 5.0
@@ -65,29 +67,36 @@ class DeletionWatch:
             return None
         return set(
             conn.execute(
-                select(_ev.seq).where(
-                    _ev.project_id == project_id, _ev.seq > floor, _ev.type == DELETED
-                )
+                select(_ev.seq).where(_ev.project_id == project_id, _ev.seq > floor, _DELETED)
             ).scalars()
         )
+
+
+_PROBES = text(
+    "WITH RECURSIVE probe(p, step) AS ("
+    " SELECT CAST(:newest AS BIGINT), CAST(256 AS BIGINT)"
+    " UNION ALL SELECT CASE WHEN p - step > :oldest THEN p - step ELSE :oldest END, step * 2"
+    " FROM probe WHERE p > :oldest)"
+    " SELECT e.seq, e.at FROM probe"
+    " JOIN events e ON e.seq = (SELECT max(seq) FROM events WHERE seq <= probe.p)"
+)
+"""The newest event at or below each probe, the probes going back from the newest event in
+steps that double, down to the oldest: each step one index lookup, in one statement."""
 
 
 def _began_by(conn: Connection, at: float, oldest: int | None, newest: int | None) -> int | None:
     """The id of an event that began by `at`, among the newest such (None: none did).
 
-    Looks back from the newest event in steps that double, down to the oldest, each
-    one index lookup, so it reads a few rows however many events came since.
+    Looks back from the newest event in steps that double, down to the oldest (`_PROBES`),
+    so it reads a few dozen index entries however many events came since.
     """
-    step, probe = 256, newest
-    while probe is not None:
-        found = conn.execute(
-            select(_ev.seq, _ev.at).where(_ev.seq <= probe).order_by(_ev.seq.desc()).limit(1)
-        ).first()
-        if found is None:
-            return None
-        if found.at <= at:
-            return int(found.seq)
-        if oldest is None or found.seq <= oldest:
-            return None
-        probe, step = max(int(found.seq) - step, oldest), 2 * step
+    if oldest is None or newest is None:
+        return None
+    found = {
+        (int(seq), float(began))
+        for seq, began in conn.execute(_PROBES, {"newest": newest, "oldest": oldest})
+    }
+    for seq, began in sorted(found, reverse=True):
+        if began <= at:
+            return seq
     return None

@@ -26,6 +26,11 @@ if there is one. A change of
 `keep`, the clock going back, or too many new operations for the ladder: a walk too.
 Every round reads in one snapshot (REPEATABLE READ on PostgreSQL; a SQLite read
 transaction is one).
+
+A purge that finds nothing before the boundary is noted (`found_clear`): until an
+operation finishes (the only way one can come to sort before it), the next rounds'
+purges know there is nothing to delete without a query (`clear_before`), so an idle
+project at its limit costs a round what a project under it does.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class _Kept:
     """Operations seen that ended at most `SEALED_AFTER` before `read_at`."""
     deletions: set[int] = field(default_factory=set)
     """`operation.deleted` events seen that a later read might see committed late."""
+    clear_below: bool = False
+    """Whether no finished operation sorts before the ladder's first, as of `read_at`."""
 
 
 class KeptBoundaries:
@@ -94,6 +101,36 @@ class KeptBoundaries:
             self._projects[project_id] = kept
             return kept.ladder[0] if kept.ladder else None
 
+    def clear_before(self, project_id: str, before: Boundary) -> tuple[bool, object]:
+        """Whether this process knows that no finished operation sorts before `before`.
+
+        It knows when a read found none before its boundary and no operation finished
+        since: operations leave (purges, deletions), but only one that finishes can
+        sort before the boundary, and each round reads those. So the purge of an idle
+        project at its limit needs no query, round after round. Also returns a token
+        for `found_clear`.
+        """
+        with self._lock:
+            kept = self._projects.get(project_id)
+            clear = (
+                kept is not None
+                and kept.clear_below
+                and bool(kept.ladder)
+                and before <= kept.ladder[0]
+            )
+            return clear, kept
+
+    def found_clear(self, project_id: str, before: Boundary, token: object) -> None:
+        """Note that a read found no finished operation of the project before `before`.
+
+        `token` is what `clear_before` returned before that read: the note holds only
+        if no round followed the boundary since (the read saw all that round saw).
+        """
+        with self._lock:
+            kept = self._projects.get(project_id)
+            if kept is not None and kept is token and kept.ladder and before >= kept.ladder[0]:
+                kept.clear_below = True
+
 
 def _follow(
     conn: Connection, project_id: str, last: _Kept, read_at: float, deletions: set[int]
@@ -121,7 +158,7 @@ def _follow(
             ladder = ladder[: bisect_right(ladder, above[-1])]
     if _between(conn, project_id, ladder[0], ladder[-1]) != len(ladder):
         return None  # some the ladder holds are gone (a purge by age reached them): walk
-    return _Kept(last.keep, read_at, ladder, 0, recent, deletions)
+    return _Kept(last.keep, read_at, ladder, 0, recent, deletions, last.clear_below and not new)
 
 
 def _between(conn: Connection, project_id: str, low: Boundary, high: Boundary) -> int:
@@ -146,13 +183,14 @@ def _walk(
     recent = {
         b.id for b in _finished_since(conn, project_id, read_at - SEALED_AFTER)
     }  # seen by this snapshot, as the walk is
-    row = conn.execute(
+    rows = conn.execute(
         select(_op.ended_at, _op.id)
         .where(_op.project_id == project_id, _op.ended_at.isnot(None))
         .order_by(_op.ended_at.desc(), _op.id.desc())
         .offset(keep - 1)
-        .limit(1)
-    ).first()
+        .limit(2)  # the second: one sorts before the boundary
+    ).all()
+    row = rows[0] if rows else None
     if row is None:
         fewer = conn.execute(
             select(func.count()).where(_op.project_id == project_id, _op.ended_at.isnot(None))
@@ -160,7 +198,7 @@ def _walk(
         return _Kept(keep, read_at, [], int(fewer), recent, deletions)
     boundary = Boundary(float(row[0]), row[1])
     ladder = [boundary, *_after(conn, project_id, boundary, LADDER - 1)]
-    return _Kept(keep, read_at, ladder, 0, recent, deletions)
+    return _Kept(keep, read_at, ladder, 0, recent, deletions, len(rows) == 1)
 
 
 def _finished_since(conn: Connection, project_id: str, since: float) -> list[Boundary]:

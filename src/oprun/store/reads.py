@@ -307,7 +307,7 @@ class ReadQueries(StoreBase):
         Highest priority first, then by name: the `limit` queues after position `after`
         (a queue's `(priority, name)`), every queue when both are None.
 
-        Counts come from the partial indexes `ix_tasks_queue_active` (unfinished tasks)
+        Counts come from the partial indexes `ix_tasks_queue_active_available` (unfinished tasks)
         and `ix_tasks_queue_ended` (finished tasks by end time), grouped in the database:
         never a scan of the operations or tasks tables. Bucket `i` of the throughput
         counts the tasks that ended in `[now - 3600 + 60 i, now - 3600 + 60 (i + 1))`:

@@ -133,8 +133,12 @@ class RetentionQueries(StoreBase):
             tuple_(_op.ended_at, _op.id) < tuple_(before.ended_at, before.id),
             _op.status.in_(FINISHED),
         )
+        clear, followed = self._kept_boundaries.clear_before(project_id, before)
+        if clear:
+            return 0  # none before the boundary, and none finished since: no query at all
         with self.read() as conn:
             if conn.execute(select(_op.id).where(*purgeable).limit(1)).first() is None:
+                self._kept_boundaries.found_clear(project_id, before, followed)
                 return 0  # nothing to purge: no write transaction (nor SQLite's write lock)
         with self.write() as tx:
             found = tx.conn.execute(

@@ -142,7 +142,15 @@ operations = Table(
 # each leads with the filters it serves, by equality, and ends in the id it is ordered
 # by, so a page reads its rows and no others, however many operations the project has.
 Index("ix_operations_project_id", operations.c.project_id, operations.c.id.desc())
-Index("ix_operations_project_status", operations.c.project_id, operations.c.status, operations.c.id)
+# The queue id trails the status index so that `/metrics` counts the unfinished
+# operations of each queue from the index alone (it never changes: no write moves it).
+Index(
+    "ix_operations_project_status_queue",
+    operations.c.project_id,
+    operations.c.status,
+    operations.c.id,
+    operations.c.queue_id,
+)
 Index(
     "ix_operations_project_action",
     operations.c.project_id,
@@ -230,16 +238,18 @@ Index(
     sqlite_where=TASK_QUEUED,
 )
 # The Queues page counts from these two partial indexes, never from a scan of the table:
-# one holds just the unfinished tasks (depth and running per queue), the other the
-# finished ones by the time they ended (a task's `updated_at` stops moving once it ends).
+# one holds just the unfinished tasks (depth and running per queue; with `available_at`,
+# a queue's longest-waiting task is its first QUEUED entry), the other the finished ones
+# by the time they ended (a task's `updated_at` stops moving once it ends).
 TASK_ACTIVE = text("status IN ('QUEUED', 'SCHEDULED', 'RUNNING', 'CANCELING')")
 TASK_ENDED = text("status IN ('SUCCEEDED', 'FAILED', 'CANCELED')")
 """Literal predicates of the partial indexes; queries repeat them word for word so that
 SQLite (which matches a partial index's WHERE by its terms) can use the index."""
 Index(
-    "ix_tasks_queue_active",
+    "ix_tasks_queue_active_available",
     tasks.c.queue_id,
     tasks.c.status,
+    tasks.c.available_at,
     postgresql_where=TASK_ACTIVE,
     sqlite_where=TASK_ACTIVE,
 )
@@ -343,6 +353,17 @@ events = Table(
     Column("at", Float, nullable=False),
 )
 Index("ix_events_project", events.c.project_id, events.c.seq)
+EVENT_DELETED = text("type = 'operation.deleted'")
+"""The literal predicate of `ix_events_deleted`; queries repeat it word for word."""
+# Processes that keep counts of finished work look for deletions since their last read
+# (`oprun.store.deletions`): this holds just those events, however many others come.
+Index(
+    "ix_events_deleted",
+    events.c.project_id,
+    events.c.seq,
+    postgresql_where=EVENT_DELETED,
+    sqlite_where=EVENT_DELETED,
+)
 
 logs = Table(
     "logs",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.pool import Pool
 
 from oprun.domain.status import OperationStatus as OS
@@ -24,7 +24,8 @@ from oprun.store.calls import DatabaseCalls
 UNFINISHED = (OS.QUEUED, OS.SCHEDULED, OS.RUNNING, OS.CANCELING)
 """The statuses counted: finished operations are the bulk of the table, and unbounded."""
 _QUEUED_TASK = text("status = 'QUEUED'")
-"""The literal predicate of `ix_tasks_claimable`, so that SQLite uses that partial index."""
+"""A waiting task, written as a literal beside `TASK_ACTIVE` (SQLite matches a partial
+index's WHERE by its terms)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,25 @@ class PoolStats:
     idle: int
 
 
+def _ready_since(conn: Connection, queue_ids: list[str], now: float) -> dict[str, float]:
+    """Queue id -> since when its longest-waiting ready task has been ready (none: absent).
+
+    The first QUEUED entry of each queue's range of `ix_tasks_queue_active_available` has
+    the lowest `available_at`: the queue has a ready task if and only if it is not later
+    than `now`, and then that task waited longest. One index lookup per queue.
+    """
+    tasks, queues = t.tasks.c, t.queues.c
+    first = (
+        select(tasks.available_at)
+        .where(tasks.queue_id == queues.id, t.TASK_ACTIVE, _QUEUED_TASK)
+        .order_by(tasks.available_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    found = conn.execute(select(queues.id, first).where(queues.id.in_(queue_ids)))
+    return {qid: float(since) for qid, since in found if since is not None and since <= now}
+
+
 def _pool(name: str, pool: Pool) -> PoolStats:
     # QueuePool has these; another pool class (a test's StaticPool) shows zeros.
     size = int(getattr(pool, "size", lambda: 0)())
@@ -81,10 +101,12 @@ class StatsQueries(StoreBase):
     def server_stats(self) -> ServerStats:
         """Unfinished work per queue, the oldest wait per queue, workers by status.
 
-        Tasks are counted from the partial indexes `ix_tasks_queue_active` (unfinished
-        tasks) and `ix_tasks_claimable` (waiting ones); operations from
-        `ix_operations_project_status`, one range per project and unfinished status;
-        queues, projects and workers are small tables (a worker row per agent start).
+        Each figure is read from index entries, which carry all it needs: tasks are
+        counted from the partial index `ix_tasks_queue_active_available` (unfinished
+        tasks), and a queue's longest-waiting task is the first QUEUED entry of its range
+        there (one lookup per queue); operations from `ix_operations_project_status_queue`,
+        one range per project and unfinished status, whose entries carry their queue.
+        Queues, projects and workers are small tables (a worker row per agent start).
         """
         tasks, ops = t.tasks.c, t.operations.c
         unfinished = [s.value for s in UNFINISHED]
@@ -103,22 +125,16 @@ class StatsQueries(StoreBase):
                 .group_by(tasks.queue_id, tasks.status)
             ).all():
                 task_counts[qid][status] = int(n)
-            ready_since = {
-                qid: float(since)
-                for qid, since in conn.execute(
-                    select(tasks.queue_id, func.min(tasks.available_at))
-                    .where(_QUEUED_TASK, tasks.available_at <= now)
-                    .group_by(tasks.queue_id)
-                ).all()
-            }
-            op_counts: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+            waiting = [q.id for q in queues if task_counts[q.id].get(OS.QUEUED.value)]
+            ready_since = _ready_since(conn, waiting, now)
+            op_counts: dict[str, dict[str, int]] = defaultdict(dict)
             if projects:
-                for pid, queue, status, n in conn.execute(
-                    select(ops.project_id, ops.queue_name, ops.status, func.count())
+                for qid, status, n in conn.execute(
+                    select(ops.queue_id, ops.status, func.count())
                     .where(ops.project_id.in_(projects), ops.status.in_(unfinished))
-                    .group_by(ops.project_id, ops.queue_name, ops.status)
+                    .group_by(ops.queue_id, ops.status)
                 ).all():
-                    op_counts[pid, queue][status] = int(n)
+                    op_counts[qid][status] = int(n)
             workers: dict[tuple[str, str], int] = {}
             for pid, status, n in conn.execute(
                 select(t.workers.c.project_id, t.workers.c.status, func.count()).group_by(
@@ -133,7 +149,7 @@ class StatsQueries(StoreBase):
                 QueueGauges(
                     project_id=q.project_id,
                     queue=q.name,
-                    operations={s: op_counts[q.project_id, q.name].get(s, 0) for s in unfinished},
+                    operations={s: op_counts[q.id].get(s, 0) for s in unfinished},
                     tasks={s: task_counts[q.id].get(s, 0) for s in unfinished},
                     oldest_waiting_seconds=(
                         max(0.0, now - ready_since[q.id]) if q.id in ready_since else 0.0
