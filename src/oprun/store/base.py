@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from oprun.domain.audit import AuditEntry
 from oprun.store import schema as t
-from oprun.store.batch import insert_rows
+from oprun.store.batch import BatchUpdate, Deferred
 from oprun.store.calls import CallCounter, count_calls
 from oprun.store.migrate import current_revision
 from oprun.store.notify import Notifier, events_key
@@ -76,6 +76,7 @@ class Tx:
     """Keys a statement of this transaction sent itself (NOTIFY); published here on commit."""
     started: set[str] = field(default_factory=set)
     """Operations whose work started in this transaction (their history shows RUNNING)."""
+    _later: list[Deferred] = field(default_factory=list)
     _history: list[dict[str, Any]] = field(default_factory=list)
     _events: list[dict[str, Any]] = field(default_factory=list)
     _audit: list[dict[str, Any]] = field(default_factory=list)
@@ -104,10 +105,20 @@ class Tx:
         if entry is not None:
             self._audit.append(audit_row(entry, self.now))
 
-    def take_rows(self) -> list[tuple[Table, list[dict[str, Any]]]]:
-        """The buffered history, events and audit rows by table (non-empty), now written."""
-        taken = [
-            (table, rows)
+    def later(self, target: Table | BatchUpdate, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert `rows` into a table, or apply a batch update, at the end of the transaction.
+
+        Only for writes nothing in the transaction reads back, of rows no other write
+        at its end touches (`Deferred`): on PostgreSQL they go with the history, events
+        and NOTIFY in one statement.
+        """
+        if rows:
+            self._later.append(Deferred(target, rows))
+
+    def take_writes(self) -> list[Deferred]:
+        """The held-back writes, then the buffered history, events and audit rows."""
+        taken = self._later + [
+            Deferred(table, rows)
             for table, rows in (
                 (t.status_history, self._history),
                 (t.events, self._events),
@@ -115,13 +126,13 @@ class Tx:
             )
             if rows
         ]
-        self._history, self._events, self._audit = [], [], []
+        self._later, self._history, self._events, self._audit = [], [], [], []
         return taken
 
     def flush(self) -> None:
-        """Write the buffered history, events and audit rows in bulk inserts."""
-        for table, rows in self.take_rows():
-            insert_rows(self.conn, table, rows)
+        """Write what was held back and buffered, a statement per table (or batch update)."""
+        for write in self.take_writes():
+            write.run(self.conn)
 
 
 class StoreBase:

@@ -31,6 +31,7 @@ from sqlalchemy.sql.dml import Update
 
 __all__ = [
     "BatchUpdate",
+    "Deferred",
     "encode_json",
     "insert_rows",
     "insert_sql",
@@ -137,6 +138,8 @@ class BatchUpdate:
     write: tuple[str, ...] = ()
     add: tuple[str, ...] = ()
     _keys: tuple[tuple[str, Column[Any]], ...] = field(init=False, repr=False, compare=False)
+    _sets: str = field(init=False, repr=False, compare=False)
+    _where: str = field(init=False, repr=False, compare=False)
     _pg: TextClause = field(init=False, repr=False, compare=False)
     _sa: Update = field(init=False, repr=False, compare=False)
 
@@ -151,14 +154,9 @@ class BatchUpdate:
         sets = [f'"{n}" = {record_value(c[n], f"v_{n}")}' for n in self.write]
         sets += [f'"{n}" = t."{n}" + u."d_{n}"' for n in self.add]
         where = " AND ".join(f't."{n}" = u."b_{n}"' for n in self.match)
-        object.__setattr__(
-            self,
-            "_pg",
-            sa_text(
-                f'UPDATE "{self.table.name}" AS t SET {", ".join(sets)} '
-                f"FROM {_recordset(keys)} WHERE {where}"
-            ),
-        )
+        object.__setattr__(self, "_sets", ", ".join(sets))
+        object.__setattr__(self, "_where", where)
+        object.__setattr__(self, "_pg", sa_text(self.sql()))
         values: dict[str, Any] = {n: bindparam(f"v_{n}") for n in self.write}
         values.update({n: c[n] + bindparam(f"d_{n}") for n in self.add})
         statement = sa_update(self.table).values(values)
@@ -166,16 +164,70 @@ class BatchUpdate:
             statement = statement.where(c[n] == bindparam(f"b_{n}"))
         object.__setattr__(self, "_sa", statement)
 
-    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Apply `rows` (each with every `b_`, `v_` and `d_` key of this update)."""
-        if not rows:
-            return
+    def sql(self, param: str = "rows") -> str:
+        """The PostgreSQL statement, its rows in the JSON document parameter `param`."""
+        return (
+            f'UPDATE "{self.table.name}" AS t SET {self._sets} '
+            f"FROM {_recordset(self._keys, param)} WHERE {self._where}"
+        )
+
+    def _check(self, rows: Sequence[Mapping[str, Any]]) -> None:
         key = f"b_{self.match[0]}"
         if len({row[key] for row in rows}) != len(rows):
             # UPDATE ... FROM writes a row once however many of the batch match it:
             # refused on both backends, so they never differ.
             raise ValueError(f"a batch update of {self.table.name} names a row twice")
+
+    def document(self, rows: Sequence[Mapping[str, Any]]) -> str:
+        """The rows as the JSON document `sql` expands (a row named twice is refused)."""
+        self._check(rows)
+        return _document(self._keys, rows)
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Apply `rows` (each with every `b_`, `v_` and `d_` key of this update)."""
+        if not rows:
+            return
         if conn.dialect.name != "postgresql" or len(rows) == 1:
+            self._check(rows)
             conn.execute(self._sa, list(rows))
             return
-        conn.execute(self._pg, {"rows": _document(self._keys, rows)})
+        conn.execute(self._pg, {"rows": self.document(rows)})
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A set-based write held back to the end of its transaction (`Tx.later`).
+
+    Nothing in the transaction reads what it writes before the end, and no other
+    write of that end touches its rows: on PostgreSQL all of them go as one statement
+    of data-modifying CTEs, which see the same snapshot and not each other's changes.
+    """
+
+    target: Table | BatchUpdate
+    rows: Sequence[Mapping[str, Any]]
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        """What its SQL text depends on."""
+        if isinstance(self.target, BatchUpdate):
+            return (self.target,)
+        return (self.target, tuple(self.rows[0]))
+
+    def sql(self, param: str) -> str:
+        """Its PostgreSQL statement, its rows in the JSON document parameter `param`."""
+        if isinstance(self.target, BatchUpdate):
+            return self.target.sql(param)
+        return insert_sql(self.target, tuple(self.rows[0]), param)
+
+    def document(self) -> str:
+        """Its rows as the JSON document `sql` expands."""
+        if isinstance(self.target, BatchUpdate):
+            return self.target.document(self.rows)
+        return rows_document(self.target, tuple(self.rows[0]), self.rows)
+
+    def run(self, conn: Connection) -> None:
+        """Write it alone, on any backend."""
+        if isinstance(self.target, BatchUpdate):
+            self.target.run(conn, self.rows)
+        else:
+            insert_rows(conn, self.target, self.rows)

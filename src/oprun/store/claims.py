@@ -31,7 +31,7 @@ from oprun.domain.status import SessionActionStatus as SAS
 from oprun.domain.status import WorkerStatus
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
-from oprun.store.batch import BatchUpdate, insert_rows
+from oprun.store.batch import BatchUpdate
 from oprun.store.counters import COUNTERS
 from oprun.store.notify import work_key
 from oprun.store.protocol import Claimed
@@ -151,6 +151,7 @@ def _pick_query(session: bool, step: bool) -> Select[Any]:
     query = (
         select(
             tasks.c.id,
+            tasks.c.attempts,
             tasks.c.queue_id,
             tasks.c.priority,
             tasks.c.step_id,
@@ -285,19 +286,10 @@ def _busy(tx: Tx, limited: list[str]) -> dict[str, int]:
     return busy
 
 
-_SCHEDULE = (
-    update(t.tasks)
-    .where(
-        t.tasks.c.id.in_(bindparam("ids", expanding=True)),
-        t.tasks.c.status == OS.QUEUED.value,
-    )
-    .values(
-        status=OS.SCHEDULED.value,
-        attempts=t.tasks.c.attempts + 1,
-        updated_at=bindparam("now"),
-    )
-    .returning(t.tasks.c.id, t.tasks.c.attempts)
+_TASK_CLAIMED = BatchUpdate(
+    t.tasks, match=("id",), write=("status", "updated_at"), add=("attempts",)
 )
+"""A claimed task: SCHEDULED, its attempt counted (it was QUEUED and locked by the pick)."""
 _OPERATION_CLAIMED = BatchUpdate(
     t.operations,
     match=("id",),
@@ -338,10 +330,21 @@ def _assign(
     the open session `session_id`. Each operation's row is written once: its
     attempt, worker, counters and status (settled from the counters read under lock).
     """
-    conn = tx.conn
-    scheduled = conn.execute(_SCHEDULE, {"ids": [row.id for row in picked], "now": tx.now})
-    attempts: dict[str, int] = {task_id: attempt for task_id, attempt in scheduled}
-    claimed = [row for row in picked if row.id in attempts]
+    # The pick locked each task while QUEUED: every one is claimed, its attempt the next.
+    claimed = picked
+    attempts = {row.id: row.attempts + 1 for row in claimed}
+    tx.later(
+        _TASK_CLAIMED,
+        [
+            {
+                "b_id": row.id,
+                "v_status": OS.SCHEDULED.value,
+                "v_updated_at": tx.now,
+                "d_attempts": 1,
+            }
+            for row in claimed
+        ],
+    )
     definitions = _definitions_of(tx, {row.action_version_id for row in claimed})
     taken: dict[str, int] = defaultdict(int)
     ops: dict[str, Any] = {}
@@ -404,15 +407,14 @@ def _assign(
                 operation_parameters=task.operation_parameters,
             )
         )
-    if sessions:
-        insert_rows(conn, t.sessions, sessions)
-    if actions:
-        insert_rows(conn, t.session_actions, actions)
-    changes = [
-        _claimed_operation(tx, ops[op_id], n, worker_id) for op_id, n in sorted(taken.items())
-    ]
-    if changes:
-        _OPERATION_CLAIMED.run(conn, changes)
+    # Nothing in the claim reads these back: on PostgreSQL they go with its history,
+    # events and NOTIFY in the one statement that ends it.
+    tx.later(t.sessions, sessions)
+    tx.later(t.session_actions, actions)
+    tx.later(
+        _OPERATION_CLAIMED,
+        [_claimed_operation(tx, ops[op_id], n, worker_id) for op_id, n in sorted(taken.items())],
+    )
     return assignments
 
 
