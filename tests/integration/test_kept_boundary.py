@@ -22,6 +22,7 @@ from oprun.store.throughput import SEALED_AFTER
 from tests.integration._invocations import invoke
 
 _op = t.operations.c
+_ev = t.events.c
 
 
 def _waiting(store, project_id: str, n: int) -> list[str]:
@@ -233,3 +234,25 @@ def test_an_idle_project_at_its_limit_is_purged_without_a_query_until_one_finish
     assert purge_round() == 2
     assert _finished(store, project.id) == 3
     assert purge_round() == 0
+
+
+def test_the_deletion_check_reads_events_through_indexes_only(store, project):
+    """Each of its reads is a search of an index, never a scan of the events table.
+
+    SQLite reads `min` and `max` from an index only when each is alone in its SELECT;
+    asked for both at once, it scans the whole table, every round of every process.
+    """
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's plans (PostgreSQL's depend on its statistics)")
+    from oprun.store import deletions
+
+    reads = [
+        deletions._ENDS,
+        deletions._PROBES.bindparams(newest=10, oldest=1),
+        select(_ev.seq).where(_ev.project_id == "p", _ev.seq > 1, deletions._DELETED),
+    ]
+    with store.engine.connect() as conn:
+        for statement in reads:
+            sql = str(statement.compile(conn, compile_kwargs={"literal_binds": True}))
+            plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+            assert not [step for step in plan if step.startswith("SCAN events")], (sql, plan)

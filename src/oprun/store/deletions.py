@@ -31,6 +31,11 @@ EVERY = 5.0
 """Seconds between two reads' newest event ids it remembers (the others it forgets)."""
 
 _ev = t.events.c
+_ENDS = select(
+    select(func.min(_ev.seq)).scalar_subquery(), select(func.max(_ev.seq)).scalar_subquery()
+)
+"""The oldest and newest event ids: two subqueries, as SQLite reads `min` or `max` from
+the index only when it is alone in its SELECT (both in one scan the whole table)."""
 
 
 class DeletionWatch:
@@ -48,7 +53,7 @@ class DeletionWatch:
         `read_at` is this read's clock: the newest event id it sees is remembered.
         None: one cannot tell (events that old are purged, or none is old enough yet).
         """
-        oldest, newest = conn.execute(select(func.min(_ev.seq), func.max(_ev.seq))).one()
+        oldest, newest = conn.execute(_ENDS).one()
         if not self._newest or self._newest[-1][0] <= read_at - EVERY:
             self._newest.append((read_at, int(newest or 0)))
         while len(self._newest) > 1 and self._newest[1][0] < read_at - KEEP_SECONDS:
