@@ -18,7 +18,6 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from oprun.service.workers import SHORT_CLAIM_MEMORY
-from oprun.store.db_clock import RESYNC
 from oprun.testing import Server
 
 NOOP = {"name": "noop", "kind": "python", "entrypoint": "oprun.examples:noop"}
@@ -139,12 +138,12 @@ def test_a_claim_right_after_a_short_one_waits_without_a_database_call(database_
         look = looked - scrapes  # one look: the worker and its queues, the waiting tasks
         assert look >= 2
         # A moment after a short claim, with nothing new, the claim waits without a
-        # look; it looks once when its wait ends. Long after, it looks first, too (and
-        # PostgreSQL's store reads the database's clock again: over RESYNC went by).
-        assert waited == scrapes + look
-        assert SHORT_CLAIM_MEMORY + 0.1 > RESYNC
-        clock = 1 if database_url.startswith("postgresql") else 0
-        assert forgot == scrapes + 2 * look + clock
+        # look; it looks once when its wait ends. Long after, it looks first, too.
+        # PostgreSQL's store also reads the database's clock once a second, which
+        # may fall in either: one statement, where a look more would be `look` more.
+        clock = {0, 1} if database_url.startswith("postgresql") else {0}
+        assert waited - (scrapes + look) in clock
+        assert forgot - (scrapes + 2 * look) in clock
     finally:
         server.stop()
 

@@ -14,7 +14,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 
 from oprun.domain.limits import MAX_LOG_LINE_BYTES, MAX_OPERATION_LOG_BYTES
 from oprun.domain.models import TaskCounts
@@ -263,8 +263,15 @@ class ReportEffects:
         The operations were read under lock; each one's reported columns, counter
         changes and status (rolled up from its counters) go in one row write.
         """
-        self._write_attempts()
-        running = self._running(touched)
+        known, ask = self._running_known(touched)
+        # Unless something below reads the rows back (the tasks of operations whose
+        # running tasks are not all known here, or a quarantine's count of failed
+        # attempts), the writes wait for the statement that ends the transaction.
+        later = not ask and not self.failures
+        self._write_attempts(later)
+        running = known
+        if ask:
+            running |= set(self._tx.conn.execute(_STARTED, {"ids": ask}).scalars())
         changes = []
         for op_id in sorted(touched):
             op = self._ops[op_id]
@@ -288,13 +295,16 @@ class ReportEffects:
                     **{f"d_{c}": deltas.get(c, 0) for c in COUNTERS},
                 }
             )
-        if changes:
-            _UPDATE_OP_SETTLED.run(self._tx.conn, changes)
+        self._write(_UPDATE_OP_SETTLED, changes, later)
         self._dirty_ops.clear()
         self._deltas.clear()
 
-    def _running(self, touched: set[str]) -> set[str]:
-        """The touched operations with a task RUNNING or CANCELING (after the writes)."""
+    def _running_known(self, touched: set[str]) -> tuple[set[str], list[str]]:
+        """Operations known to hold a RUNNING or CANCELING task, and those to read.
+
+        Of the touched operations: those known from the reports to have such a task
+        after the writes, and (sorted) those whose tasks must be read to know.
+        """
         known = set()
         if not self._rare:
             # An operation of one task: that task's status is the one tracked here.
@@ -304,10 +314,18 @@ class ReportEffects:
             for sa in self._sas.values()
             if sa["operation_id"] in known and self._task_status[sa["task_id"]] in _HOLDING
         }
-        ask = sorted(touched - known)
-        if ask:
-            running.update(self._tx.conn.execute(_STARTED, {"ids": ask}).scalars())
-        return running
+        return running, sorted(touched - known)
+
+    def _write(self, target: Table | BatchUpdate, rows: list[dict[str, Any]], later: bool) -> None:
+        """Write `rows` now, or at the end of the transaction (`Tx.later`)."""
+        if not rows:
+            return
+        if later:
+            self._tx.later(target, rows)
+        elif isinstance(target, BatchUpdate):
+            target.run(self._tx.conn, rows)
+        else:
+            insert_rows(self._tx.conn, target, rows)
 
     def flush(self) -> None:
         """Write what the applied reports changed, one statement per table."""
@@ -333,37 +351,30 @@ class ReportEffects:
         self._dirty_ops.clear()
         self._deltas.clear()
 
-    def _write_attempts(self) -> None:
-        """Write the session actions, tasks and log lines changed so far."""
-        conn, now = self._tx.conn, self._tx.now
-        if self._sa_from:
-            _UPDATE_SA.run(
-                conn,
-                [
-                    {
-                        "b_id": sa_id,
-                        "b_status": original,
-                        **{f"v_{c}": self._sas[sa_id][c] for c in SA_COLUMNS},
-                    }
-                    for sa_id, original in self._sa_from.items()
-                ],
-            )
-        if self._task_from:
-            _UPDATE_TASK.run(
-                conn,
-                [
-                    {
-                        "b_id": task_id,
-                        "b_status": original,
-                        "v_status": self._sas[sa_id]["task_status"],
-                        "v_updated_at": now,
-                        "v_available_at": self._sas[sa_id]["task_available_at"],
-                    }
-                    for task_id, (original, sa_id) in self._task_from.items()
-                ],
-            )
-        if self._logs:
-            insert_rows(conn, t.logs, self._logs)
+    def _write_attempts(self, later: bool = False) -> None:
+        """Write the session actions, tasks and log lines changed so far (or `later`)."""
+        now = self._tx.now
+        sas = [
+            {
+                "b_id": sa_id,
+                "b_status": original,
+                **{f"v_{c}": self._sas[sa_id][c] for c in SA_COLUMNS},
+            }
+            for sa_id, original in self._sa_from.items()
+        ]
+        tasks = [
+            {
+                "b_id": task_id,
+                "b_status": original,
+                "v_status": self._sas[sa_id]["task_status"],
+                "v_updated_at": now,
+                "v_available_at": self._sas[sa_id]["task_available_at"],
+            }
+            for task_id, (original, sa_id) in self._task_from.items()
+        ]
+        self._write(_UPDATE_SA, sas, later)
+        self._write(_UPDATE_TASK, tasks, later)
+        self._write(t.logs, self._logs, later)
         self._sa_from.clear()
         self._task_from.clear()
-        self._logs.clear()
+        self._logs = []
