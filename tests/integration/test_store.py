@@ -150,6 +150,42 @@ def test_an_operation_read_carries_its_history_exactly_in_one_round_trip(store, 
         )
 
 
+def test_a_claim_and_a_report_write_in_the_statement_that_ends_them(store, project):
+    if store.dialect_name != "postgresql":
+        pytest.skip("SQLite writes in process: a statement per table costs no round trip")
+    ops = _invoke(store, project.id, n=4)
+    worker = _worker(store, project.id)
+    # The first claim also reads the action's definition and marks the worker RUNNING.
+    (first,) = store.claim(worker.id, project.id, ["default"], 1, 30)
+    ops = [op for op in ops if op.id != first.operation_id]
+    store._clock.resync = 3600.0  # no reading of the clock inside what is counted
+
+    def statements(call):
+        before = store.database_calls()
+        answer = call()
+        return store.database_calls().statements - before.statements, answer
+
+    # The worker and its queues, the waiting tasks; then every write at once.
+    n, claimed = statements(lambda: store.claim(worker.id, project.id, ["default"], 3, 30))
+    assert (n, len(claimed)) == (3, 3)
+    reports = [
+        Report(session_action_id=a.session_action_id, lease_epoch=a.lease_epoch, kind=kind)
+        for a in claimed
+        for kind in ("running", "succeeded")
+    ]
+    # The operations and attempts locked; then every write at once.
+    n, outcomes = statements(lambda: store.apply_reports(worker.id, reports))
+    assert n == 3 and all(o.accepted for o in outcomes)
+    for op in ops:
+        done = _history_is_legal(store, project.id, op.id)
+        assert done.status is OperationStatus.SUCCEEDED
+        assert [h.status for h in done.history] == ["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED"]
+        assert done.progress.counts.succeeded == 1 and done.attempts == 1
+    for a in claimed:
+        sa = store.get_session_action(project.id, a.session_action_id)
+        assert sa.status is SessionActionStatus.SUCCEEDED and sa.ended_at is not None
+
+
 def test_the_first_terminal_report_wins_and_late_reports_change_nothing(store, project):
     (op,) = _invoke(store, project.id)
     worker = _worker(store, project.id)
