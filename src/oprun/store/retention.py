@@ -127,15 +127,15 @@ class RetentionQueries(StoreBase):
         status history and logs, in one transaction. Returns how many were deleted
         (fewer than `limit` also when a batch reached `MAX_TASKS` or `MAX_LOG_BYTES`).
         """
+        clear, followed = self._kept_boundaries.clear_before(project_id, before)
+        if clear:
+            return 0  # none before the boundary, and none finished since: no query at all
         purgeable = (
             _op.project_id == project_id,
             _op.ended_at.isnot(None),
             tuple_(_op.ended_at, _op.id) < tuple_(before.ended_at, before.id),
             _op.status.in_(FINISHED),
         )
-        clear, followed = self._kept_boundaries.clear_before(project_id, before)
-        if clear:
-            return 0  # none before the boundary, and none finished since: no query at all
         with self.read() as conn:
             if conn.execute(select(_op.id).where(*purgeable).limit(1)).first() is None:
                 self._kept_boundaries.found_clear(project_id, before, followed)
