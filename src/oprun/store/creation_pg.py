@@ -13,7 +13,7 @@ their operations is checked at the end of the statement, once both are in. NOTIF
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -89,6 +89,28 @@ def _statement(
     )
 
 
+@lru_cache(maxsize=16)
+def _layout(
+    table: Table, columns: tuple[str, ...], each: tuple[str, ...]
+) -> tuple[
+    tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], Callable[[Any], Any]
+]:
+    """How `_split` lays out rows of `columns`: what it would otherwise work out per call.
+
+    (shared columns, `each` columns sent as JSON text, shared JSON columns, shared
+    columns sent as JSON text, the getter of the shared plain columns' values).
+    """
+    shared = tuple(n for n in columns if n not in each)
+    text_json = tuple(n for n in each if travels_as_text(table.c[n]))
+    # A kind is the shared columns' values, a JSON column's by identity (a dict is not
+    # hashable; rows built from one version share its policy's dict).
+    plain = [n for n in shared if not isinstance(table.c[n].type, JSON)]
+    nested = tuple(n for n in shared if isinstance(table.c[n].type, JSON))
+    shared_text = tuple(n for n in shared if travels_as_text(table.c[n]))
+    values: Callable[[Any], Any] = itemgetter(*plain) if plain else (lambda row: ())
+    return shared, text_json, nested, shared_text, values
+
+
 def _split(
     table: Table, rows: Sequence[Mapping[str, Any]], each: Sequence[str]
 ) -> tuple[str, str, tuple[str, ...]]:
@@ -97,13 +119,7 @@ def _split(
     Rows whose shared columns hold the same values (a JSON column: the same object) are
     one kind; each row names its kind as `k`.
     """
-    shared = tuple(n for n in rows[0] if n not in each)
-    text_json = [n for n in each if travels_as_text(table.c[n])]
-    # A kind is the shared columns' values, a JSON column's by identity (a dict is not
-    # hashable; rows built from one version share its policy's dict).
-    plain = [n for n in shared if not isinstance(table.c[n].type, JSON)]
-    nested = [n for n in shared if isinstance(table.c[n].type, JSON)]
-    values = itemgetter(*plain) if plain else (lambda row: ())
+    shared, text_json, nested, shared_text, values = _layout(table, tuple(rows[0]), tuple(each))
     kinds: dict[tuple[Any, ...], int] = {}
     kind_rows: list[dict[str, Any]] = []
     docs: list[dict[str, Any]] = []
@@ -113,9 +129,8 @@ def _split(
         if k is None:
             k = kinds[key] = len(kind_rows)
             kind = {n: row[n] for n in shared}
-            for n in shared:
-                if travels_as_text(table.c[n]):
-                    kind[n] = encode_json(kind[n])
+            for n in shared_text:
+                kind[n] = encode_json(kind[n])
             kind_rows.append({"k": k, **kind})
         doc = {n: row[n] for n in each}
         for n in text_json:
