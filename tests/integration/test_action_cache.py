@@ -97,6 +97,33 @@ def test_an_operation_of_a_superseded_latest_version_is_not_written(store: Store
     assert created and latest.action_version == 2
 
 
+def test_a_stale_create_writes_nothing_when_it_is_one_statement(store: Store, project):
+    old, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
+    # The queue known, no idempotency key: PostgreSQL's create is its one statement,
+    # outside a transaction, so nothing may be written before the staleness shows.
+    ((first, _),) = store.create_operations([_item(old, True)])
+    new, _ = store.save_action(
+        project.id, ActionDefinition(name="a", entrypoint="m:f", max_attempts=2)
+    )
+    events = store.list_events(project.id, 0, 100)
+    with pytest.raises(StaleAction):
+        store.create_operations([_item(new, True), _item(old, True)])
+    assert [op.id for op in store.list_operations(project.id, limit=10)] == [first.id]
+    assert store.list_events(project.id, 0, 100) == events
+    if store.dialect_name == "postgresql":
+        store._clock.resync = 3600.0  # no reading of the clock below
+    before = store.database_calls()
+    ((made, created),) = store.create_operations([_item(new, True)])
+    after = store.database_calls()
+    assert created and made.action_version == 2
+    assert len(store.list_tasks(project.id, made.id, after=None, limit=10)) == 1
+    if store.dialect_name == "postgresql":  # the statement alone: no BEGIN, no COMMIT
+        assert (after.statements - before.statements, after.round_trips - before.round_trips) == (
+            1,
+            1,
+        )
+
+
 def test_a_created_operation_has_its_history_event_and_wake_ups(store: Store, project):
     action, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
     other = store.create_project("other")

@@ -179,6 +179,17 @@ class StoreBase:
         self._after_commit(tx.keys | tx.notified)
 
     @contextmanager
+    def write_one(self) -> Iterator[Tx]:
+        """A write of a single statement that does all of its writing and publishing.
+
+        Such a statement is atomic by itself: PostgreSQL's runs outside a transaction
+        (no BEGIN and COMMIT round trips). Nothing may be buffered in its `Tx` (history,
+        events, keys): only `Tx.notified`, what the statement sent itself.
+        """
+        with self.write() as tx:
+            yield tx
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction."""
         with unavailable_on_outage(), self.engine.connect() as conn, conn.begin():

@@ -8,7 +8,10 @@ The rows travel as JSON documents expanded by `json_to_recordset`: the columns t
 differ by row (`PER_OPERATION`, `PER_TASK`) row by row, the rest once per kind of row
 (a bulk request of one action sends its action, queue, policy and times once), each
 value as `oprun.store.batch` sends it (`travels_as_text`). The tasks' foreign key to
-their operations is checked at the end of the statement, once both are in. NOTIFY is delivered at commit only, as `Tx`'s is.
+their operations is checked at the end of the statement, once both are in. NOTIFY is
+delivered at commit only, as `Tx`'s is. When an action's latest version moved on, the
+statement writes and notifies nothing and says which: it is atomic by itself, so a
+request that needs nothing else runs it outside a transaction.
 """
 
 from __future__ import annotations
@@ -60,8 +63,12 @@ def _insert(table: Table, each: Sequence[str], shared: Sequence[str], param: str
         f"INSERT INTO {table.name} ({columns}) SELECT {values} "
         f"FROM json_to_recordset(CAST(:{param} AS json)) AS u({_fields(table, each)}) "
         f"JOIN json_to_recordset(CAST(:{param}_kinds AS json)) AS s({_fields(table, shared)}) "
-        "ON s.k = u.k"
+        f"ON s.k = u.k WHERE {_FRESH}"
     )
+
+
+_FRESH = "NOT EXISTS (SELECT 1 FROM stale)"
+"""Every write of the statement is skipped when an action's latest version moved on."""
 
 
 @lru_cache(maxsize=16)
@@ -72,20 +79,22 @@ def _statement(
     task_shared: tuple[str, ...],
 ) -> TextClause:
     return text(
-        f"WITH o AS ({_insert(t.operations, op_each, op_shared, 'ops')}), "
+        "WITH stale AS (SELECT a.id FROM unnest(CAST(:latest_ids AS text[]), "
+        "CAST(:latest_versions AS int8[])) AS l(id, v) JOIN actions a ON a.id = l.id "
+        "WHERE a.latest_version <> l.v), "
+        f"o AS ({_insert(t.operations, op_each, op_shared, 'ops')}), "
         f"t AS ({_insert(t.tasks, task_each, task_shared, 'tasks')}), "
         "h AS (INSERT INTO status_history (entity_id, status, detail, at) "
         "SELECT u.id, :status, :detail, CAST(:now AS float8) "
-        "FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS u(id, n) ORDER BY u.n), "
+        f"FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS u(id, n) WHERE {_FRESH} "
+        "ORDER BY u.n), "
         "e AS (INSERT INTO events (project_id, type, entity_id, data, at) "
         "SELECT u.p, :event, u.id, CAST(:data AS jsonb), CAST(:now AS float8) "
         "FROM unnest(CAST(:ids AS text[]), CAST(:projects AS text[])) WITH ORDINALITY "
-        "AS u(id, p, n) ORDER BY u.n), "
-        "n AS (SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k) "
-        "SELECT (SELECT count(*) FROM n) AS notified, "
-        "ARRAY(SELECT a.id FROM unnest(CAST(:latest_ids AS text[]), CAST(:latest_versions AS "
-        "int8[])) AS l(id, v) JOIN actions a ON a.id = l.id WHERE a.latest_version <> l.v) "
-        "AS stale"
+        f"AS u(id, p, n) WHERE {_FRESH} ORDER BY u.n), "
+        "n AS (SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k "
+        f"WHERE {_FRESH}) "
+        "SELECT (SELECT count(*) FROM n) AS notified, ARRAY(SELECT id FROM stale) AS stale"
     )
 
 
@@ -151,7 +160,8 @@ def create_in_one_statement(
     """Insert the rows, their history and events, NOTIFY `keys`; the stale actions' ids.
 
     `latest`: the version each action id must still have as its latest. A non-empty
-    answer means the caller must roll back (the rows and NOTIFYs went in).
+    answer means nothing was written (the statement is atomic by itself, so it may
+    run outside a transaction: `StoreBase.write_one`).
     """
     from oprun.store.postgres import CHANNEL  # postgres.py imports the store's modules
 

@@ -229,7 +229,13 @@ class InvocationQueries(StoreBase):
     def _create_operations(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
         known_queues = self._queue_id_cache()
         new_queues: dict[tuple[str, str], str] = {}
-        with self.write() as tx:
+        # With no idempotency key to look up and every queue known, PostgreSQL's one
+        # statement is the whole write (`create_in_one_statement`).
+        known = {(i.project_id, i.queue): known_queues.get((i.project_id, i.queue)) for i in items}
+        single = self.dialect_name == "postgresql" and all(
+            not item.idempotency_key and known[(item.project_id, item.queue)] for item in items
+        )
+        with self.write_one() if single else self.write() as tx:
             conn = tx.conn
             keys_by_project: dict[str, set[str]] = defaultdict(set)
             for item in items:
@@ -245,7 +251,7 @@ class InvocationQueries(StoreBase):
                     )
                 ):
                     existing[(project_id, row.idempotency_key)] = rows.operation(row)
-            queue_ids: dict[tuple[str, str], str] = {}
+            queue_ids = {k: v for k, v in known.items() if v is not None} if single else {}
             policies: dict[str, dict[str, Any]] = {}
             latest: dict[str, tuple[int, str, str]] = {}
             op_rows: list[dict[str, Any]] = []

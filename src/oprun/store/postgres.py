@@ -164,6 +164,16 @@ class PostgresStore(SqlStore):
         return self._clock.now(lambda: float(conn.execute(_CLOCK).scalar_one()))
 
     @contextmanager
+    def write_one(self) -> Iterator[Tx]:
+        """A single statement outside any transaction (autocommit): no BEGIN, no COMMIT."""
+        with unavailable_on_outage(), self._autocommit.connect() as conn:
+            tx = Tx(conn, self._db_now(conn))
+            yield tx
+            if tx.take_writes() or tx.keys:
+                raise RuntimeError("a single-statement write buffered rows or keys")
+        self._after_commit(tx.notified)
+
+    @contextmanager
     def read_one(self) -> Iterator[Connection]:
         """A single statement outside any transaction (autocommit): one round trip."""
         with unavailable_on_outage(), self._autocommit.connect() as conn:
