@@ -7,11 +7,14 @@ import math
 
 import pydantic
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from oprun.domain.escaping import UNSTORABLE
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.models import ActionDefinition, Invocation, TokenCreate
 from oprun.domain.protocol import ClaimRequest, Report, SessionReport, WorkerRegistration
-from oprun.domain.text import escape, fit, read_json, unstorable
+from oprun.domain.text import Unstorable, escape, fit, read_json, refuse, unstorable
 from oprun.worker._subprocess import LineSplitter, decode_line
 
 
@@ -139,3 +142,15 @@ def test_a_childs_raw_bytes_come_back_as_their_escapes_whole_characters_as_thems
     assert cut == b"\x80" * 10
     (cut,) = LineSplitter(10).feed(b"123456789\xe2\x82\xac\n")
     assert cut == b"123456789"
+
+
+@given(st.text(st.characters() | st.sampled_from(["\x00", "\ud800", "\udc80", "\udfff"])))
+def test_refusal_follows_the_one_pattern_whatever_the_text(text: str) -> None:
+    # ASCII text takes a shortcut past the pattern: it must refuse exactly the same.
+    try:
+        refuse(text)
+    except Unstorable:
+        refused = True
+    else:
+        refused = False
+    assert refused == (UNSTORABLE.search(text) is not None)
