@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from functools import cached_property
 
-from sqlalchemy import Connection, Integer, and_, cast, func, or_, select
+from sqlalchemy import Connection, Integer, and_, bindparam, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from oprun.domain.errors import NotFound
@@ -37,6 +37,13 @@ _HISTORY_JSON = (
     .label("history_json")
 )
 """An operation's status history as one JSON array of [status, detail, at] (PostgreSQL)."""
+_ONE = (
+    t.operations.c.id == bindparam("id"),
+    t.operations.c.project_id == bindparam("project_id"),
+)
+# Built once: a statement made per call costs its construction and cache key each time.
+_OPERATION = select(t.operations).where(*_ONE)
+_OPERATION_WITH_HISTORY = select(t.operations, _HISTORY_JSON).where(*_ONE)
 
 THROUGHPUT_MINUTES = MINUTES
 """How many one-minute buckets a queue's throughput covers (the last hour)."""
@@ -61,17 +68,17 @@ class ReadQueries(StoreBase):
 
     def get_operation(self, project_id: str, operation_id: str) -> Operation:
         """One operation with its status history, or NotFound (also for other projects)."""
-        where = (t.operations.c.id == operation_id, t.operations.c.project_id == project_id)
+        ids = {"id": operation_id, "project_id": project_id}
         if self.dialect_name == "postgresql":
             # One statement (its history aggregated beside it), outside a transaction:
             # one round trip, where BEGIN, two SELECTs and COMMIT were four.
             with self.read_one() as conn:
-                row = conn.execute(select(t.operations, _HISTORY_JSON).where(*where)).first()
+                row = conn.execute(_OPERATION_WITH_HISTORY, ids).first()
             if row is None:
                 raise NotFound(f"no operation {operation_id}", id=operation_id)
             return rows.operation(row, rows.history_of_json(row.history_json))
         with self.read() as conn:
-            row = conn.execute(select(t.operations).where(*where)).first()
+            row = conn.execute(_OPERATION, ids).first()
             if row is None:
                 raise NotFound(f"no operation {operation_id}", id=operation_id)
             return rows.operation(row, self._history(conn, operation_id))
