@@ -25,7 +25,7 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import schema as t
 from oprun.store.base import Tx
-from oprun.store.batch import BatchUpdate, insert_rows
+from oprun.store.batch import BatchUpdate, Deferred
 from oprun.store.counters import COUNTER_OF, COUNTERS, bump
 from oprun.store.notify import logs_key, operation_key
 from oprun.store.transitions import settled
@@ -318,14 +318,10 @@ class ReportEffects:
 
     def _write(self, target: Table | BatchUpdate, rows: list[dict[str, Any]], later: bool) -> None:
         """Write `rows` now, or at the end of the transaction (`Tx.later`)."""
-        if not rows:
-            return
         if later:
             self._tx.later(target, rows)
-        elif isinstance(target, BatchUpdate):
-            target.run(self._tx.conn, rows)
         else:
-            insert_rows(self._tx.conn, target, rows)
+            Deferred(target, rows).run(self._tx.conn)
 
     def flush(self) -> None:
         """Write what the applied reports changed, one statement per table."""
