@@ -111,11 +111,11 @@ def test_the_silence_counts_only_what_the_server_did_not_hear(store, project):
     assert had > 0
     time.sleep(2 * LEASE)  # ... then the server is away
     store.reap(worker_silence=3 * LEASE, silence=RULE)
-    # The lease keeps what it had left before the outage (less one reap interval): the
-    # worker must renew it soon, as if the outage had not been.
+    # The lease keeps what it had left at the last round before the outage, no more:
+    # the worker must renew it soon, as if the outage had not been.
     left = _lease(store, a.session_action_id) - store.now()
     assert 0 < left < 0.55 * LEASE
-    assert left <= had - RULE.reap_interval
+    assert left <= had
     _rounds(store, left + 0.2)  # the server listens again; the worker stays silent
     assert store.get_operation(project.id, op.id).status is OperationStatus.QUEUED
 
@@ -131,3 +131,32 @@ def test_a_lease_renewed_once_the_server_is_back_is_not_pushed_further(store, pr
     moved = _lease(store, a.session_action_id)
     assert renewed <= moved <= store.now() + LEASE
     assert moved - renewed < 0.5  # moved up to the round's instant at most, not by the silence
+
+
+def test_a_clock_step_while_a_round_runs_is_forgiven_by_the_next_round(store, project, monkeypatch):
+    """The store's clock steps two leases forward between a round's start and its end.
+
+    The round reaped by its starting instant, so the step is still to be forgiven: the
+    next round must, though it comes only a pause after the step (the clock is the
+    database's on PostgreSQL, the server's on SQLite: here the store's reading of it is
+    stepped, the one seam a clock offers).
+    """
+    op, worker, a = _claimed(store, project.id)
+    _rounds(store, 0.1)
+    real = store._db_now  # type: ignore[attr-defined]
+    step, readings = 2 * LEASE, 0
+
+    def stepped_after_the_first_reading(conn):  # type: ignore[no-untyped-def]
+        nonlocal readings
+        readings += 1
+        return real(conn) + (step if readings > 1 else 0.0)
+
+    monkeypatch.setattr(store, "_db_now", stepped_after_the_first_reading)
+    assert store.reap(worker_silence=3 * LEASE, silence=RULE) == 0
+    assert readings == 2  # the round read the clock at its start and at its end
+    monkeypatch.setattr(store, "_db_now", lambda conn: real(conn) + step)
+    time.sleep(RULE.reap_interval)
+    assert store.reap(worker_silence=3 * LEASE, silence=RULE) == 0
+    assert store.get_operation(project.id, op.id).status is OperationStatus.SCHEDULED
+    assert store.get_worker(project.id, worker.id).status is not WorkerStatus.NOT_RESPONDING
+    assert _succeeded(store, worker.id, a.session_action_id, a.lease_epoch)

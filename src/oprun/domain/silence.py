@@ -5,9 +5,16 @@ finds the previous one further back than the tolerance knows the server itself w
 away: every API process was down, the database was unreachable, or the clock
 stepped forward. Heartbeats sent meanwhile could not be stored, so before it reaps,
 the clocks that count against workers (their last heartbeat, their leases) move
-forward by that silence, never past where a heartbeat received now would put them.
-A worker then loses a lease, or is given up for lost, only for silence the server
-was there to hear.
+forward by the whole gap since that round, never past where a heartbeat received now
+would put them: time stands still for them from the last round the server is known
+to have listened in. A worker then loses a lease, or is given up for lost, only for
+silence the server was there to hear.
+
+The whole gap, not the gap less the reaper's pause: the silence lies somewhere in the
+gap, and no clock tells where (a clock step that also steps the monotonic clock, as
+libfaketime's does, cuts the pause short). Forgiving less lapses a lease that had less
+than a pause left when the silence began, work that then runs twice; forgiving the
+pause too costs at most one pause more before a worker that died meanwhile is given up.
 
 A clock stepped backwards needs nothing: every lease and heartbeat written before
 the step lies ahead of the clock now, so each lasts longer, never shorter.
@@ -75,15 +82,22 @@ class SilenceRule:
 
         None when there was no round before, when the last one is recent enough, or
         when it lies ahead (the clock stepped back: that only lengthens leases). The
-        silence forgiven is the gap less the reaper's own pause between rounds.
+        silence forgiven is the whole gap.
         """
         if last_round is None:
             return None
         gap = now - last_round
         if gap <= self.tolerance:
             return None
-        return Forgiveness(
-            seconds=gap - self.reap_interval,
-            heartbeat_cap=now,
-            lease_cap=now + self.lease_seconds,
-        )
+        return Forgiveness(seconds=gap, heartbeat_cap=now, lease_cap=now + self.lease_seconds)
+
+    def mark(self, started: float, ended: float) -> float:
+        """The instant a round that ran from `started` to `ended` leaves for the next one.
+
+        Its end, so that a round the load made long is not taken for a silence; but its
+        start when it lasted longer than the tolerance. Then either the clock stepped
+        forward while it ran (it reaped by its starting instant, so the next round must
+        forgive the step) or it held the database that long (SQLite's writers, and so
+        every heartbeat, waited for it): a silence either way.
+        """
+        return ended if ended - started <= self.tolerance else started

@@ -153,11 +153,10 @@ class LeaseQueries(StoreBase):
             )
             settle(tx, sorted({sa["operation_id"] for sa in lapsed}))
             if silence is not None:
-                # The round's end, not its start: a round the load made long is no silence.
                 conn.execute(
                     update(t.reaper_rounds)
                     .where(t.reaper_rounds.c.id == ROUND_ID)
-                    .values(at=self._db_now(conn))
+                    .values(at=silence.mark(tx.now, self._db_now(conn)))
                 )
         if forgiven is not None:
             log.warning(
