@@ -5,14 +5,16 @@ The API process remembers a worker's project and queues after its first call
 prove that what the worker's status decides did not move: a stopped worker gets
 nothing and hears so, another project's token gets nothing of it. A claim right
 after one that came up short waits without looking (`WorkerService._short`), yet
-still finds work published before or while it waits.
+still finds work published before or while it waits. Of the claims parked when work
+is published, those a claim before them found the queues empty for go back to waiting
+without a look (`WorkerService._emptied`), and any other still looks.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -182,3 +184,69 @@ def test_a_claim_after_a_short_one_on_a_limited_queue_sees_room_freed_by_a_repor
 
         assert len(claim.json()["assignments"]) == 1
         assert claim.elapsed.total_seconds() < 4  # found at once, not at the wait's end
+
+
+def _claim_looks(client: httpx.Client) -> float:
+    """How many times the server has looked for work for a claim (all projects)."""
+    text = client.get("/metrics").raise_for_status().text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "oprun_claim_duration_seconds_count"
+    )
+
+
+def _park(pool: ThreadPoolExecutor, client: httpx.Client, workers: list[str], wait: float):
+    return [
+        pool.submit(client.post, f"/v1/workers/{w}:claim", json={"max": 8, "wait": wait})
+        for w in workers
+    ]
+
+
+def test_a_publication_costs_one_look_however_many_claims_of_its_queues_are_parked(
+    tenant, shared_server
+):
+    operator = _client(shared_server.url, shared_server.token)  # /metrics is the server's
+    with _client(tenant.url, tenant.token) as client, operator:
+        workers = [_worker(client) for _ in range(4)]
+        for worker in workers:  # known here, and each looked once: nothing to find
+            client.post(f"/v1/workers/{worker}:claim", json={"max": 8, "wait": 0})
+        with ThreadPoolExecutor(len(workers)) as pool:
+            # Short waits: these workers never heartbeat, and leases here last 2 s.
+            parked = _park(pool, client, workers, wait=1.5)
+            time.sleep(0.3)  # every claim is parked by now
+            before = _claim_looks(operator)
+            op = client.post("/v1/operations", json={"action": "noop"}).json()
+            first, _ = wait(parked, timeout=10, return_when=FIRST_COMPLETED)
+            time.sleep(0.3)  # the other claims woke with it and went back to waiting
+            looks = _claim_looks(operator) - before
+            answers = [claim.result(timeout=30) for claim in parked]
+        assert len(first) == 1
+        taken = [a["operation_id"] for answer in answers for a in answer.json()["assignments"]]
+        assert taken == [op["id"]]
+        # One claim looked and took it; the three others, woken by the same publication,
+        # knew the queue was empty without a look.
+        assert looks == 1
+
+
+def test_a_parked_claim_of_a_queue_the_first_look_did_not_serve_still_looks(tenant):
+    with _client(tenant.url, tenant.token) as client:
+        queue = f"other-{time.monotonic_ns()}"
+        default = [_worker(client) for _ in range(3)]
+        made = client.post(
+            "/v1/workers",
+            json={"name": "o", "hostname": "h", "queues": [queue], "actions": [NOOP]},
+        )
+        other = made.json()["id"]
+        for worker in [*default, other]:
+            client.post(f"/v1/workers/{worker}:claim", json={"max": 8, "wait": 0})
+        with ThreadPoolExecutor(4) as pool:
+            parked = _park(pool, client, [*default, other], wait=5)
+            time.sleep(0.5)
+            op = client.post("/v1/operations", json={"action": "noop", "queue": queue}).json()
+            found = parked[-1].result(timeout=30)
+            for claim in parked[:-1]:
+                claim.result(timeout=30)
+        assert [a["operation_id"] for a in found.json()["assignments"]] == [op["id"]]
+        assert found.elapsed.total_seconds() < 3  # at its publication, not its wait's end

@@ -310,3 +310,47 @@ def test_work_given_back_before_it_started_was_never_attempted(store, project):
     assert statuses[unstarted.session_action_id] is SessionActionStatus.NEVER_ATTEMPTED
     other = _worker(store, project.id)
     assert len(_claim(store, other, project)) == 2  # both claimable at once
+
+
+def test_a_claim_is_exhaustive_only_when_no_worker_of_its_queues_could_find_more(store, project):
+    """`Claimed.exhaustive`: whether parked claims of other workers may skip their look."""
+    plain, gpu = _worker(store, project.id), _worker(store, project.id, gpus=1)
+    empty = _claim(store, plain, project)
+    assert empty == [] and empty.exhaustive  # nothing waits, for anyone
+    (op,) = _invoke(store, project.id, name="p")
+    took = _claim(store, plain, project)
+    assert [a.operation_id for a in took] == [op.id] and took.exhaustive  # all there was
+    # A task it cannot take (requirements) may be another worker's.
+    (needs_gpu,) = _invoke(store, project.id, requirements=Requirements(gpus=1), name="g")
+    passed = _claim(store, plain, project)
+    assert passed == [] and not passed.exhaustive
+    by_gpu = _claim(store, gpu, project)
+    assert [a.operation_id for a in by_gpu] == [needs_gpu.id] and by_gpu.exhaustive
+    # A claim for one operation's tasks sees no others.
+    (single,) = _invoke(store, project.id, name="s")
+    one = store.claim(plain.id, project.id, ["default"], 5, 30, operation_id=single.id)
+    assert len(one) == 1 and not one.exhaustive
+    # A queue with a concurrency limit frees room without a publication.
+    store.configure_queue(project.id, "limited", priority=0, max_concurrency=1)
+    limited = _worker(store, project.id, queues=("limited",))
+    assert not _claim(store, limited, project).exhaustive
+
+
+def test_a_quarantined_worker_claims_exhaustively_no_more(store, project):
+    """Tasks hidden from a quarantined worker may be another's, so its claims never are."""
+    plan = [StepPlan("s", (), tuple({"f": {"int": str(i)}} for i in range(3)))]
+    _invoke(
+        store,
+        project.id,
+        plan=plan,
+        max_attempts=5,
+        quarantine_after=1,
+        retry=RetryPolicy(retry_on=["DISK"], backoff_seconds=0),
+    )
+    bad, good = _worker(store, project.id), _worker(store, project.id)
+    (a,) = _claim(store, bad, project, n=1)
+    _report(store, bad, a, "failed", error_code="DISK", error_message="bad disk")
+    hidden = _claim(store, bad, project)
+    assert hidden == [] and not hidden.exhaustive  # quarantined: 3 tasks it cannot see
+    taken = _claim(store, good, project)
+    assert len(taken) == 3 and taken.exhaustive

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 
 from anyio.to_thread import run_sync
 
@@ -72,6 +73,15 @@ class WorkerService:
         self._short: dict[str, tuple[int, float]] = {}
         """Workers whose last claim here took less than it asked: the generation of their
         project's work key before it looked, and when it ended (monotonic)."""
+        self._emptied: dict[str, tuple[int, frozenset[str], float]] = {}
+        """By work key: the last claim here that took less than it asked and was
+        `Claimed.exhaustive`: the key's generation before it looked, its worker's
+        queues, and when it ended (monotonic)."""
+        self._waking: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
+        """By event loop (a lock belongs to one), then work key: held by the claim woken
+        by a publication that looks now."""
 
     def register(self, principal: Principal, registration: WorkerRegistration) -> Worker:
         """Register a worker and the actions it serves."""
@@ -114,6 +124,27 @@ class WorkerService:
             limit,
             lambda after, size: self._store.list_workers(project, after, size),
             key=lambda worker: worker.id,
+        )
+
+    def _emptied_since(self, key: str, looked_at: int | None, queues: list[str]) -> bool:
+        """Whether another claim found `queues` empty since this one last looked.
+
+        True when a claim that was `Claimed.exhaustive` and came up short looked after
+        the last publication of `key`, which came after this claim's own look, under
+        `SHORT_CLAIM_MEMORY` ago, serving every queue of `queues`, while this process
+        hears every publication: looking now would find nothing.
+        """
+        emptied = self._emptied.get(key)
+        if emptied is None:
+            return False
+        generation, served, ended = emptied
+        notifier = self._store.notifier
+        return (
+            generation != looked_at
+            and notifier.generation(key) == generation
+            and time.monotonic() - ended < SHORT_CLAIM_MEMORY
+            and notifier.hears_everything
+            and served.issuperset(queues)
         )
 
     def _nothing_new(
@@ -206,29 +237,27 @@ class WorkerService:
         key = work_key(principal.project_id)
         short = self._short.pop(worker_id, None)
         first = True
+        looked_at: int | None = None
+        """The generation of `key` when this claim last looked (or found it need not)."""
 
-        async def fetch() -> list[Assignment]:
-            nonlocal seen, stop, first
-            if notifier.should_answer(hangup):
-                return []  # never take work for a caller that hung up
-            if first:
-                first = False
-                if seen is not None and self._nothing_new(short, key, request):
-                    # Its last claim here found less than it wanted a moment ago, and no
-                    # work was published since: looking again now would find nothing.
-                    # Wait for the next publication, as if that claim had gone on waiting.
-                    return []
-            generation = notifier.generation(key)
+        async def look() -> list[Assignment]:
+            nonlocal seen, stop, looked_at
+            generation = looked_at = notifier.generation(key)
             taken = await run_sync(take)
+            ended = time.monotonic()
+            came_short = request.operation_id is None and len(taken) < request.max
             # What a short claim found holds until a publication, unless a queue's
             # concurrency limit held work back: a task there ending frees room quietly.
-            quiet = not taken.refused and not taken.limited
-            if request.operation_id is None and quiet and len(taken) < request.max:
+            if came_short and not taken.refused and not taken.limited:
                 if len(self._short) >= 10_000:
                     self._short.clear()
-                self._short[worker_id] = (generation, time.monotonic())
+                self._short[worker_id] = (generation, ended)
             else:
                 self._short.pop(worker_id, None)
+            if came_short and taken.exhaustive:
+                if len(self._emptied) >= 10_000:
+                    self._emptied.clear()
+                self._emptied[key] = (generation, frozenset(worker.queues), ended)
             if taken.refused and seen is not None:
                 # Refused on a status read before: read it now, before waiting, so a
                 # stopped or silent worker hears so at once, as with a fresh read.
@@ -237,6 +266,33 @@ class WorkerService:
                     await run_sync(self._own_worker, principal, worker_id)
                 ).status is WorkerStatus.NOT_RESPONDING
             return taken
+
+        async def fetch() -> list[Assignment]:
+            nonlocal first, looked_at
+            if notifier.should_answer(hangup):
+                return []  # never take work for a caller that hung up
+            if first:
+                first = False
+                if seen is not None and self._nothing_new(short, key, request):
+                    # Its last claim here found less than it wanted a moment ago, and no
+                    # work was published since: looking again now would find nothing.
+                    # Wait for the next publication, as if that claim had gone on waiting.
+                    assert short is not None
+                    looked_at = short[0]
+                    return []
+                return await look()
+            # Woken by a publication (or at the end of the wait). A publication wakes
+            # every claim of the project parked here: they look one at a time, and one
+            # that a claim woken by the same publication already found empty for its
+            # queues goes back to waiting, where each would have looked in vain.
+            locks = self._waking.setdefault(asyncio.get_running_loop(), {})
+            async with locks.setdefault(key, asyncio.Lock()):
+                if notifier.should_answer(hangup):
+                    return []
+                if self._emptied_since(key, looked_at, worker.queues):
+                    looked_at = notifier.generation(key)
+                    return []
+                return await look()
 
         assignments = await notifier.long_poll(
             [key], request.wait, hangup, fetch, lambda a: bool(a) or stop

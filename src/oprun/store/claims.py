@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, bindparam, case, func, select, update
+from sqlalchemy import Integer, Select, and_, bindparam, case, exists, func, select, update
 
 from oprun.domain.assignment import (
     Candidate,
@@ -83,7 +83,7 @@ class ClaimQueries(StoreBase):
                 tx, session_id, worker_id, operation_id
             ):
                 return Claimed(limited=limited)
-            picked = _pick(
+            picked, passed_over = _pick(
                 tx,
                 worker_id,
                 project_id,
@@ -93,12 +93,15 @@ class ClaimQueries(StoreBase):
                 operation_id=operation_id,
                 step_id=step_id,
             )
+            # Every waiting task of its queues that this claim could see, it took, and no
+            # other worker sees one it did not: see `Claimed.exhaustive`.
+            exhaustive = operation_id is None and not (limited or passed_over or worker.quarantined)
             if not picked:
-                return Claimed(limited=limited)
+                return Claimed(limited=limited, exhaustive=exhaustive)
             assignments = _assign(tx, picked, worker_id, project_id, lease_seconds, session_id)
             if assignments and worker.status == WorkerStatus.IDLE.value:
                 tx.conn.execute(_WORKER_RUNNING, {"worker_id": worker_id})
-            return Claimed(assignments, limited=limited)
+            return Claimed(assignments, limited=limited, exhaustive=exhaustive)
 
 
 _WORKER_AND_QUEUES = (
@@ -106,6 +109,7 @@ _WORKER_AND_QUEUES = (
         t.workers.c.status,
         t.workers.c.capabilities,
         t.workers.c.last_heartbeat_at,
+        exists().where(t.quarantines.c.worker_id == bindparam("worker_id")).label("quarantined"),
         t.queues.c.id.label("queue_id"),
         t.queues.c.priority,
         t.queues.c.max_concurrency,
@@ -122,7 +126,8 @@ _WORKER_AND_QUEUES = (
     .where(t.workers.c.id == bindparam("worker_id"))
     .order_by(t.queues.c.priority.desc(), t.queues.c.id)
 )
-"""The worker and the queues it serves (by priority) in one statement."""
+"""The worker, whether it is quarantined from any operation, and the queues it serves (by
+priority), in one statement."""
 _WORKER_RUNNING = (
     update(t.workers)
     .where(t.workers.c.id == bindparam("worker_id"), t.workers.c.status == WorkerStatus.IDLE.value)
@@ -212,8 +217,11 @@ def _pick(
     *,
     operation_id: str | None,
     step_id: str | None,
-) -> list[Any]:
-    """Choose and lock the tasks a claim takes (with their operations), in run order."""
+) -> tuple[list[Any], bool]:
+    """Choose and lock the tasks a claim takes (with their operations), in run order.
+
+    Also whether it passed over a task it saw (requirements, a queue's limit).
+    """
     conn = tx.conn
     busy = _busy(tx, [q.queue_id for q in queues if q.max_concurrency is not None])
     loads = [QueueLoad(q.queue_id, q.priority, q.max_concurrency, busy[q.queue_id]) for q in queues]
@@ -223,6 +231,7 @@ def _pick(
     if operation_id is not None:
         lock_operations(tx, [operation_id])
     picked: list[Any] = []
+    passed_over = False
     for queue_ids in serving_order(loads):
         want = limit - len(picked)
         if want <= 0:
@@ -251,13 +260,14 @@ def _pick(
             room,
             want,
         )
+        passed_over = passed_over or locked > len(taken)
         if taken and locked > len(taken):
             # Claims parked meanwhile skipped the rows locked here and went back to
             # sleep: once this commits, they look again. A claim that takes nothing
             # wakes nobody, so claims never wake each other in a loop.
             tx.keys.add(work_key(project_id))
         picked += [by_id[task_id] for task_id in taken]
-    return picked
+    return picked, passed_over
 
 
 def _busy(tx: Tx, limited: list[str]) -> dict[str, int]:

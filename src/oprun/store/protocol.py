@@ -64,14 +64,25 @@ class Claimed(list[Assignment]):
     live and simply no work it could take, so its caller need not read it again.
     `limited`: one of the worker's queues has a concurrency limit, so room may free
     up for it without any wake-up being published (a task there ending).
+    `exhaustive`: the claim took every waiting task of its worker's queues that it
+    could see (it passed none over for requirements or a limit) and saw every one
+    that any worker could (its worker is quarantined from no operation, none of its
+    queues is limited). Then, when it took less than it asked, a claim of another
+    worker serving no other queue would find nothing either, until work is published.
     """
 
     def __init__(
-        self, taken: Sequence[Assignment] = (), *, refused: bool = False, limited: bool = False
+        self,
+        taken: Sequence[Assignment] = (),
+        *,
+        refused: bool = False,
+        limited: bool = False,
+        exhaustive: bool = False,
     ) -> None:
         super().__init__(taken)
         self.refused = refused
         self.limited = limited
+        self.exhaustive = exhaustive
 
 
 class Store(Protocol):

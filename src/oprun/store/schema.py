@@ -330,6 +330,8 @@ quarantines = Table(
     Column("created_at", Float, nullable=False),
 )
 """Workers that failed too many of an operation's tasks in a row: they take no more of them."""
+# Every claim asks whether its worker is quarantined from anything (`Claimed.exhaustive`).
+Index("ix_quarantines_worker", quarantines.c.worker_id)
 
 status_history = Table(
     "status_history",
