@@ -13,8 +13,23 @@ from hypothesis import strategies as st
 from oprun.domain.escaping import UNSTORABLE
 from oprun.domain.limits import MAX_LOG_LINE_BYTES
 from oprun.domain.models import ActionDefinition, Invocation, TokenCreate
-from oprun.domain.protocol import ClaimRequest, Report, SessionReport, WorkerRegistration
-from oprun.domain.text import Unstorable, escape, fit, read_json, refuse, unstorable
+from oprun.domain.protocol import (
+    ClaimRequest,
+    Report,
+    ReportBatch,
+    SessionReport,
+    WorkerRegistration,
+)
+from oprun.domain.text import (
+    Unstorable,
+    _plainly_storable,
+    escape,
+    fit,
+    read_json,
+    refuse,
+    storable,
+    unstorable,
+)
 from oprun.worker._subprocess import LineSplitter, decode_line
 
 
@@ -154,3 +169,34 @@ def test_refusal_follows_the_one_pattern_whatever_the_text(text: str) -> None:
     else:
         refused = False
     assert refused == (UNSTORABLE.search(text) is not None)
+
+
+plain_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters() | st.sampled_from(["\x00", "\ud800", "\udc80"])),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@given(plain_values, st.booleans())
+def test_a_value_passed_at_a_glance_is_one_the_full_walk_keeps_as_it_is(value, output) -> None:
+    # Field values that hold to the rule at a glance skip the walk: exactly those it
+    # would keep unchanged, refused or escaped alike.
+    if not _plainly_storable(value):
+        return
+    assert storable(value, output=output, result=False) is value
+
+
+def test_a_batch_of_reports_is_checked_report_by_report() -> None:
+    # The batch's list of reports passes at a glance: each report checked its own fields.
+    held = {"session_action_id": "sa_" + "0" * 32, "lease_epoch": 1}
+    batch = ReportBatch.model_validate(
+        {"reports": [{**held, "kind": "log", "lines": ["ok", "nul \x00 here"]}]}
+    )
+    assert batch.reports[0].lines == ["ok", "nul \\x00 here"]
+    with pytest.raises(pydantic.ValidationError, match=r"reports\.0\.lease_epoch"):
+        ReportBatch.model_validate({"reports": [{**held, "lease_epoch": 2**64, "kind": "log"}]})

@@ -200,6 +200,30 @@ def fit_output(model: type[Storable], field: str | None, value: Any) -> Any:
     return value
 
 
+def _plainly_storable(value: Any) -> bool:
+    """Whether `value` holds to the rule at a glance, as most field values do.
+
+    A field validator runs for every field of every request: checking so costs a
+    fraction of `walk`, which keeps every such value as it is.
+    """
+    kind = type(value)
+    if value is None or kind is bool:
+        return True
+    if isinstance(value, int) and kind is int:
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, list) and kind is list:  # a batch's requests check their own fields
+        return all(isinstance(item, Storable) for item in value)
+    return isinstance(value, str) and kind is str and value.isascii() and "\x00" not in value
+
+
+def _plain_text_within(model: type[Storable], field: str | None, value: Any) -> bool:
+    """Whether `value` is text `fit_output` would leave as it is: ASCII, no NUL, short."""
+    if type(value) is not str or not value.isascii() or "\x00" in value:
+        return False
+    limit = max_chars(model, field)
+    return limit is None or len(value) <= limit
+
+
 class Storable(BaseModel):
     """A model whose every field holds to the rule (the base of every request model).
 
@@ -219,9 +243,12 @@ class Storable(BaseModel):
     ) -> Any:
         output, result = cls.action_output, info.field_name == "result"
         value = no_bool_for_a_number(cls, info.field_name, value)
-        if output:
+        if output and not _plain_text_within(cls, info.field_name, value):
             # Before pydantic's own checks too: a length limit refuses a lone surrogate
             # ("unable to parse raw data as a unicode string") that output must keep,
             # and an action's text is cut to the limit, escaped, rather than refused.
             value = storable(fit_output(cls, info.field_name, value), output=output, result=result)
-        return storable(handler(value), output=output, result=result)
+        value = handler(value)
+        if _plainly_storable(value):
+            return value
+        return storable(value, output=output, result=result)
