@@ -101,14 +101,19 @@ def test_work_submitted_while_such_a_claim_waits_wakes_it(tenant):
         assert claim.elapsed.total_seconds() < 8
 
 
-def _statements(client: httpx.Client) -> float:
+def _metric(client: httpx.Client, name: str) -> float:
+    """The server's sample `name` from its /metrics (all projects)."""
     text = client.get("/metrics").raise_for_status().text
     return next(
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "oprun_database_statements_total"
+        if sample.name == name
     )
+
+
+def _statements(client: httpx.Client) -> float:
+    return _metric(client, "oprun_database_statements_total")
 
 
 def _statements_around(client: httpx.Client, call: Callable[[], object]) -> float:
@@ -188,13 +193,7 @@ def test_a_claim_after_a_short_one_on_a_limited_queue_sees_room_freed_by_a_repor
 
 def _claim_looks(client: httpx.Client) -> float:
     """How many times the server has looked for work for a claim (all projects)."""
-    text = client.get("/metrics").raise_for_status().text
-    return next(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "oprun_claim_duration_seconds_count"
-    )
+    return _metric(client, "oprun_claim_duration_seconds_count")
 
 
 def _park(pool: ThreadPoolExecutor, client: httpx.Client, workers: list[str], wait: float):
