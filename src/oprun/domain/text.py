@@ -213,12 +213,17 @@ def _plainly_storable(value: Any) -> bool:
         return INT64_MIN <= value <= INT64_MAX
     if isinstance(value, list) and kind is list:  # a batch's requests check their own fields
         return all(isinstance(item, Storable) for item in value)
-    return isinstance(value, str) and kind is str and value.isascii() and "\x00" not in value
+    return _plain_text(value)
+
+
+def _plain_text(value: Any) -> bool:
+    """Whether `value` is text no rule touches: ASCII (so no surrogate), without a NUL."""
+    return isinstance(value, str) and type(value) is str and value.isascii() and "\x00" not in value
 
 
 def _plain_text_within(model: type[Storable], field: str | None, value: Any) -> bool:
-    """Whether `value` is text `fit_output` would leave as it is: ASCII, no NUL, short."""
-    if type(value) is not str or not value.isascii() or "\x00" in value:
+    """Whether `value` is text `fit_output` would leave as it is: plain, and short."""
+    if not _plain_text(value):
         return False
     limit = max_chars(model, field)
     return limit is None or len(value) <= limit
