@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -166,6 +166,35 @@ class Cluster:
         """What worker host `name`'s agent has logged."""
         return (self.folder / f"{name}.log").read_text(errors="replace")
 
+    def story(self, hosts: Iterable[str], tail: int = 15) -> str:
+        """What a failed wait for `hosts` needs told: the workers' rows, the tasks, each
+        host's last log lines and last calls, and what the API hosts logged but calls."""
+        rows = self.sql(
+            "SELECT name, id, status, last_heartbeat_at, (SELECT count(*) FROM session_actions"
+            " sa WHERE sa.worker_id = w.id AND sa.status = 'RUNNING') FROM workers w"
+            " ORDER BY name, created_at"
+        )
+        told = [
+            f"workers (name, id, status, last heartbeat, running): {rows}",
+            f"tasks: {self.sql('SELECT status, count(*) FROM tasks GROUP BY status')}",
+        ]
+        servers = [
+            self.folder / f"{name}-{count}.log" for name, count in sorted(self._restarts.items())
+        ]
+        served = [line for path in servers for line in _lines(path)]
+        for name in sorted(hosts):
+            ids = [row[1] for row in rows if row[0] == name]
+            calls = [line for line in served if any(f"worker_id={i}" in line for i in ids)]
+            told.append(
+                f"--- {name}, last lines:\n"
+                + "\n".join(_lines(self.folder / f"{name}.log")[-tail:])
+            )
+            told.append(f"--- {name}'s last calls:\n" + "\n".join(calls[-tail:]))
+        for path in servers:
+            said = [line for line in _lines(path) if " oprun.access " not in line]
+            told.append(f"--- {path.stem}, last lines but calls:\n" + "\n".join(said[-tail:]))
+        return "\n".join(told)
+
     # -- ending --------------------------------------------------------------------------
     def close(self) -> None:
         """Stop every process, then the database, then delete the hosts."""
@@ -182,6 +211,10 @@ class Cluster:
         if self.db is not None:
             self.db.close()
         self.net.close()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines()
 
 
 def _ready(url: str) -> bool:

@@ -180,10 +180,14 @@ def _until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
 
 def _every_host_worked_since(cluster: Cluster, since: float, what: str) -> float:
     """Seconds from `since` until every worker host had finished an attempt."""
-    done = _until(
-        lambda: (f := _finished_since(cluster, since)).keys() >= set(WORKER_HOSTS) and f,
-        f"every worker host finished work after {what}",
-    )
+    try:
+        done = _until(
+            lambda: (f := _finished_since(cluster, since)).keys() >= set(WORKER_HOSTS) and f,
+            f"every worker host finished work after {what}",
+        )
+    except AssertionError as failed:
+        idle = set(WORKER_HOSTS) - _finished_since(cluster, since).keys()
+        raise AssertionError(f"{failed}; idle: {sorted(idle)}\n{cluster.story(idle)}") from None
     return max(done.values()) - since
 
 

@@ -131,6 +131,16 @@ class Notifier:
         for signal in fired:
             signal.fire()
 
+    def publish_everything(self) -> None:
+        """Treat every key as published: wake every waiter and fire every callback.
+
+        For a process that may have missed keys (its PostgreSQL listener was away): what
+        any waiter or cache learned before may have changed meanwhile.
+        """
+        with self._lock:
+            keys = set(self._generations) | set(self._listeners) | set(self._callbacks)
+        self.publish(keys)
+
     @asynccontextmanager
     async def listen(self, *keys: str) -> AsyncIterator[Signal]:
         """Listen on `keys` for the duration of the block.

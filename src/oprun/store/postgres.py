@@ -59,9 +59,10 @@ class PgNotifier(Notifier):
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    # Keys sent while the listener was away are lost: forget what they
-                    # would have invalidated (revoked tokens) before trusting caches again.
-                    self.publish([tokens_key()])
+                    # Keys sent while the listener was away are lost: count every key as
+                    # published (revoked tokens, work to claim, operations ended) before
+                    # trusting caches again, and wake every waiter to look for itself.
+                    self.publish_everything()
                     self._listening = True
                     self._ready.set()
                     while not self._stop.is_set():
@@ -69,7 +70,7 @@ class PgNotifier(Notifier):
                         # long a stop request waits.
                         for notify in conn.notifies(timeout=0.5):
                             self._heard(notify.payload)
-            except psycopg.Error as exc:
+            except Exception as exc:  # a listener that died would leave caches trusted
                 self._listening = False
                 self._ready.set()
                 if not self._stop.is_set():
