@@ -12,9 +12,14 @@ without a look (`WorkerService._emptied`), and any other still looks.
 
 from __future__ import annotations
 
+import http.client
+import json
+import select
+import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -203,6 +208,42 @@ def _park(pool: ThreadPoolExecutor, client: httpx.Client, workers: list[str], wa
     ]
 
 
+def _waiting(client: httpx.Client) -> float:
+    """Claims parked in the server until work is published (all projects)."""
+    return _metric(client, "oprun_claims_waiting")
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.02)
+
+
+def _claim_on_a_socket(tenant, worker: str, wait: float) -> socket.socket:
+    """A claim sent on a connection of its own, which the test can hang up."""
+    url = httpx.URL(tenant.url)
+    body = json.dumps({"max": 8, "wait": wait}).encode()
+    sock = socket.create_connection((url.host, url.port))
+    sock.sendall(
+        (
+            f"POST /v1/workers/{worker}:claim HTTP/1.1\r\nHost: {url.host}\r\n"
+            f"Authorization: Bearer {tenant.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    return sock
+
+
+def _answer(sock: socket.socket) -> dict[str, Any]:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    assert response.status == 200, response.read()
+    answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
 def test_a_publication_costs_one_look_however_many_claims_of_its_queues_are_parked(
     tenant, shared_server
 ):
@@ -211,22 +252,28 @@ def test_a_publication_costs_one_look_however_many_claims_of_its_queues_are_park
         workers = [_worker(client) for _ in range(4)]
         for worker in workers:  # known here, and each looked once: nothing to find
             client.post(f"/v1/workers/{worker}:claim", json={"max": 8, "wait": 0})
-        with ThreadPoolExecutor(len(workers)) as pool:
-            # Short waits: these workers never heartbeat, and leases here last 2 s.
-            parked = _park(pool, client, workers, wait=1.5)
-            time.sleep(0.3)  # every claim is parked by now
+        _until(lambda: _waiting(operator) == 0, "no claim of another test parked")
+        parked = [_claim_on_a_socket(tenant, worker, wait=60) for worker in workers]
+        try:
+            _until(lambda: _waiting(operator) == len(workers), "every claim parked")
+            for worker in workers:  # they never run, and leases here last 2 s
+                beat = client.post(f"/v1/workers/{worker}:heartbeat", json={"status": "IDLE"})
+                assert beat.status_code == 200, beat.text
             before = _claim_looks(operator)
             op = client.post("/v1/operations", json={"action": "noop"}).json()
-            first, _ = wait(parked, timeout=10, return_when=FIRST_COMPLETED)
-            time.sleep(0.3)  # the other claims woke with it and went back to waiting
-            looks = _claim_looks(operator) - before
-            answers = [claim.result(timeout=30) for claim in parked]
-        assert len(first) == 1
-        taken = [a["operation_id"] for answer in answers for a in answer.json()["assignments"]]
-        assert taken == [op["id"]]
-        # One claim looked and took it; the three others, woken by the same publication,
-        # knew the queue was empty without a look.
-        assert looks == 1
+            answered, _, _ = select.select(parked, [], [], 30)
+            assert len(answered) == 1
+            answer = _answer(answered[0])
+            time.sleep(0.5)  # the others, woken with it, went back to waiting (or looked)
+        finally:
+            for sock in parked:  # the others hang up: they end without a look
+                sock.close()
+        _until(lambda: _waiting(operator) == 0, "the claims hung up on ended")
+        looks = _claim_looks(operator) - before
+    assert [a["operation_id"] for a in answer["assignments"]] == [op["id"]]
+    # One claim looked and took it; the three others, woken by the same publication,
+    # knew the queue was empty without a look.
+    assert looks == 1
 
 
 def test_a_parked_claim_of_a_queue_the_first_look_did_not_serve_still_looks(tenant):

@@ -153,6 +153,23 @@ def _outcome(engine: Engine, marks: Path, workers: list[Worker]) -> dict[str, An
     }
 
 
+def _lapses(engine: Engine, folder: Path) -> str:
+    """What a failure needs told of attempts that ended INTERRUPTED: each one's times and
+    why, and what the server and the workers warned of or reaped."""
+    rows = _rows(
+        engine,
+        "SELECT sa.id, sa.worker_id, sa.created_at, sa.ended_at, sa.lease_expires_at,"
+        " h.detail FROM session_actions sa LEFT JOIN status_history h"
+        " ON h.entity_id = sa.id AND h.status = 'INTERRUPTED' WHERE sa.status = 'INTERRUPTED'",
+    )
+    told = [f"interrupted: {rows}"]
+    for log in sorted(folder.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        kept = [line for line in lines if "WARNING" in line or "event=reaped" in line]
+        told.append(f"--- {log.name}, last warnings:\n" + "\n".join(kept[-25:]))
+    return "\n".join(told)
+
+
 # -- proof 1 ----------------------------------------------------------------------------
 def test_database_down_for_four_leases_under_load_stops_no_worker_and_loses_nothing(
     tmp_path: Path, figure: Callable[[str], None]
@@ -275,7 +292,9 @@ def test_a_server_clock_step_of_two_leases_stops_no_worker_and_loses_no_lease(
     assert outcome["exited"] == [], "workers exited"
     assert outcome["workers"]["NOT_RESPONDING"] == 0, outcome["workers"]
     assert outcome["operations"] == {"SUCCEEDED": n}, outcome["operations"]
-    assert outcome["attempts"]["INTERRUPTED"] == 0, "leases lapsed over the clock step"
+    assert outcome["attempts"]["INTERRUPTED"] == 0, "leases lapsed over the clock step\n" + (
+        _lapses(engine, tmp_path)
+    )
     assert outcome["ran_twice"] == set()
 
 

@@ -27,6 +27,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -203,6 +204,11 @@ class Metrics:
             "oprun_claim_duration_seconds",
             "Time the database took to look for and hand out work, per claim attempt",
             buckets=CLAIM_BUCKETS,
+            registry=registry,
+        )
+        self.claims_waiting = Gauge(
+            "oprun_claims_waiting",
+            "Claims of idle workers parked in this API process until work is published",
             registry=registry,
         )
         self.tasks_claimed = Counter(

@@ -267,7 +267,22 @@ class WorkerService:
                 ).status is WorkerStatus.NOT_RESPONDING
             return taken
 
+        parked = False
+        """Whether this claim waits for a publication now (`Metrics.claims_waiting`)."""
+
+        def park(waits: bool) -> None:
+            nonlocal parked
+            if waits != parked:
+                parked = waits
+                self._metrics.claims_waiting.inc(1 if waits else -1)
+
         async def fetch() -> list[Assignment]:
+            park(False)
+            found = await find()
+            park(not found and not stop)  # until the next publication (or the wait's end)
+            return found
+
+        async def find() -> list[Assignment]:
             nonlocal first, looked_at
             if notifier.should_answer(hangup):
                 return []  # never take work for a caller that hung up
@@ -294,9 +309,12 @@ class WorkerService:
                     return []
                 return await look()
 
-        assignments = await notifier.long_poll(
-            [key], request.wait, hangup, fetch, lambda a: bool(a) or stop
-        )
+        try:
+            assignments = await notifier.long_poll(
+                [key], request.wait, hangup, fetch, lambda a: bool(a) or stop
+            )
+        finally:
+            park(False)
         self._metrics.claimed(principal.project_id, assignments)
         return ClaimResponse(assignments=assignments, stop=stop)
 
