@@ -127,6 +127,12 @@ def _statements_around(client: httpx.Client, call: Callable[[], object]) -> floa
     return _statements(client) - before
 
 
+def _fewest_statements_around(client: httpx.Client, call: Callable[[], object]) -> float:
+    """What `call` costs, the fewest of three tries: PostgreSQL's store reads the
+    database's clock once a second, and a reading may fall in any one window."""
+    return min(_statements_around(client, call) for _ in range(3))
+
+
 def test_a_claim_right_after_a_short_one_waits_without_a_database_call(database_url, tmp_path):
     quiet = {"OPRUN_RETENTION_INTERVAL": "3600"}  # nothing periodic between the readings
     server = Server(
@@ -136,10 +142,10 @@ def test_a_claim_right_after_a_short_one_waits_without_a_database_call(database_
         with _client(server.url, server.token) as client:
             worker = _worker(client)
             claim = f"/v1/workers/{worker}:claim"
-            scrapes = _statements_around(client, lambda: None)  # what the readings cost
+            scrapes = _fewest_statements_around(client, lambda: None)  # the readings' cost
             client.post(claim, json={"max": 8}).raise_for_status()  # the worker is known
 
-            looked = _statements_around(client, lambda: client.post(claim, json={"max": 8}))
+            looked = _fewest_statements_around(client, lambda: client.post(claim, json={"max": 8}))
             waited = _statements_around(
                 client, lambda: client.post(claim, json={"max": 8, "wait": 0.3})
             )
@@ -151,8 +157,9 @@ def test_a_claim_right_after_a_short_one_waits_without_a_database_call(database_
         assert look >= 2
         # A moment after a short claim, with nothing new, the claim waits without a
         # look; it looks once when its wait ends. Long after, it looks first, too.
-        # PostgreSQL's store also reads the database's clock once a second, which
-        # may fall in either: one statement, where a look more would be `look` more.
+        # PostgreSQL's store also reads the database's clock once a second, which may
+        # fall in either of these two windows (not in the fewest of three): one
+        # statement, where a look more would be `look` more.
         clock = {0, 1} if database_url.startswith("postgresql") else {0}
         assert waited - (scrapes + look) in clock
         assert forgot - (scrapes + 2 * look) in clock
