@@ -388,6 +388,48 @@ def test_a_freed_slot_claims_once_no_work_runs_without_waiting_out_the_gather(mo
     assert asyncio.run(scenario()) < 2
 
 
+def test_a_freed_slot_that_gathered_while_the_capacity_shrank_claims_nothing_until_one_frees():
+    """Tasks that grew long end the prefetch while a freed slot gathers others: the
+    capacity shrinks under it, no place is free, and the claim waits for one. It asked
+    for `max=0` instead, which the request refuses: the worker died of it."""
+
+    class ShrinkingSlots:
+        def __init__(self) -> None:
+            self.slot_freed = asyncio.Event()
+            self.running = 3
+            self.capacity = 4  # 2 slots, and 2 more held while tasks were short
+
+        @property
+        def free(self) -> int:
+            return max(0, self.capacity - self.running)
+
+    agent = WorkerAgent("http://unused", TOKEN, concurrency=2)
+    slots = ShrinkingSlots()
+    asked: list[int] = []
+
+    class Client:
+        async def claim(self, worker_id: str, request: Any) -> Any:
+            asked.append(request.max)
+            agent._stop.set()
+            return type("Answer", (), {"assignments": [], "stop": False})()
+
+    async def scenario() -> None:
+        agent._slots, agent._client, agent._heartbeats = slots, Client(), object()  # type: ignore[assignment]
+        agent.worker_id = "wk_test"
+        claims = asyncio.create_task(agent._claim_loop())
+        await asyncio.sleep(0)  # the loop gathers: a slot is free, work still runs
+        slots.running, slots.capacity = 2, 2  # a task ended, and tasks run long now
+        slots.slot_freed.set()
+        await asyncio.sleep(0.1)
+        assert asked == [] and not claims.done()
+        slots.running = 1  # another task ended: one place is free
+        slots.slot_freed.set()
+        await asyncio.wait_for(claims, 5)
+
+    asyncio.run(scenario())
+    assert asked == [1]
+
+
 async def _warm(api: FakeApi, task: asyncio.Task[None]) -> None:
     """Run one task first: a worker prefetches once it has seen its tasks are short."""
     sa = api.assign("oprun.examples:echo", value="warm")

@@ -303,6 +303,10 @@ class WorkerAgent:
                 # they free into one claim rather than one request per task; stop
                 # waiting as soon as no work runs (nothing more can free up).
                 await self._gather(slots)
+                if slots.free <= 0:
+                    # A task that ended meanwhile ended the prefetch too (tasks run long
+                    # now): the capacity shrank under the gather, and no place is free.
+                    continue
             worker_id = self.worker_id
             assert worker_id is not None
             request = ClaimRequest(max=min(slots.free, MAX_CLAIM), wait=self.claim_wait)
