@@ -6,7 +6,7 @@ Two kinds:
   add to as things happen in this process: requests, claims and their latency,
   retries, lease lapses, requeues, report batches, operations created, HTTP bytes
   in and out, and the statements and round trips sent to the database (counted by
-  the store's engine hooks, `oprun.store.calls`);
+  the store's engine hooks, `oprun.store.calls`), and the claims parked here now;
 - gauges counted when Prometheus scrapes, from the store's indexes
   (`Store.server_stats`: unfinished operations and tasks per queue, the oldest
   wait per queue, workers by status) and its connection pools. They describe the
