@@ -84,14 +84,26 @@ def workers(server, tmp_path) -> Iterator[Callable[..., Worker]]:
 
 
 # -- helpers ----------------------------------------------------------------------------
-def _eventually(check: Callable[[], object], timeout: float, what: str) -> float:
-    """Seconds until `check()` is true; fails after `timeout`."""
+def _warned(folder: Path) -> str:
+    """The errors and warnings the server and the workers logged (for a failed wait)."""
+    told = []
+    for log in sorted(folder.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        said = [line for line in lines if " ERROR " in line or " WARNING " in line]
+        told.append(f"--- {log.name}, last errors and warnings:\n" + "\n".join(said[-20:]))
+    return "\n".join(told)
+
+
+def _eventually(
+    check: Callable[[], object], timeout: float, what: str, told: Callable[[], str] = str
+) -> float:
+    """Seconds until `check()` is true; fails after `timeout`, with what `told()` says."""
     started = time.monotonic()
     while True:
         if check():
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
+            raise AssertionError(f"not within {timeout:g} s: {what}\n{told()}".rstrip())
         time.sleep(0.02)
 
 
@@ -291,7 +303,9 @@ def test_sigkill_of_a_worker_holding_50_tasks_requeues_each_once_and_leaves_no_p
     first.process.wait()
     gone = _eventually(lambda: not _alive(tree), 2, "the killed worker's processes are gone")
     gate.touch()  # attempts from now on may finish
-    _eventually(lambda: _all_ended(db, len(ops)), 60, "every operation ended")
+    _eventually(
+        lambda: _all_ended(db, len(ops)), 60, "every operation ended", lambda: _warned(tmp_path)
+    )
     finished = time.time() - killed_at
 
     by_task = _check_once_each(db, marks, second_id)
@@ -391,7 +405,9 @@ def test_a_worker_stopped_past_its_lease_gets_no_report_accepted_and_exits_when_
     children_gone = _within(lambda: not _alive(tree), grace + 2)
     exited = _within(lambda: first.process.poll() is not None, 10)
     late.touch()
-    _eventually(lambda: _all_ended(db, len(ops)), 30, "every operation ended")
+    _eventually(
+        lambda: _all_ended(db, len(ops)), 30, "every operation ended", lambda: _warned(tmp_path)
+    )
 
     histories = _histories(db)
     mine = [sa for sa in _session_actions(db) if sa["worker_id"] == first_id]
@@ -618,7 +634,9 @@ def test_sigterm_drain_under_load_claims_nothing_more_and_hands_work_over_once(
     drained = time.time() - signaled_at
     gone = _eventually(lambda: not _alive(tree), 5, "worker 1's processes are gone")
     later.touch()
-    _eventually(lambda: _all_ended(db, len(ops)), 60, "every operation ended")
+    _eventually(
+        lambda: _all_ended(db, len(ops)), 60, "every operation ended", lambda: _warned(tmp_path)
+    )
 
     sas = _session_actions(db)
     histories = _histories(db)
