@@ -25,6 +25,7 @@ import httpx
 
 from oprun import Client
 from tests.e2e.conftest import ROOT, clean_env
+from tests.integration._logs import log_lines, tails
 from tests.integration._netns import Host, Network, PrivatePostgres
 
 T = TypeVar("T")
@@ -181,18 +182,17 @@ class Cluster:
         servers = [
             self.folder / f"{name}-{count}.log" for name, count in sorted(self._restarts.items())
         ]
-        served = [line for path in servers for line in _lines(path)]
+        served = [line for path in servers for line in log_lines(path)]
         for name in sorted(hosts):
             ids = [row[1] for row in rows if row[0] == name]
             calls = [line for line in served if any(f"worker_id={i}" in line for i in ids)]
             told.append(
-                f"--- {name}, last lines:\n"
-                + "\n".join(_lines(self.folder / f"{name}.log")[-tail:])
+                f"--- {name}, last lines:\n" + "\n".join(self.worker_log(name).splitlines()[-tail:])
             )
             told.append(f"--- {name}'s last calls:\n" + "\n".join(calls[-tail:]))
-        for path in servers:
-            said = [line for line in _lines(path) if " oprun.access " not in line]
-            told.append(f"--- {path.stem}, last lines but calls:\n" + "\n".join(said[-tail:]))
+        told.append(
+            tails(servers, lambda line: " oprun.access " not in line, tail, "last lines but calls")
+        )
         return "\n".join(told)
 
     # -- ending --------------------------------------------------------------------------
@@ -211,10 +211,6 @@ class Cluster:
         if self.db is not None:
             self.db.close()
         self.net.close()
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text(errors="replace").splitlines()
 
 
 def _ready(url: str) -> bool:

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from oprun.testing import Server, Worker
 from tests.conftest import fresh_database
+from tests.integration._logs import tails
 from tests.integration._tcp_proxy import TcpProxy
 
 APP = "tests.integration.outage_actions:app"
@@ -167,12 +168,13 @@ def _lapses(engine: Engine, folder: Path) -> str:
         " h.detail FROM session_actions sa LEFT JOIN status_history h"
         " ON h.entity_id = sa.id AND h.status = 'INTERRUPTED' WHERE sa.status = 'INTERRUPTED'",
     )
-    told = [f"interrupted: {rows}"]
-    for log in sorted(folder.glob("*.log")):
-        lines = log.read_text(errors="replace").splitlines()
-        kept = [line for line in lines if "WARNING" in line or "event=reaped" in line]
-        told.append(f"--- {log.name}, last warnings:\n" + "\n".join(kept[-25:]))
-    return "\n".join(told)
+    warned = tails(
+        sorted(folder.glob("*.log")),
+        lambda line: "WARNING" in line or "event=reaped" in line,
+        25,
+        "last warnings",
+    )
+    return f"interrupted: {rows}\n{warned}"
 
 
 # -- proof 1 ----------------------------------------------------------------------------

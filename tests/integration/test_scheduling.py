@@ -133,17 +133,22 @@ def test_backoff_doubles_up_to_its_cap_and_jitter_keeps_half_to_all():
     assert RetryPolicy(retry_on=["*"]).retries(None)
 
 
-def test_a_worker_failing_n_tasks_in_a_row_is_quarantined_from_the_operation(store, project):
-    plan = [StepPlan("s", (), tuple({"f": {"int": str(i)}} for i in range(6)))]
+def _failing_on_disks(store, project, tasks: int, quarantine_after: int):
+    """An operation of `tasks` tasks that retries DISK failures at once, and two workers."""
+    plan = [StepPlan("s", (), tuple({"f": {"int": str(i)}} for i in range(tasks)))]
     (op,) = _invoke(
         store,
         project.id,
         plan=plan,
         max_attempts=5,
-        quarantine_after=2,
+        quarantine_after=quarantine_after,
         retry=RetryPolicy(retry_on=["DISK"], backoff_seconds=0),
     )
-    bad, good = _worker(store, project.id), _worker(store, project.id)
+    return op, _worker(store, project.id), _worker(store, project.id)
+
+
+def test_a_worker_failing_n_tasks_in_a_row_is_quarantined_from_the_operation(store, project):
+    op, bad, good = _failing_on_disks(store, project, tasks=6, quarantine_after=2)
     for _ in range(2):
         (a,) = _claim(store, bad, project, n=1)
         _report(store, bad, a, "failed", error_code="DISK", error_message="bad disk")
@@ -338,16 +343,7 @@ def test_a_claim_is_exhaustive_only_when_no_worker_of_its_queues_could_find_more
 
 def test_a_quarantined_worker_claims_exhaustively_no_more(store, project):
     """Tasks hidden from a quarantined worker may be another's, so its claims never are."""
-    plan = [StepPlan("s", (), tuple({"f": {"int": str(i)}} for i in range(3)))]
-    _invoke(
-        store,
-        project.id,
-        plan=plan,
-        max_attempts=5,
-        quarantine_after=1,
-        retry=RetryPolicy(retry_on=["DISK"], backoff_seconds=0),
-    )
-    bad, good = _worker(store, project.id), _worker(store, project.id)
+    _, bad, good = _failing_on_disks(store, project, tasks=3, quarantine_after=1)
     (a,) = _claim(store, bad, project, n=1)
     _report(store, bad, a, "failed", error_code="DISK", error_message="bad disk")
     hidden = _claim(store, bad, project)

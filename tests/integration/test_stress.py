@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from oprun.testing import Server, Worker
+from tests.integration._logs import tails
 
 APP = "tests.integration.stress_actions:app"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED"}
@@ -86,12 +87,12 @@ def workers(server, tmp_path) -> Iterator[Callable[..., Worker]]:
 # -- helpers ----------------------------------------------------------------------------
 def _warned(folder: Path) -> str:
     """The errors and warnings the server and the workers logged (for a failed wait)."""
-    told = []
-    for log in sorted(folder.glob("*.log")):
-        lines = log.read_text(errors="replace").splitlines()
-        said = [line for line in lines if " ERROR " in line or " WARNING " in line]
-        told.append(f"--- {log.name}, last errors and warnings:\n" + "\n".join(said[-20:]))
-    return "\n".join(told)
+    return tails(
+        sorted(folder.glob("*.log")),
+        lambda line: " ERROR " in line or " WARNING " in line,
+        20,
+        "last errors and warnings",
+    )
 
 
 def _eventually(
