@@ -165,10 +165,25 @@ class BatchUpdate:
         object.__setattr__(self, "_sa", statement)
 
     def sql(self, param: str = "rows") -> str:
-        """The PostgreSQL statement, its rows in the JSON document parameter `param`."""
+        """The PostgreSQL statement, its rows in the JSON document parameter `param`.
+
+        The rows' keys are matched twice: in the join, and as `= ANY` of an array
+        read from the same document. PostgreSQL guesses 100 rows for any
+        `json_to_recordset`, so on a table whose statistics hold a few thousand rows
+        (a new or fast-growing one) the join alone plans as a hash join over a scan
+        of the whole table, for every batch; a key `= ANY` of an array plans as
+        probes of the primary key.
+        """
+        key = self.match[0]
+        kind = record_type(self.table.c[key])
+        keys = (
+            f"ARRAY(SELECT CAST(j->>'b_{key}' AS {kind}) "
+            f"FROM json_array_elements(CAST(:{param} AS json)) AS j)"
+        )
         return (
             f'UPDATE "{self.table.name}" AS t SET {self._sets} '
-            f"FROM {_recordset(self._keys, param)} WHERE {self._where}"
+            f"FROM {_recordset(self._keys, param)} WHERE {self._where} "
+            f'AND t."{key}" = ANY({keys})'
         )
 
     def _check(self, rows: Sequence[Mapping[str, Any]]) -> None:
