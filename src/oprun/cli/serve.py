@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from oprun.cli.db import register as register_db
+from oprun.startup import settle_startup_objects
 
 if TYPE_CHECKING:
     from oprun.app import App
@@ -101,8 +102,10 @@ async def _run_until_signalled(
             and loop.time() < deadline
         ):
             await asyncio.sleep(0.02)
-    if server.started and on_started is not None:
-        on_started()
+    if server.started:
+        settle_startup_objects()
+        if on_started is not None:
+            on_started()
     waiting = asyncio.create_task(stop.wait())
     watched = {serving, waiting} | ({working} if working else set())
     await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)

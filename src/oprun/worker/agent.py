@@ -51,6 +51,7 @@ from oprun.domain.protocol import (
     ReportOutcome,
     WorkerRegistration,
 )
+from oprun.startup import settle_startup_objects
 from oprun.worker.client import WorkerClient
 from oprun.worker.executor import Executor
 from oprun.worker.heartbeat import HeartbeatLoop
@@ -459,6 +460,7 @@ def run_worker(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, agent.request_stop)
+        settle_startup_objects()
         try:
             await agent.run()
         finally:
