@@ -18,7 +18,7 @@ class _Server:
 
     async def serve(self) -> None:
         self.started = True
-        while not self.should_exit:
+        while not self.should_exit:  # noqa: ASYNC110 (uvicorn stops on this flag)
             await asyncio.sleep(0.01)
 
 

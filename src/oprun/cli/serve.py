@@ -249,7 +249,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 min=0,
                 help="Tasks held beyond --concurrency, waiting for a slot, while tasks are short "
-                "(default: as many as --concurrency; 0: none).",
+                "(default: 3 per slot, 3 x --concurrency; 0: none).",
             ),
         ] = None,
         name: Annotated[str | None, typer.Option(help="Worker name.")] = None,

@@ -71,6 +71,12 @@ CLAIM_SETTLE = 0.5
 """How long a stopping worker that gave work back waits for its last claim to answer."""
 CLAIM_GATHER = 0.005
 """While work runs, how long a freed slot may wait for others before claiming for them all."""
+PREFETCH_PER_SLOT = 3
+"""Tasks held per slot beyond the slots by default, while tasks are short: a worker holds
+up to four times its slots, as Celery's default prefetch multiplier does. With one per
+slot, a PostgreSQL drain of no-ops claimed batches of 12 to 14 and ran 20 % slower. The
+last task a slot holds waits for the three before it: under 0.75 s while tasks are
+short (under 0.25 s), within the 1 s a prefetched task waits before it goes back."""
 
 
 class WorkerGivenUp(OprunError):
@@ -112,7 +118,8 @@ class WorkerAgent:
             queues: the queues it serves.
             concurrency: tasks run at once (one child process each); the CPU count by default.
             prefetch: tasks held beyond `concurrency`, each waiting for a slot, while tasks
-                are short (see `oprun.worker.slots`); `concurrency` by default, 0 for none.
+                are short (see `oprun.worker.slots`); `PREFETCH_PER_SLOT` per slot by default,
+                0 for none.
             heartbeat_interval: seconds between heartbeats; `lease_seconds / 3` by default.
             grace: seconds between SIGTERM and SIGKILL on cancel, and to finish work when stopping.
             claim_wait: how long one claim long-polls the server.
@@ -126,7 +133,7 @@ class WorkerAgent:
         self.concurrency = concurrency if concurrency is not None else (os.cpu_count() or 1)
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        self.prefetch = prefetch if prefetch is not None else self.concurrency
+        self.prefetch = prefetch if prefetch is not None else PREFETCH_PER_SLOT * self.concurrency
         if self.prefetch < 0:
             raise ValueError(f"prefetch must be at least 0, got {self.prefetch}")
         if grace < 0:
