@@ -523,6 +523,32 @@ def test_drain_gives_back_prefetched_work_at_once_without_running_it(monkeypatch
     assert api.outcome(first)["kind"] == "released"
 
 
+def test_a_slot_holds_in_line_only_the_tasks_that_start_within_a_quarter_of_its_patience():
+    """Tasks of 0.2 s: one in line per slot, as before; tasks of 0.01 s: the whole prefetch.
+
+    With three in line behind tasks of 0.24 s, the last waited 0.72 s of its 1 s: a
+    loaded machine sent such tasks back to the queue unrun (NEVER_ATTEMPTED).
+    """
+    from oprun.worker.reports import ReportBatcher
+    from oprun.worker.slots import PREFETCH_BELOW, Slots
+
+    async def send(body: str):
+        raise AssertionError("nothing is reported here")
+
+    async def held_after(run_time: float) -> int:
+        reports = ReportBatcher(send, lambda report, outcome: None)
+        slots = Slots(4, reports, {}, prefetch=12, patience=1.0)
+        for _ in range(50):  # the moving average settles on the run time
+            slots._learn(run_time)
+        return slots.capacity
+
+    assert asyncio.run(held_after(0.01)) == 4 + 12
+    assert asyncio.run(held_after(0.08)) == 4 + 12  # three in line start within 0.24 s
+    assert asyncio.run(held_after(0.12)) == 4 + 8
+    assert asyncio.run(held_after(0.24)) == 4 + 4  # one in line, never none
+    assert asyncio.run(held_after(PREFETCH_BELOW)) == 4  # long: no prefetch
+
+
 def test_a_worker_prefetches_only_while_its_tasks_are_short(monkeypatch):
     from oprun.worker import slots
 

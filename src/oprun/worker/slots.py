@@ -8,10 +8,12 @@ an OpenJD session keeps its slot and moves on to more of its operation's tasks.
 While tasks are short, a worker holds up to `prefetch` tasks more than it has slots:
 they wait here for a slot, so a slot that frees starts its next task at once instead
 of after a claim's round trip. A prefetched task waits at most `PREFETCH_PATIENCE`
-for a slot, then goes back to the queue (released) for another worker; once tasks
-take `PREFETCH_BELOW` or longer (a moving average), the worker stops prefetching,
-so long work never queues behind long work while another worker could take it; a
-fresh worker starts prefetching once its first tasks showed they are short.
+for a slot, then goes back to the queue (released) for another worker. So that few
+do, a slot holds in line only the tasks that should start within a quarter of that
+patience (one for tasks of 0.2 s, three for tasks of 0.08 s or less); once tasks take
+`PREFETCH_BELOW` or longer (a moving average), the worker stops prefetching, so long
+work never queues behind long work while another worker could take it. A fresh worker
+starts prefetching once its first tasks showed they are short.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ PREFETCH_PATIENCE = 1.0
 """Seconds a prefetched task waits for a slot before it is given back to the queue."""
 PREFETCH_BELOW = 0.25
 """Prefetch only while tasks typically run shorter than this (seconds)."""
+PREFETCH_START_WITHIN = 0.25
+"""Share of `PREFETCH_PATIENCE` within which a slot's line of prefetched tasks should start."""
 _SMOOTHING = 0.2
 """Weight of the newest run time in the moving average of run times."""
 
@@ -94,8 +98,21 @@ class Slots:
         Not before the first task ended: a fresh worker has not seen its tasks yet (an
         OpenJD session, long by nature, would open one session per prefetched task).
         """
-        short = self._typical is not None and self._typical < PREFETCH_BELOW
-        return self.concurrency + (self.prefetch if short else 0)
+        typical = self._typical
+        if typical is None or typical >= PREFETCH_BELOW:
+            return self.concurrency
+        return self.concurrency + min(self.prefetch, self.concurrency * self._depth(typical))
+
+    def _depth(self, typical: float) -> int:
+        """Tasks a slot may hold in line: as many as start within `PREFETCH_START_WITHIN`.
+
+        The last in line waits for every task before it: at least one may wait (the
+        prefetch's reason to be), more only while they would start within a quarter of
+        their patience, which leaves a loaded machine room before they go back.
+        """
+        if typical <= 0:
+            return self.prefetch
+        return max(1, int(self._patience * PREFETCH_START_WITHIN / typical))
 
     @property
     def free(self) -> int:
