@@ -11,7 +11,8 @@ For each backend, in one run, two fresh databases, each with a real `oprun serve
   (`--backlog` waiting operations over three queues, with timeouts, 200 of them
   running under a lease, 50 waiting out a retry backoff). On PostgreSQL the tables
   are then vacuumed and analyzed, as autovacuum would have done.
-- empty: the same actions and queues, and just the waiting tasks its claims take.
+- empty: the same actions and queues, a page of finished operations for each filter,
+  and the same live backlog (so that the ratios weigh the finished history alone).
 
 Every figure is then timed on both, one call here, one call there, so that whatever
 else the machine does weighs on both alike; printed is the p50 of `--samples` calls
@@ -369,29 +370,18 @@ def run_backend(
         fresh_database(backend, folder, "loaded", keep) as loaded_url,
         fresh_database(backend, folder, "empty", keep) as empty_url,
     ):
+        # Both sides hold the same live work, so that the ratios weigh the finished
+        # history alone: what counts unfinished work (the scrape, the Queues page) costs
+        # what is in flight by design, and a backlog on one side only measured that.
+        per_queue = max(backlog // 3, 2 * (WARMUP + samples) + 10)
+
+        def live(store: Any, project: scale_load.Project) -> None:
+            add_live(store, project, per_queue=per_queue, running=200, delayed=50)
+
         print(f"{backend}: the loaded database")
-        loaded = load(
-            loaded_url,
-            folder,
-            ops,
-            days,
-            scale_load.Spread(),
-            lambda store, project: add_live(
-                store, project, per_queue=backlog // 3, running=200, delayed=50
-            ),
-        )
+        loaded = load(loaded_url, folder, ops, days, scale_load.Spread(), live)
         print(f"{backend}: the empty database (a page of finished operations for each filter)")
-        empty = load(
-            empty_url,
-            folder,
-            EMPTY_HISTORY,
-            1.0,
-            scale_load.MATCHING,
-            # Enough waiting tasks for every claim the figures make, and a few more.
-            lambda store, project: add_live(
-                store, project, per_queue=2 * (WARMUP + samples) + 10, running=3, delayed=3
-            ),
-        )
+        empty = load(empty_url, folder, EMPTY_HISTORY, 1.0, scale_load.MATCHING, live)
         return measure(empty_url, loaded_url, folder, ops, samples, (empty, loaded))
 
 
@@ -409,7 +399,7 @@ def measure(
     """Time every figure on both databases; storage and history parts of the loaded one.
 
     Without `made` (databases kept from an earlier run), each gets a new admin token
-    and more waiting tasks for the empty side's claims.
+    and as many more waiting tasks as this run's claims take.
     """
     with ExitStack() as stack:
         sides = []
@@ -420,8 +410,8 @@ def measure(
                 token = f"oprun_bench_{uuid.uuid4().hex}"
                 project = prepare(store, store.first_project().id)
                 store.create_token(project.id, "bench", Role.ADMIN, hash_secret(token))
-                if n == 0:
-                    add_live(store, project, 2 * (WARMUP + samples) + 10, running=0, delayed=0)
+                # The same on both sides: this run's claims take as many on each.
+                add_live(store, project, 2 * (WARMUP + samples) + 10, running=0, delayed=0)
             else:
                 token, project = made[n]
             server = start_server(url, folder, token)
