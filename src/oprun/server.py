@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-import h11
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from oprun import web
 from oprun.api.app import create_app
@@ -34,27 +33,58 @@ def build_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
     return app
 
 
-class _H11(H11Protocol):
-    """uvicorn's h11 protocol, answering a request it cannot read in the API's error shape.
+class _HttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a limit on the request head and our 400.
 
-    A request head over `MAX_HEADER_BYTES` (a URL too long) or a malformed one never
-    reaches the app: uvicorn answers it 400 itself, in plain text. This answers the
-    same 400 as JSON `VALIDATION`, then closes the connection the way that lets the
-    client read it: a socket closed with unread input resets the connection and its
-    unsent answer is lost, so the answer ends with a FIN and the rest of the request
-    is read and dropped for up to `LINGER_SECONDS` before the close.
+    httptools reads a request head of any size: a header without an end is buffered
+    for as long as it grows. Here a head is fed to the parser `SLICE` bytes at a time
+    and counted, and one that grows past `MAX_HEADER_BYTES` is refused (within a slice:
+    the slice a head begins in counts whole). What follows a request in the read that
+    ended it is fed at once, so a pipelined request's head may hold one socket read
+    more before the count applies. A head that is too long or malformed never reaches
+    the app: this answers 400 `VALIDATION` in the API's error shape, then closes the
+    connection the way that lets the client read it: a socket closed with unread input
+    resets the connection and its unsent answer is lost, so the answer ends with a FIN
+    and the rest of the request is read and dropped for up to `LINGER_SECONDS` before
+    the close.
     """
 
     LINGER_SECONDS = 2.0
+    SLICE = 1024
     _refused = False
+    _in_head = True
+    """Whether the bytes that arrive belong to a request head (none has begun counts)."""
+    _head_bytes = 0
 
     def data_received(self, data: bytes) -> None:
-        """Read the request; after a refusal, drop what still arrives."""
-        if not self._refused:
-            super().data_received(data)
+        """Feed the parser, counting a head's bytes; drop everything after a refusal."""
+        rest = memoryview(data)
+        while rest and self._in_head and not self._refused:
+            piece, rest = rest[: self.SLICE], rest[self.SLICE :]
+            super().data_received(piece)  # type: ignore[arg-type]  # httptools reads buffers
+            if self._in_head and not self._refused:
+                self._head_bytes += len(piece)
+                if self._head_bytes > MAX_HEADER_BYTES:
+                    self.send_400_response("head too long")
+                    return
+        if rest and not self._refused:
+            super().data_received(rest)  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        """The head ended: what follows is the body."""
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The request ended: what follows begins the next head."""
+        self._in_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         """Answer 400 `VALIDATION` and close (the rest of the request is dropped)."""
+        if self._refused:
+            return
         error = ValidationError(
             f"the request could not be read: its line and headers must be valid HTTP/1.1 "
             f"within {MAX_HEADER_BYTES} bytes",
@@ -62,14 +92,11 @@ class _H11(H11Protocol):
             limit=MAX_HEADER_BYTES,
         )
         body = json.dumps(error.to_body()).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        head = h11.Response(status_code=400, headers=headers, reason=b"Bad Request")
-        for event in (head, h11.Data(data=body), h11.EndOfMessage()):
-            self.transport.write(self.conn.send(event) or b"")
+        head = (
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head + body)
         self._refused = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -87,9 +114,8 @@ def uvicorn_server(services: Services, host: str, port: int) -> uvicorn.Server:
         log_config=None,  # uvicorn's lines go through oprun.logs, in its format
         lifespan="on",
         timeout_graceful_shutdown=5,
-        # h11, not httptools: httptools reads a request head of any size (a 50 MB header
-        # would be buffered whole); h11 refuses one over this limit before the app runs.
-        http=_H11,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        # httptools (C, llhttp), a tenth less CPU per request than h11 (pure Python),
+        # with the head limit h11 had built in (see `_HttpTools`).
+        http=_HttpTools,
     )
     return uvicorn.Server(config)

@@ -83,3 +83,27 @@ def test_a_readable_request_still_reaches_the_app(port):
     )
     assert status.startswith("HTTP/1.1 200")
     assert json.loads(body)["status"] == "ok"
+
+
+def test_heads_are_limited_one_request_at_a_time_on_a_kept_alive_connection(port):
+    """Forty heads of 2 KB on one connection, 80 KB in all: each is within the limit."""
+    pad = b"X-Pad: " + b"a" * 2048 + b"\r\n"
+    request = b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\n" + pad + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request * 39 + request.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert 40 * len(request) > MAX_HEADER_BYTES
+    assert answer.count(b"HTTP/1.1 200 OK") == 40, answer[-300:]
+
+
+def test_a_body_that_arrives_with_its_head_is_not_counted_as_head(port):
+    """A 300 KB body sent in the same writes as its head reaches the app (401 here)."""
+    body = b'{"action": "noop", "parameters": {"x": "' + b"a" * 300_000 + b'"}}'
+    status, headers, answer = _exchange(
+        port,
+        b"POST /v1/operations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+    )
+    assert status.startswith("HTTP/1.1 401"), (status, answer[:300])
