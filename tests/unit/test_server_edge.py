@@ -101,7 +101,7 @@ def test_heads_are_limited_one_request_at_a_time_on_a_kept_alive_connection(port
 def test_a_body_that_arrives_with_its_head_is_not_counted_as_head(port):
     """A 300 KB body sent in the same writes as its head reaches the app (401 here)."""
     body = b'{"action": "noop", "parameters": {"x": "' + b"a" * 300_000 + b'"}}'
-    status, headers, answer = _exchange(
+    status, _, answer = _exchange(
         port,
         b"POST /v1/operations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
