@@ -74,9 +74,10 @@ CLAIM_GATHER = 0.005
 PREFETCH_PER_SLOT = 3
 """Tasks held per slot beyond the slots by default, while tasks are short: a worker holds
 up to four times its slots, as Celery's default prefetch multiplier does. With one per
-slot, a PostgreSQL drain of no-ops claimed batches of 12 to 14 and ran 20 % slower. The
-last task a slot holds waits for the three before it: under 0.75 s while tasks are
-short (under 0.25 s), within the 1 s a prefetched task waits before it goes back."""
+slot, a PostgreSQL drain of no-ops claimed batches of 12 to 14 and ran 20 % slower. A
+slot's line holds only what should start within a quarter of the second a prefetched
+task waits before it goes back (`oprun.worker.slots`): three behind tasks of 0.08 s or
+less, one behind tasks of 0.2 s."""
 
 
 class WorkerGivenUp(OprunError):
