@@ -64,8 +64,12 @@ def _exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
         + b"a" * (4 * MAX_HEADER_BYTES)
         + b"\r\n\r\n",
         b"NOT HTTP AT ALL\r\n\r\n",
+        # Both framings at once, the request-smuggling shape: refused, not guessed at.
+        b"POST /v1/operations HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n folded\r\n\r\n",
     ],
-    ids=["long-url", "long-header", "malformed"],
+    ids=["long-url", "long-header", "malformed", "length-and-chunked", "folded-header"],
 )
 def test_a_head_the_server_cannot_read_is_400_in_the_error_shape(port, request_bytes):
     status, headers, body = _exchange(port, request_bytes)
