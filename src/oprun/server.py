@@ -62,6 +62,8 @@ class _HttpTools(HttpToolsProtocol):
         while rest and self._in_head and not self._refused:
             piece, rest = rest[: self.SLICE], rest[self.SLICE :]
             super().data_received(piece)  # type: ignore[arg-type]  # httptools reads buffers
+            if self.transport.get_protocol() is not self:
+                return  # upgraded (a WebSocket): the connection is the new protocol's now
             if self._in_head and not self._refused:
                 self._head_bytes += len(piece)
                 if self._head_bytes > MAX_HEADER_BYTES:

@@ -111,3 +111,21 @@ def test_a_body_that_arrives_with_its_head_is_not_counted_as_head(port):
         b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
     )
     assert status.startswith("HTTP/1.1 401"), (status, answer[:300])
+
+
+def test_an_upgrade_with_bytes_after_its_head_leaves_them_to_the_new_protocol(port, caplog):
+    """A WebSocket upgrade (no route takes one: 403) followed at once by more bytes.
+
+    Fed to the HTTP parser after the hand-over, those bytes drew a 400 onto a connection
+    the WebSocket protocol owned, and its own answer then failed with a traceback.
+    """
+    head = (
+        b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with caplog.at_level("ERROR"):
+        status, _, _ = _exchange(port, head + b"GARBAGE" * 500)
+        threading.Event().wait(0.2)  # the server logs after it answered
+    assert status.startswith("HTTP/1.1 403"), status
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
