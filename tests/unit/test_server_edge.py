@@ -44,13 +44,18 @@ def port(tmp_path: Path) -> Iterator[int]:
         services.close()
 
 
-def _exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+def _answer(port: int, request: bytes) -> bytes:
+    """Everything the server sends back on one connection, until it closes it."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(request)
         answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    return answer
+
+
+def _exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = _answer(port, request).partition(b"\r\n\r\n")
     status, *lines = head.decode("latin-1").split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
     return status, headers, body
@@ -93,11 +98,8 @@ def test_heads_are_limited_one_request_at_a_time_on_a_kept_alive_connection(port
     """Forty heads of 2 KB on one connection, 80 KB in all: each is within the limit."""
     pad = b"X-Pad: " + b"a" * 2048 + b"\r\n"
     request = b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\n" + pad + b"\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(request * 39 + request.replace(b"Host: x", b"Host: x\r\nConnection: close"))
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
+    last = request.replace(b"Host: x", b"Host: x\r\nConnection: close")
+    answer = _answer(port, request * 39 + last)
     assert 40 * len(request) > MAX_HEADER_BYTES
     assert answer.count(b"HTTP/1.1 200 OK") == 40, answer[-300:]
 
