@@ -116,9 +116,14 @@ def _submit_bulk(client: httpx.Client, ops: int) -> list[str]:
     ids: list[str] = []
     for offset in range(0, ops, BULK):
         batch = [{"action": "noop"} for _ in range(min(BULK, ops - offset))]
-        response = client.post("/v1/operations:bulk", json={"invocations": batch})
+        # Ids, as the peers' batch enqueues answer, not a record per operation.
+        response = client.post(
+            "/v1/operations:bulk",
+            json={"invocations": batch},
+            headers={"Prefer": "return=minimal"},
+        )
         response.raise_for_status()
-        ids += [op["id"] for op in response.json()["operations"]]
+        ids += response.json()["ids"]
     return ids
 
 

@@ -161,6 +161,30 @@ def test_an_idempotency_key_returns_the_existing_operation(api):
     assert len(api.get("/v1/operations").json()["items"]) == 1
 
 
+def test_a_bulk_invoke_answers_only_ids_when_the_client_prefers_minimal(api):
+    api.post("/v1/actions", json=DEFINITION)
+    invocations = [{"action": "resize", "parameters": {"width": w}} for w in (3, 1, 2)]
+    minimal = api.post(
+        "/v1/operations:bulk",
+        json={"invocations": invocations},
+        headers={"Prefer": "respond-async, RETURN=minimal; x=1"},
+    )
+    assert minimal.status_code == 200, minimal.text
+    assert minimal.headers["preference-applied"] == "return=minimal"
+    assert set(minimal.json()) == {"ids"}
+    widths = [
+        api.get(f"/v1/operations/{i}").json()["parameters"]["width"] for i in minimal.json()["ids"]
+    ]
+    assert widths == [3, 1, 2]  # one id per invocation, in order
+    full = api.post(
+        "/v1/operations:bulk",
+        json={"invocations": invocations[:1]},
+        headers={"Prefer": "return=representation"},
+    )
+    assert "preference-applied" not in full.headers
+    assert full.json()["operations"][0]["parameters"] == {"width": 3, "mode": "fit"}
+
+
 def test_lists_page_with_an_opaque_cursor(api):
     api.post("/v1/actions", json=DEFINITION)
     api.post(

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 import oprun
@@ -175,7 +176,7 @@ def test_retry_and_delete(client, start_worker):
         done.poll()
 
 
-def test_a_cacheable_action_answers_no_content_when_up_to_date(client, start_worker):
+def test_a_cacheable_action_answers_no_content_when_up_to_date(client, server, start_worker):
     start_worker()
     client.actions.register(
         ActionDefinition(
@@ -191,6 +192,17 @@ def test_a_cacheable_action_answers_no_content_when_up_to_date(client, start_wor
     assert isinstance(second, oprun.NoOp) and second.succeeded() and second.done
     third = client.operations.invoke("cached-echo", {"value": 8})
     assert isinstance(third, oprun.Operation)
+    # A minimal bulk answer holds null where the cache answered, an id where it did not.
+    bulk = httpx.post(
+        f"{server.url}/v1/operations:bulk",
+        json={
+            "invocations": [{"action": "cached-echo", "parameters": {"value": v}} for v in (7, 9)]
+        },
+        headers={"Authorization": f"Bearer {server.token}", "Prefer": "return=minimal"},
+    )
+    assert bulk.status_code == 200, bulk.text
+    cached, new = bulk.json()["ids"]
+    assert cached is None and client.operations.get(new).parameters == {"value": 9}
 
 
 def test_the_async_client_is_the_same_api(server, start_worker):

@@ -437,6 +437,15 @@ class BulkInvocationResult(Model):
     operations: list[Operation | None]
 
 
+class BulkInvocationIds(Model):
+    """A bulk invocation's answer asked with ``Prefer: return=minimal``: ids, not records.
+
+    One per invocation, in order; `None` for a cacheable no-op.
+    """
+
+    ids: list[str | None]
+
+
 class TokenCreate(Input):
     """A token to create."""
 
