@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oprun.store.batch import encode_json
+from oprun.store.batch import encode_json, joined
 
 # What the store sends: text without lone surrogates (refused at the edge), integers
 # within 64 bits, finite floats, and lists and objects of these.
@@ -38,3 +39,9 @@ def test_a_timestamp_keeps_every_digit_and_text_is_not_escaped() -> None:
     row = {"at": 1_780_000_000.123456789, "note": 'é "€" \\ \n \x00'}
     assert json.loads(encode_json(row)) == row
     assert "é" in encode_json(row)  # UTF-8 as it is, as ensure_ascii=False wrote it
+
+
+def test_joined_values_split_back_and_a_comma_is_refused() -> None:
+    assert joined(["op_1", "op_2"]) == "op_1,op_2" and joined([]) == ""
+    with pytest.raises(ValueError, match="comma"):
+        joined(["op_1", "a,b"])

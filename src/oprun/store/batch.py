@@ -17,7 +17,7 @@ added to the column's current value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -35,6 +35,7 @@ __all__ = [
     "encode_json",
     "insert_rows",
     "insert_sql",
+    "joined",
     "record_type",
     "record_value",
     "rows_document",
@@ -51,6 +52,20 @@ def encode_json(value: Any) -> str:
     as every number a client sends is refused unless finite (`oprun.domain.text`).
     """
     return orjson.dumps(value).decode()
+
+
+def joined(values: Iterable[str]) -> str:
+    """`values` comma-joined, for `string_to_array(:param, ',')` in a statement.
+
+    psycopg dumps a Python list as an array parameter in 40 µs for three strings and
+    4 ms for 1,000; a join takes under a microsecond and 20 µs. For our own ids and
+    keys, which never hold a comma: one that did would be a bug (`ValueError`).
+    """
+    items = list(values)
+    text = ",".join(items)
+    if text.count(",") > max(len(items) - 1, 0):
+        raise ValueError(f"a value to join holds a comma: {items!r:.200}")
+    return text
 
 
 def travels_as_text(column: Column[Any]) -> bool:

@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import TextClause, text
 
 from oprun.store.base import Tx
+from oprun.store.batch import joined
 
-_NOTIFY = "SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k"
+_NOTIFY = "SELECT pg_notify(:channel, k) FROM unnest(string_to_array(:keys, ',')) AS k"
+"""NOTIFY of each key, the keys sent comma-joined (`joined`)."""
 _statements: dict[tuple[tuple[tuple[Any, ...], ...], bool], TextClause] = {}
 """Statements by the shapes of their writes and whether they notify (a few kinds in all)."""
 _MAX_STATEMENTS = 256
@@ -42,5 +44,5 @@ def close_in_one_statement(tx: Tx, channel: str, wired_keys: Iterable[str]) -> N
         _statements[kind] = statement
     params: dict[str, object] = {f"rows{i}": w.document() for i, w in enumerate(writes)}
     if keys:
-        params |= {"channel": channel, "keys": keys}
+        params |= {"channel": channel, "keys": joined(keys)}
     tx.conn.execute(statement, params)

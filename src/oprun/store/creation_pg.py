@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Table, TextClause, text
 
 from oprun.store import schema as t
-from oprun.store.batch import encode_json, record_type, record_value, travels_as_text
+from oprun.store.batch import encode_json, joined, record_type, record_value, travels_as_text
 
 CREATED_EVENT = {"status": "QUEUED"}
 """The data of an `operation.created` event."""
@@ -68,8 +68,7 @@ def _insert(table: Table, each: Sequence[str], shared: Sequence[str], param: str
 
 
 _IDS = "string_to_array(:ids, ',')"
-"""The operations' ids, sent as one comma-separated string: psycopg dumps a list of 1,000
-strings as an array in about 4 ms, a join takes 20 µs (ids and project ids hold no comma)."""
+"""The operations' ids, sent comma-joined (`joined`), as every list this statement takes."""
 
 _FRESH = "NOT EXISTS (SELECT 1 FROM stale)"
 """Every write of the statement is skipped when an action's latest version moved on."""
@@ -83,8 +82,9 @@ def _statement(
     task_shared: tuple[str, ...],
 ) -> TextClause:
     return text(
-        "WITH stale AS (SELECT a.id FROM unnest(CAST(:latest_ids AS text[]), "
-        "CAST(:latest_versions AS int8[])) AS l(id, v) JOIN actions a ON a.id = l.id "
+        "WITH stale AS (SELECT a.id FROM unnest(string_to_array(:latest_ids, ','), "
+        "CAST(string_to_array(:latest_versions, ',') AS int8[])) AS l(id, v) "
+        "JOIN actions a ON a.id = l.id "
         "WHERE a.latest_version <> l.v), "
         f"o AS ({_insert(t.operations, op_each, op_shared, 'ops')}), "
         f"t AS ({_insert(t.tasks, task_each, task_shared, 'tasks')}), "
@@ -96,7 +96,7 @@ def _statement(
         "SELECT u.p, :event, u.id, CAST(:data AS jsonb), CAST(:now AS float8) "
         f"FROM unnest({_IDS}, string_to_array(:projects, ',')) WITH ORDINALITY "
         f"AS u(id, p, n) WHERE {_FRESH} ORDER BY u.n), "
-        "n AS (SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k "
+        "n AS (SELECT pg_notify(:channel, k) FROM unnest(string_to_array(:keys, ',')) AS k "
         f"WHERE {_FRESH}) "
         "SELECT (SELECT count(*) FROM n) AS notified, ARRAY(SELECT id FROM stale) AS stale"
     )
@@ -182,14 +182,14 @@ def create_in_one_statement(
             "status": "QUEUED",
             "detail": "created",
             "now": now,
-            "ids": ",".join([op["id"] for op in op_rows]),
-            "projects": ",".join([op["project_id"] for op in op_rows]),
+            "ids": joined(op["id"] for op in op_rows),
+            "projects": joined(op["project_id"] for op in op_rows),
             "event": "operation.created",
             "data": encode_json(CREATED_EVENT),
             "channel": CHANNEL,
-            "keys": list(keys),
-            "latest_ids": list(latest),
-            "latest_versions": list(latest.values()),
+            "keys": joined(keys),
+            "latest_ids": joined(latest),
+            "latest_versions": joined(str(v) for v in latest.values()),
         },
     ).one()
     return list(row.stale)
