@@ -35,8 +35,9 @@ NEVER: dict[str, set[str]] = {
 }
 """Units that must not import these: the store is service/'s alone."""
 
-WEB_MAY_USE_OF_API = {"oprun.api.deps"}
-"""The web UI shares the API's request dependencies (services, caller, same-origin check)."""
+WEB_MAY_USE_OF_API = {"oprun.api.deps", "oprun.api.routing"}
+"""The web UI shares the API's request dependencies (services, caller, same-origin check)
+and the way routers join the app."""
 
 
 def unit(module: str) -> str:

@@ -113,3 +113,11 @@ def test_a_method_a_route_does_not_answer_is_405_method_not_allowed(app):
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
     assert response.headers["allow"] == "GET"
+
+
+def test_the_app_holds_its_routes_itself_not_included_routers(app: FastAPI) -> None:
+    # An included router is matched route by route on every request, twice, through
+    # FastAPI's scope bookkeeping (`oprun.api.routing.include`).
+    layered = [route for route in app.routes if hasattr(route, "original_router")]
+    assert layered == []
+    assert len(api_routes(app)) > 40

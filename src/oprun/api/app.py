@@ -23,6 +23,7 @@ from oprun.api import (
     workers,
 )
 from oprun.api.limits import RequestLimits
+from oprun.api.routing import include
 from oprun.domain.errors import Unavailable
 from oprun.service import Services
 
@@ -66,7 +67,7 @@ def create_app(services: Services, *, run_reaper: bool = True) -> FastAPI:
     observability.install(app, services)
 
     for module in (operations, actions, queues, workers, tokens, events, audit):
-        app.include_router(module.router)
+        include(app, module.router)
 
     @app.get("/v1/healthz", tags=["health"], operation_id="health")
     def health() -> dict[str, str]:

@@ -31,6 +31,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oprun.api.deps import Svc, principal
+from oprun.api.routing import include
 from oprun.logs import ACCESS_LOGGER, RequestContext, bound_request
 from oprun.service import Services
 from oprun.service.metrics import CONTENT_TYPE, Metrics
@@ -184,7 +185,7 @@ def metrics(svc: Svc, _: Annotated[None, Depends(_metrics_reader)]) -> Response:
 
 def install(app: FastAPI, services: Services) -> None:
     """Serve `/metrics` and observe every request of `app` (call it after other middleware)."""
-    app.include_router(router)
+    include(app, router)
     app.add_middleware(
         RequestObserver, metrics=services.metrics, access_log=services.settings.access_log
     )
