@@ -43,5 +43,6 @@ def test_a_timestamp_keeps_every_digit_and_text_is_not_escaped() -> None:
 
 def test_joined_values_split_back_and_a_comma_is_refused() -> None:
     assert joined(["op_1", "op_2"]) == "op_1,op_2" and joined([]) == ""
-    with pytest.raises(ValueError, match="comma"):
-        joined(["op_1", "a,b"])
+    for bad in (["op_1", "a,b"], [""], ["op_1", ""]):
+        with pytest.raises(ValueError, match="empty or holds a comma"):
+            joined(bad)
