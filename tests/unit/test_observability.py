@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
@@ -120,6 +122,8 @@ def test_json_lines_are_one_object_with_the_exception():
         "header bearer sekrit",
         "token oprun_" + "Zx9" * 15,
         "oprun_test_0123456789abcdef0123456789abcdef",
+        "x BEARER%20sekrit",
+        "BeArEr sekrit",
     ],
 )
 def test_secrets_are_redacted_from_every_line(text):
@@ -171,3 +175,15 @@ def test_the_access_log_can_be_off_or_include_the_probes(tmp_path, captured):
     assert '"oprun.access"' not in captured.getvalue()
     _get(_services(tmp_path, access_log="all"), "/v1/healthz")
     assert '"route": "/v1/healthz"' in captured.getvalue()
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["bearer ", "BEARER%20", "Bearer", "oprun_", "OPRUN_", " ", "=", "Z9" * 20]
+        ),
+        max_size=10,
+    ).map("".join)
+)
+def test_a_line_skipped_before_the_pattern_is_one_it_would_leave_as_it_is(text):
+    assert logs.redact(text) == logs._SECRET.sub(logs.REDACTED, text)
