@@ -35,6 +35,12 @@ def test_a_document_reads_back_as_the_value_it_encodes(value: Any) -> None:
     assert json.loads(encode_json(value)) == value
 
 
+def test_a_key_that_is_not_text_is_written_as_text_as_json_writes_it() -> None:
+    assert json.loads(encode_json({1: "a", 2.5: None})) == json.loads(
+        json.dumps({1: "a", 2.5: None})
+    )
+
+
 def test_a_timestamp_keeps_every_digit_and_text_is_not_escaped() -> None:
     row = {"at": 1_780_000_000.123456789, "note": 'é "€" \\ \n \x00'}
     assert json.loads(encode_json(row)) == row

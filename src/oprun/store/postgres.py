@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
 from oprun.store.base import Tx
+from oprun.store.batch import encode_json
 from oprun.store.calls import CallCounter
 from oprun.store.closing_pg import close_in_one_statement
 from oprun.store.db_clock import DatabaseClock
@@ -154,6 +155,7 @@ class PostgresStore(SqlStore):
             pool_use_lifo=True,
             hide_parameters=True,
             connect_args=connect,
+            json_serializer=encode_json,
         )
         conninfo = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         super().__init__(engine, PgNotifier(conninfo))

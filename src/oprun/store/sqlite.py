@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
 from oprun.domain.text import read_json
+from oprun.store.batch import encode_json
 from oprun.store.calls import count_calls
 from oprun.store.files import create_private_database
 from oprun.store.notify import Notifier
@@ -36,6 +37,7 @@ def _engine(url: str, begin: str) -> Engine:
         pool_use_lifo=True,
         connect_args={"check_same_thread": False, "timeout": timeout},
         hide_parameters=True,
+        json_serializer=encode_json,
         json_deserializer=read_json,
     )
 
