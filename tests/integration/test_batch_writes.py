@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -152,3 +153,24 @@ def _nodes(plan: dict) -> Iterator[dict]:
     yield plan
     for child in plan.get("Plans", ()):
         yield from _nodes(child)
+
+
+def test_rows_written_through_sqlites_driver_get_the_defaults_they_leave_out(tmp_path):
+    meta = MetaData()
+    table = Table(
+        "defaults",
+        meta,
+        Column("id", String(8), primary_key=True),
+        Column("count", Integer, nullable=False, default=7),
+        Column("data", t.Json),
+    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'defaults.db'}")
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        insert_rows(conn, table, [{"id": "a", "data": None}, {"id": "b", "data": {"k": "é"}}])
+        got = [tuple(r) for r in conn.execute(select(table).order_by(table.c.id))]
+        stored = conn.exec_driver_sql("SELECT data FROM defaults ORDER BY id").scalars().all()
+    engine.dispose()
+    assert got == [("a", 7, None), ("b", 7, {"k": "é"})]
+    assert stored[0] == "null"  # JSON null, not SQL NULL: as SQLAlchemy's type stores None
+    assert json.loads(stored[1]) == {"k": "é"}
