@@ -157,20 +157,32 @@ def _nodes(plan: dict) -> Iterator[dict]:
 
 def test_rows_written_through_sqlites_driver_get_the_defaults_they_leave_out(tmp_path):
     meta = MetaData()
-    table = Table(
-        "defaults",
+    scalar = Table(
+        "scalar_defaults",
         meta,
         Column("id", String(8), primary_key=True),
         Column("count", Integer, nullable=False, default=7),
         Column("data", t.Json),
     )
+    # A default computed per row: only SQLAlchemy's insert computes it.
+    computed = Table(
+        "computed_defaults",
+        meta,
+        Column("id", String(8), primary_key=True),
+        Column("made", Integer, nullable=False, default=lambda: 42),
+    )
     engine = create_engine(f"sqlite:///{tmp_path / 'defaults.db'}")
     meta.create_all(engine)
     with engine.begin() as conn:
-        insert_rows(conn, table, [{"id": "a", "data": None}, {"id": "b", "data": {"k": "é"}}])
-        got = [tuple(r) for r in conn.execute(select(table).order_by(table.c.id))]
-        stored = conn.exec_driver_sql("SELECT data FROM defaults ORDER BY id").scalars().all()
+        insert_rows(conn, scalar, [{"id": "a", "data": None}, {"id": "b", "data": {"k": "é"}}])
+        insert_rows(conn, computed, [{"id": "a"}, {"id": "b"}])
+        got = [tuple(r) for r in conn.execute(select(scalar).order_by(scalar.c.id))]
+        made = [tuple(r) for r in conn.execute(select(computed).order_by(computed.c.id))]
+        stored = (
+            conn.exec_driver_sql("SELECT data FROM scalar_defaults ORDER BY id").scalars().all()
+        )
     engine.dispose()
     assert got == [("a", 7, None), ("b", 7, {"k": "é"})]
+    assert made == [("a", 42), ("b", 42)]
     assert stored[0] == "null"  # JSON null, not SQL NULL: as SQLAlchemy's type stores None
     assert json.loads(stored[1]) == {"k": "é"}

@@ -56,13 +56,14 @@ __all__ = [
 def encode_json(value: Any) -> str:
     """The JSON text of `value`, for batch documents and JSON columns alike.
 
-    It encodes every document a batch statement sends, and every JSON column's value
-    (both engines' `json_serializer`). orjson encodes these documents about 8 times as fast as the standard library's C
-    encoder did, which was a tenth of the server's CPU in a drain. It writes NaN and
-    the infinities as null where `json` with `allow_nan=False` raised; none gets here,
-    as every number a client sends is refused unless finite (`oprun.domain.text`).
-    Like `json`, it writes a key that is not text as text (`{1: 2}` as `{"1":2}`), and
-    unlike its default it writes text as UTF-8, not as escapes (`ensure_ascii`).
+    It encodes every document a batch statement sends and every JSON column's value
+    (both engines' `json_serializer`). orjson encodes these documents about 8 times as
+    fast as the standard library's C encoder did, which was a tenth of the server's CPU
+    in a drain. It writes NaN and the infinities as null where `json` with
+    `allow_nan=False` raised; none gets here, as every number a client sends is refused
+    unless finite (`oprun.domain.text`). Like `json`, it writes a key that is not text
+    as text (`{1: 2}` as `{"1":2}`); unlike its default, it writes text as UTF-8, not
+    as escapes (`ensure_ascii`).
     """
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
@@ -149,19 +150,21 @@ def _bulk_insert(table: Table, names: tuple[str, ...]) -> TextClause:
     return sa_text(insert_sql(table, names))
 
 
+_DriverInsert = tuple[str, tuple[tuple[int, Callable[[Any], Any]], ...], tuple[Any, ...]]
+
+
 @lru_cache(maxsize=64)
-def _driver_insert(
-    table: Table, names: tuple[str, ...], dialect: Dialect
-) -> tuple[str, tuple[tuple[int, Callable[[Any], Any]], ...], tuple[Any, ...]]:
-    """An INSERT of `names` for SQLite's own executemany.
+def _driver_insert(table: Table, names: tuple[str, ...], dialect: Dialect) -> _DriverInsert | None:
+    """An INSERT of `names` for SQLite's own executemany, or None where SQLAlchemy must run.
 
     (its SQL; the position and bind processor of each named column that has one, as
     SQLAlchemy's type would bind it; the scalar defaults of the columns the rows leave
-    out, which follow the named ones in the SQL).
+    out, which follow the named ones in the SQL). None when a column left out has a
+    default computed per row, which only SQLAlchemy's insert computes.
     """
-    left_out = [
-        c for c in table.c if c.name not in names and c.default is not None and c.default.is_scalar
-    ]
+    left_out = [c for c in table.c if c.name not in names and c.default is not None]
+    if not all(c.default is not None and c.default.is_scalar for c in left_out):
+        return None
     columns = [*names, *(c.name for c in left_out)]
     quoted = ", ".join(f'"{name}"' for name in columns)
     sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({", ".join("?" * len(columns))})'
@@ -173,8 +176,12 @@ def _driver_insert(
 def _insert_through_driver(
     conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
 ) -> None:
+    insert = _driver_insert(table, tuple(rows[0]), conn.dialect)
+    if insert is None:
+        conn.execute(sa_insert(table), list(rows))
+        return
     names = tuple(rows[0])
-    sql, converters, defaults = _driver_insert(table, names, conn.dialect)
+    sql, converters, defaults = insert
     bound = []
     for row in rows:
         values = [row[name] for name in names]
