@@ -9,7 +9,7 @@ from itertools import pairwise
 import pytest
 from sqlalchemy import text
 
-from oprun.domain.models import ActionDefinition, InvocationSource
+from oprun.domain.models import ActionDefinition, InvocationSource, RetryPolicy
 from oprun.domain.params import ParameterSpec
 from oprun.domain.protocol import Held, Report
 from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStatus
@@ -363,6 +363,27 @@ def test_a_claim_that_leaves_work_it_locked_wakes_the_claims_that_skipped_it(sto
     woken.clear()
     assert len(store.claim(worker.id, project.id, ["default"], 1, 30)) == 1
     assert woken.wait(5), "the claim left 11 tasks waiting and woke no parked claim"
+
+
+def test_the_reaper_wakes_claims_for_work_that_came_due_not_for_work_just_created(store, project):
+    since = store.wake_for_due_retries(0.0)
+    heard: list[str] = []
+    store.notifier.subscribe(work_key(project.id), lambda: heard.append("woken"))
+    (op,) = _invoke(
+        store, project.id, retry=RetryPolicy(retry_on=["*"], backoff_seconds=0), max_attempts=2
+    )
+    time.sleep(0.3)  # the invocation's own wake-up (a NOTIFY on PostgreSQL) has arrived
+    heard.clear()
+    since = store.wake_for_due_retries(since)
+    assert heard == [], "the reaper woke the claims again for a task its creation announced"
+    worker = _worker(store, project.id)
+    (first,) = store.claim(worker.id, project.id, ["default"], 1, 30)
+    _run(store, worker, first, kind="failed", error_code="BOOM")
+    time.sleep(0.3)
+    heard.clear()
+    store.wake_for_due_retries(since)  # the retry, after a backoff of zero, came due since
+    assert heard, "a retry that came due woke no claim"
+    assert store.get_operation(project.id, op.id).status is OperationStatus.QUEUED
 
 
 def test_a_commit_wakes_its_own_process_at_once_and_others_once(store, project, database_url):

@@ -44,7 +44,11 @@ class DeadlineQueries(StoreBase):
     def wake_for_due_retries(self, since: float) -> float:
         """Wake the claims of projects whose delayed tasks came due after `since`.
 
-        Returns the instant checked up to, to pass as `since` next time.
+        A task made available at its creation is not one: the creation's commit already
+        woke the claims, and waking them again sent each to look in vain (and made a
+        look counted once twice). A retry after its backoff, even a backoff of zero, and
+        a step released are later than their task's creation. Returns the instant
+        checked up to, to pass as `since` next time.
         """
         tasks = t.tasks.c
         with self.read() as conn:
@@ -52,7 +56,12 @@ class DeadlineQueries(StoreBase):
             projects = set(
                 conn.execute(
                     select(tasks.project_id)
-                    .where(t.TASK_QUEUED, tasks.available_at > since, tasks.available_at <= now)
+                    .where(
+                        t.TASK_QUEUED,
+                        tasks.available_at > since,
+                        tasks.available_at <= now,
+                        tasks.available_at > tasks.created_at,
+                    )
                     .distinct()
                 ).scalars()
             )
