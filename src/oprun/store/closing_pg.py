@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import TextClause, text
 
 from oprun.store.base import Tx
-from oprun.store.batch import joined
+from oprun.store.batch import joined, split
 
-_NOTIFY = "SELECT pg_notify(:channel, k) FROM unnest(string_to_array(:keys, ',')) AS k"
-"""NOTIFY of each key, the keys sent comma-joined (`joined`)."""
+NOTIFY_KEYS = f"SELECT pg_notify(:channel, k) FROM unnest({split('keys')}) AS k"
+"""NOTIFY on `:channel` of each key of `:keys` (`joined`)."""
 _statements: dict[tuple[tuple[tuple[Any, ...], ...], bool], TextClause] = {}
 """Statements by the shapes of their writes and whether they notify (a few kinds in all)."""
 _MAX_STATEMENTS = 256
@@ -37,7 +37,7 @@ def close_in_one_statement(tx: Tx, channel: str, wired_keys: Iterable[str]) -> N
     statement = _statements.get(kind)
     if statement is None:
         ctes = ", ".join(f"w{i} AS ({w.sql(f'rows{i}')})" for i, w in enumerate(writes))
-        final = f"SELECT count(*) FROM ({_NOTIFY}) AS n" if keys else "SELECT 0"
+        final = f"SELECT count(*) FROM ({NOTIFY_KEYS}) AS n" if keys else "SELECT 0"
         statement = text(f"WITH {ctes} {final}" if ctes else final)
         if len(_statements) >= _MAX_STATEMENTS:
             _statements.clear()

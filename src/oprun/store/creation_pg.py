@@ -24,7 +24,15 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Table, TextClause, text
 
 from oprun.store import schema as t
-from oprun.store.batch import encode_json, joined, record_type, record_value, travels_as_text
+from oprun.store.batch import (
+    encode_json,
+    joined,
+    record_type,
+    record_value,
+    split,
+    travels_as_text,
+)
+from oprun.store.closing_pg import NOTIFY_KEYS
 
 CREATED_EVENT = {"status": "QUEUED"}
 """The data of an `operation.created` event."""
@@ -67,9 +75,6 @@ def _insert(table: Table, each: Sequence[str], shared: Sequence[str], param: str
     )
 
 
-_IDS = "string_to_array(:ids, ',')"
-"""The operations' ids, sent comma-joined (`joined`), as every list this statement takes."""
-
 _FRESH = "NOT EXISTS (SELECT 1 FROM stale)"
 """Every write of the statement is skipped when an action's latest version moved on."""
 
@@ -82,22 +87,21 @@ def _statement(
     task_shared: tuple[str, ...],
 ) -> TextClause:
     return text(
-        "WITH stale AS (SELECT a.id FROM unnest(string_to_array(:latest_ids, ','), "
-        "CAST(string_to_array(:latest_versions, ',') AS int8[])) AS l(id, v) "
+        f"WITH stale AS (SELECT a.id FROM unnest({split('latest_ids')}, "
+        f"CAST({split('latest_versions')} AS int8[])) AS l(id, v) "
         "JOIN actions a ON a.id = l.id "
         "WHERE a.latest_version <> l.v), "
         f"o AS ({_insert(t.operations, op_each, op_shared, 'ops')}), "
         f"t AS ({_insert(t.tasks, task_each, task_shared, 'tasks')}), "
         "h AS (INSERT INTO status_history (entity_id, status, detail, at) "
         "SELECT u.id, :status, :detail, CAST(:now AS float8) "
-        f"FROM unnest({_IDS}) WITH ORDINALITY AS u(id, n) WHERE {_FRESH} "
+        f"FROM unnest({split('ids')}) WITH ORDINALITY AS u(id, n) WHERE {_FRESH} "
         "ORDER BY u.n), "
         "e AS (INSERT INTO events (project_id, type, entity_id, data, at) "
         "SELECT u.p, :event, u.id, CAST(:data AS jsonb), CAST(:now AS float8) "
-        f"FROM unnest({_IDS}, string_to_array(:projects, ',')) WITH ORDINALITY "
+        f"FROM unnest({split('ids')}, {split('projects')}) WITH ORDINALITY "
         f"AS u(id, p, n) WHERE {_FRESH} ORDER BY u.n), "
-        "n AS (SELECT pg_notify(:channel, k) FROM unnest(string_to_array(:keys, ',')) AS k "
-        f"WHERE {_FRESH}) "
+        f"n AS ({NOTIFY_KEYS} WHERE {_FRESH}) "
         "SELECT (SELECT count(*) FROM n) AS notified, ARRAY(SELECT id FROM stale) AS stale"
     )
 
