@@ -46,6 +46,7 @@ __all__ = [
     "insert_rows",
     "insert_sql",
     "joined",
+    "padded",
     "record_type",
     "record_value",
     "rows_document",
@@ -87,6 +88,24 @@ def joined(values: Iterable[str]) -> str:
     if text.count(",") > max(len(items) - 1, 0) or "" in items:
         raise ValueError(f"a value to join is empty or holds a comma: {items!r:.200}")
     return text
+
+
+def padded(values: Iterable[str]) -> list[str]:
+    """`values` sorted, the last repeated up to a power of two, for an expanding `IN`.
+
+    An expanding `IN` writes one placeholder per value, so each length is a statement
+    of its own. psycopg prepares a statement once it has run five times on a connection;
+    until then PostgreSQL plans it at every run, which costs more than the run: 0.6 ms
+    against 0.1 ms for a report's lock of its operations. A drain of 3,000 no-ops
+    planned the report's two locks 183 times each. Padded, a batch of up to 512 takes
+    one of ten texts, each prepared once per connection. A repeated value leaves `IN`
+    as it was.
+    """
+    items = sorted(values)
+    if not items:
+        return items
+    size = 1 << (len(items) - 1).bit_length()
+    return items + [items[-1]] * (size - len(items))
 
 
 def travels_as_text(column: Column[Any]) -> bool:

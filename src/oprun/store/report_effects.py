@@ -25,7 +25,7 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import schema as t
 from oprun.store.base import Tx
-from oprun.store.batch import BatchUpdate, Deferred
+from oprun.store.batch import BatchUpdate, Deferred, padded
 from oprun.store.counters import COUNTER_OF, COUNTERS, bump
 from oprun.store.notify import logs_key, operation_key
 from oprun.store.transitions import settled
@@ -271,7 +271,7 @@ class ReportEffects:
         self._write_attempts(later)
         running = known
         if ask:
-            running |= set(self._tx.conn.execute(_STARTED, {"ids": ask}).scalars())
+            running |= set(self._tx.conn.execute(_STARTED, {"ids": padded(ask)}).scalars())
         changes = []
         for op_id in sorted(touched):
             op = self._ops[op_id]

@@ -12,6 +12,7 @@ from oprun.domain.status import OperationStatus as OS
 from oprun.domain.status import SessionActionStatus as SAS
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
+from oprun.store.batch import padded
 from oprun.store.counters import COUNTERS
 from oprun.store.endings import after_endings, quarantine
 from oprun.store.report_effects import (
@@ -80,7 +81,7 @@ class ReportQueries(StoreBase):
         """Apply a worker's reports in order; each is accepted or refused on its own."""
         with self.write() as tx:
             conn = tx.conn
-            ids = sorted({r.session_action_id for r in reports})
+            ids = padded({r.session_action_id for r in reports})
             ops = {
                 r.id: dict(r._mapping)
                 for r in conn.execute(_LOCK_REPORTED_OPERATIONS, {"ids": ids})
