@@ -56,6 +56,27 @@ def test_a_rested_connection_that_died_is_replaced_before_any_work(pg_store, mon
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != victim
 
 
+def test_a_single_statement_runs_on_a_pool_in_autocommit_and_costs_one_round_trip(pg_store):
+    store = pg_store
+    with store.read_one() as conn:
+        conn.execute(text("SELECT 1")).scalar_one()  # the connection was just in use
+    main = {p.name: p for p in store.pool_stats()}["main"]
+    before = store.database_calls()
+    with store.read_one() as conn:
+        assert conn.connection.driver_connection.autocommit
+        conn.execute(text("SELECT 1")).scalar_one()
+    after = store.database_calls()
+    # No BEGIN, no COMMIT, no ROLLBACK: the statement alone.
+    assert (after.statements - before.statements, after.round_trips - before.round_trips) == (1, 1)
+    pools = {p.name: p for p in store.pool_stats()}
+    assert pools["single"].idle >= 1 and pools["single"].in_use == 0
+    assert (pools["main"].idle, pools["main"].in_use) == (main.idle, main.in_use)
+    with store.read() as conn:  # the main pool's connections still begin transactions
+        assert not conn.connection.driver_connection.autocommit
+    with store.write_one() as tx:
+        assert tx.conn.connection.driver_connection.autocommit
+
+
 def test_the_writer_engine_of_sqlite_is_counted_too(store):
     before = store.database_calls()
     with store.write() as tx:

@@ -136,7 +136,7 @@ class Tx:
 
 
 class StoreBase:
-    """Transactions and wake-ups over one SQLAlchemy engine; backends override the hooks."""
+    """Transactions and wake-ups over SQLAlchemy engines; backends override the hooks."""
 
     dialect_name = "sql"
 
@@ -145,6 +145,8 @@ class StoreBase:
         self.notifier = notifier
         self.calls = CallCounter()
         count_calls(engine, self.calls, driver_begins=engine.dialect.name == "postgresql")
+        self.engines: dict[str, Engine] = {"main": engine}
+        """Every engine of the store by the name its pool shows in `/metrics`."""
 
     # -- hooks for backends ------------------------------------------------------------
     def _db_now(self, conn: Connection) -> float:
@@ -217,4 +219,5 @@ class StoreBase:
     def close(self) -> None:
         """Release connections and listeners."""
         self.notifier.close()
-        self.engine.dispose()
+        for engine in self.engines.values():
+            engine.dispose()

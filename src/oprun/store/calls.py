@@ -57,17 +57,24 @@ class CallCounter:
             return DatabaseCalls(self._statements, self._statements + self._other)
 
 
-def count_calls(engine: Engine, counter: CallCounter, *, driver_begins: bool) -> None:
+def count_calls(
+    engine: Engine, counter: CallCounter, *, driver_begins: bool, autocommit: bool = False
+) -> None:
     """Count `engine`'s statements and round trips into `counter`.
 
     `driver_begins`: the driver sends BEGIN itself (psycopg) rather than as a
     statement we execute (SQLite's `BEGIN IMMEDIATE`, already a statement).
+    `autocommit`: every connection of the engine is in autocommit, so it never sends
+    BEGIN, COMMIT or ROLLBACK, though SQLAlchemy still fires those events for it.
     """
     event.listen(engine, "before_cursor_execute", counter.statement)
+    if engine.pool._pre_ping:  # the ping before each checkout of a pooled connection
+        event.listen(engine.pool, "checkout", counter.round_trip)
+    if autocommit:
+        return
 
     def transaction_round_trip(conn: Connection) -> None:
-        # A connection in autocommit sends no BEGIN, COMMIT or ROLLBACK, though
-        # SQLAlchemy still fires those events for it.
+        # A connection switched to autocommit sends no BEGIN, COMMIT or ROLLBACK.
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             counter.round_trip()
 
@@ -75,5 +82,3 @@ def count_calls(engine: Engine, counter: CallCounter, *, driver_begins: bool) ->
     event.listen(engine, "rollback", transaction_round_trip)
     if driver_begins:
         event.listen(engine, "begin", transaction_round_trip)
-    if engine.pool._pre_ping:  # the ping before each checkout of a pooled connection
-        event.listen(engine.pool, "checkout", counter.round_trip)

@@ -67,13 +67,8 @@ class SqliteStore(SqlStore):
     def __init__(self, url: str) -> None:
         create_private_database(url)  # a new database file: readable by its owner alone
         super().__init__(_engine(url, "BEGIN"), Notifier())
-        self._writer = _engine(url, "BEGIN IMMEDIATE")
+        self._writer = self.engines["writer"] = _engine(url, "BEGIN IMMEDIATE")
         count_calls(self._writer, self.calls, driver_begins=False)
 
     def _begin_write(self) -> Connection:
         return self._writer.connect()
-
-    def close(self) -> None:
-        """Release both engines."""
-        super().close()
-        self._writer.dispose()

@@ -167,8 +167,4 @@ class StatsQueries(StoreBase):
 
     def pool_stats(self) -> list[PoolStats]:
         """The use of each connection pool (no I/O: it answers while the database is down)."""
-        found = [_pool("main", self.engine.pool)]
-        writer = getattr(self, "_writer", None)  # SQLite's writers have an engine of their own
-        if writer is not None:
-            found.append(_pool("writer", writer.pool))
-        return found
+        return [_pool(name, engine.pool) for name, engine in self.engines.items()]
