@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -32,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oprun.api.deps import Svc, principal
 from oprun.api.routing import include
+from oprun.domain.ids import random_hex
 from oprun.logs import ACCESS_LOGGER, RequestContext, bound_request
 from oprun.service import Services
 from oprun.service.metrics import CONTENT_TYPE, Metrics
@@ -56,7 +56,7 @@ def request_id_of(header: bytes | None) -> str:
             candidate = ""
         if _SANE_REQUEST_ID.fullmatch(candidate):
             return candidate
-    return uuid.uuid4().hex
+    return random_hex(16)
 
 
 _STATUS_LINE = len(b"HTTP/1.1 200 OK\r\n\r\n")
