@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Engine, event
 
 __all__ = ["CallCounter", "DatabaseCalls", "count_calls"]
 
@@ -72,13 +72,9 @@ def count_calls(
         event.listen(engine.pool, "checkout", counter.round_trip)
     if autocommit:
         return
-
-    def transaction_round_trip(conn: Connection) -> None:
-        # A connection switched to autocommit sends no BEGIN, COMMIT or ROLLBACK.
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            counter.round_trip()
-
-    event.listen(engine, "commit", transaction_round_trip)
-    event.listen(engine, "rollback", transaction_round_trip)
+    # Nothing switches a connection of a transactional engine to autocommit (single
+    # statements have an engine of their own): each of these events is a round trip.
+    event.listen(engine, "commit", counter.round_trip)
+    event.listen(engine, "rollback", counter.round_trip)
     if driver_begins:
-        event.listen(engine, "begin", transaction_round_trip)
+        event.listen(engine, "begin", counter.round_trip)

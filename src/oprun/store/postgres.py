@@ -169,7 +169,7 @@ class PostgresStore(SqlStore):
         self._single = self.engines["single"] = engine_of(
             pool_size=5, max_overflow=10, isolation_level="AUTOCOMMIT"
         )
-        count_calls(self._single, self.calls, driver_begins=True, autocommit=True)
+        count_calls(self._single, self.calls, driver_begins=False, autocommit=True)
         ping_rested(self._single, self.calls)
         self._clock = DatabaseClock()
 
