@@ -25,7 +25,7 @@ def test_migrations_on_an_empty_database_equal_the_schema(database_url):
             )
             diff = compare_metadata(context, metadata)
             assert diff == [], f"the migrations differ from schema.py: {diff}"
-            assert context.get_current_revision() == "0011"
+            assert context.get_current_revision() == "0012"
     finally:
         engine.dispose()
 

@@ -7,7 +7,7 @@ import time
 from itertools import pairwise
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, pool, text
 
 from oprun.domain.models import ActionDefinition, InvocationSource, RetryPolicy
 from oprun.domain.params import ParameterSpec
@@ -16,6 +16,8 @@ from oprun.domain.status import OperationStatus, SessionActionStatus, WorkerStat
 from oprun.service.operations import params_digest
 from oprun.store import NewOperation, Store, open_store
 from oprun.store.base import at
+from oprun.store.invocations import StaleAction
+from oprun.store.migrate import sqlalchemy_url
 from oprun.store.notify import work_key
 
 
@@ -71,6 +73,66 @@ def test_an_idempotency_key_yields_one_operation(store, project):
     (second,) = _invoke(store, project.id, key="k1")
     assert first.id == second.id
     assert len(store.list_operations(project.id)) == 1
+
+
+def _dangling(database_url: str) -> int:
+    """Operations whose queue or version names no row (they have no foreign keys to them)."""
+    engine = create_engine(sqlalchemy_url(database_url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "SELECT count(*) FROM operations o "
+                    "WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.id = o.queue_id) "
+                    "OR NOT EXISTS (SELECT 1 FROM action_versions v "
+                    "WHERE v.id = o.action_version_id)"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _erase(database_url: str, sql: str) -> None:
+    """Delete rows as a database restored from an earlier backup would not have them."""
+    engine = create_engine(sqlalchemy_url(database_url), poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+def test_a_cached_queue_id_whose_row_is_gone_gets_a_queue_again(store, project, database_url):
+    _invoke(store, project.id)  # the store now knows the queue's id
+    _erase(database_url, "DELETE FROM tasks")
+    _erase(database_url, "DELETE FROM operations")
+    _erase(database_url, "DELETE FROM queues")
+    ops = _invoke(store, project.id, n=3)
+    assert len(ops) == 3 and _dangling(database_url) == 0
+    assert {op.queue for op in ops} == {"default"}
+
+
+def test_an_action_version_that_is_gone_is_never_named_by_an_operation(
+    store, project, database_url
+):
+    action, _ = store.save_action(project.id, _definition())
+    _erase(database_url, "DELETE FROM action_versions")
+    item = NewOperation(
+        project_id=project.id,
+        action=action,
+        queue="default",
+        parameters={"x": 1},
+        params_digest=params_digest({"x": 1}),
+        created_by="test",
+        source_type=InvocationSource.MANUAL,
+        source_id="test",
+        idempotency_key=None,
+        timeout=None,
+    )
+    with pytest.raises(StaleAction) as raised:
+        store.create_operations([item])
+    assert raised.value.names == [(project.id, "a")]
+    assert store.list_operations(project.id) == [] and _dangling(database_url) == 0
 
 
 def test_concurrent_claims_never_hand_out_a_task_twice(store, project):

@@ -45,7 +45,7 @@ DATA_TABLES = [
     for tb in t.metadata.sorted_tables
     if tb.name not in {"reaper_rounds"}  # the server's own state, seeded by its migration
 ]
-"""Tables holding what users and workers wrote, parents before children."""
+"""Tables holding what users and workers wrote."""
 
 BEFORE_0003_DEFINITION = {
     "name",
@@ -161,9 +161,11 @@ def _fill_at(url: str, revision: str, rows: dict[str, list[dict[str, Any]]]) -> 
     forms = [form for rev, form in OLD_FORMS.items() if revision < rev]
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     with engine.begin() as conn:
-        existing = set(inspect(conn).get_table_names())
-        for tb in DATA_TABLES:
-            if tb.name not in existing or not rows[tb.name]:
+        # Parents before children by the keys of that revision (0012 dropped some).
+        order = [name for name, _ in inspect(conn).get_sorted_table_and_fkc_names() if name]
+        tables = {tb.name: tb for tb in DATA_TABLES}
+        for tb in [tables[name] for name in order if name in tables]:
+            if not rows[tb.name]:
                 continue
             columns = {c["name"] for c in inspect(conn).get_columns(tb.name)}
             columns.discard("seq")  # the database numbers history, events and logs itself

@@ -2,15 +2,16 @@
 
 A request's operations, their tasks, their `created` status history and
 `operation.created` events, the check that each action's latest version is the one
-the request took (`CheckedOperation`) and the NOTIFY of the projects' work and events
+the request took (`CheckedOperation`), the check that the versions and queues named are
+there (`operations` has no foreign keys to them: `_KINDS`) and the NOTIFY of the projects' work and events
 keys go as one statement of data-modifying CTEs: one round trip however many rows.
 The rows travel as JSON documents expanded by `json_to_recordset`: the columns that
 differ by row (`PER_OPERATION`, `PER_TASK`) row by row, the rest once per kind of row
 (a bulk request of one action sends its action, queue, policy and times once), each
 value as `oprun.store.batch` sends it (`travels_as_text`). The tasks' foreign key to
 their operations is checked at the end of the statement, once both are in. NOTIFY is
-delivered at commit only, as `Tx`'s is. When an action's latest version moved on, the
-statement writes and notifies nothing and says which: it is atomic by itself, so a
+delivered at commit only, as `Tx`'s is. When an action's latest version moved on or a
+version or queue is not there, the statement writes and notifies nothing and says which: it is atomic by itself, so a
 request that needs nothing else runs it outside a transaction.
 """
 
@@ -33,6 +34,15 @@ from oprun.store.batch import (
     travels_as_text,
 )
 from oprun.store.closing_pg import NOTIFY_KEYS
+
+
+class LostQueue(Exception):
+    """A queue id an operation was to join names no queue of its project: nothing was written."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        super().__init__(f"no queue {', '.join(ids)}")
+        self.ids = list(ids)
+
 
 CREATED_EVENT = {"status": "QUEUED"}
 """The data of an `operation.created` event."""
@@ -75,8 +85,29 @@ def _insert(table: Table, each: Sequence[str], shared: Sequence[str], param: str
     )
 
 
-_FRESH = "NOT EXISTS (SELECT 1 FROM stale)"
-"""Every write of the statement is skipped when an action's latest version moved on."""
+_FRESH = "NOT EXISTS (SELECT 1 FROM stale) AND NOT EXISTS (SELECT 1 FROM lost_queue)"
+"""Every write of the statement is skipped when an action's latest version moved on, or
+a version or queue it names is not there."""
+
+_KINDS = (
+    "kinds AS (SELECT DISTINCT s.project_id, s.action_id, s.action_version_id, s.queue_id "
+    "FROM json_to_recordset(CAST(:ops_kinds AS json)) "
+    "AS s(project_id text, action_id text, action_version_id text, queue_id text))"
+)
+"""The project, action, version and queue of each kind of operation written.
+
+`operations` has no foreign keys to them (migration 0012): a key is checked row by
+row, and these are checked here once per kind. Nothing deletes them; the ids come from
+the process's caches, which a database restored under a running server can outdate."""
+_LOST_QUEUE = (
+    "lost_queue AS (SELECT k.queue_id AS id FROM kinds k WHERE NOT EXISTS "
+    "(SELECT 1 FROM queues q WHERE q.id = k.queue_id AND q.project_id = k.project_id))"
+)
+_LOST_VERSION = (
+    "SELECT k.action_id FROM kinds k WHERE NOT EXISTS (SELECT 1 FROM action_versions v "
+    "JOIN actions a ON a.id = v.action_id WHERE v.id = k.action_version_id "
+    "AND a.id = k.action_id AND a.project_id = k.project_id)"
+)
 
 
 @lru_cache(maxsize=16)
@@ -87,10 +118,11 @@ def _statement(
     task_shared: tuple[str, ...],
 ) -> TextClause:
     return text(
-        f"WITH stale AS (SELECT a.id FROM unnest({split('latest_ids')}, "
+        f"WITH {_KINDS}, {_LOST_QUEUE}, "
+        f"stale AS (SELECT a.id FROM unnest({split('latest_ids')}, "
         f"CAST({split('latest_versions')} AS int8[])) AS l(id, v) "
         "JOIN actions a ON a.id = l.id "
-        "WHERE a.latest_version <> l.v), "
+        f"WHERE a.latest_version <> l.v UNION {_LOST_VERSION}), "
         f"o AS ({_insert(t.operations, op_each, op_shared, 'ops')}), "
         f"t AS ({_insert(t.tasks, task_each, task_shared, 'tasks')}), "
         "h AS (INSERT INTO status_history (entity_id, status, detail, at) "
@@ -102,7 +134,8 @@ def _statement(
         f"FROM unnest({split('ids')}, {split('projects')}) WITH ORDINALITY "
         f"AS u(id, p, n) WHERE {_FRESH} ORDER BY u.n), "
         f"n AS ({NOTIFY_KEYS} WHERE {_FRESH}) "
-        "SELECT (SELECT count(*) FROM n) AS notified, ARRAY(SELECT id FROM stale) AS stale"
+        "SELECT (SELECT count(*) FROM n) AS notified, ARRAY(SELECT id FROM stale) AS stale, "
+        "ARRAY(SELECT id FROM lost_queue) AS lost_queues"
     )
 
 
@@ -167,9 +200,10 @@ def create_in_one_statement(
 ) -> list[str]:
     """Insert the rows, their history and events, NOTIFY `keys`; the stale actions' ids.
 
-    `latest`: the version each action id must still have as its latest. A non-empty
-    answer means nothing was written (the statement is atomic by itself, so it may
-    run outside a transaction: `StoreBase.write_one`).
+    `latest`: the version each action id must still have as its latest. An action whose
+    version is not there is stale too. A non-empty answer means nothing was written (the
+    statement is atomic by itself, so it may run outside a transaction:
+    `StoreBase.write_one`); so does `LostQueue`.
     """
     from oprun.store.postgres import CHANNEL  # postgres.py imports the store's modules
 
@@ -196,4 +230,6 @@ def create_in_one_statement(
             "latest_versions": joined(str(v) for v in latest.values()),
         },
     ).one()
+    if row.lost_queues:
+        raise LostQueue(row.lost_queues)
     return list(row.stale)

@@ -23,7 +23,7 @@ from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
 from oprun.store.batch import insert_rows
-from oprun.store.creation_pg import CREATED_EVENT, create_in_one_statement
+from oprun.store.creation_pg import CREATED_EVENT, LostQueue, create_in_one_statement
 from oprun.store.notify import events_key, operation_key, work_key, worker_key
 from oprun.store.protocol import NewOperation
 from oprun.store.schema import WAITING_ON_STEPS
@@ -71,6 +71,43 @@ def _check_latest(conn: Connection, latest: dict[str, tuple[int, str, str]]) -> 
     stale = [(p, n) for aid, (v, p, n) in latest.items() if now_latest.get(aid) != v]
     if stale:
         raise StaleAction(stale)
+
+
+def _check_parents(
+    conn: Connection, op_rows: Sequence[dict[str, Any]], names: dict[str, tuple[str, str]]
+) -> None:
+    """Raise `LostQueue` or `StaleAction` unless the queues and versions of `op_rows` are there.
+
+    `operations` has no foreign keys to them (migration 0012): PostgreSQL's statement
+    checks each kind of operation once (`creation_pg`), and so does this, on SQLite.
+    `names`: (project id, name) by action id.
+    """
+    kinds = {
+        (op["project_id"], op["action_id"], op["action_version_id"], op["queue_id"])
+        for op in op_rows
+    }
+    queues = {
+        (row.id, row.project_id)
+        for row in conn.execute(
+            select(t.queues.c.id, t.queues.c.project_id).where(
+                t.queues.c.id.in_({k[3] for k in kinds})
+            )
+        )
+    }
+    lost = sorted({qid for pid, _, _, qid in kinds if (qid, pid) not in queues})
+    if lost:
+        raise LostQueue(lost)
+    versions = {
+        (vid, aid, pid)
+        for vid, aid, pid in conn.execute(
+            select(t.action_versions.c.id, t.actions.c.id, t.actions.c.project_id)
+            .join(t.actions, t.actions.c.id == t.action_versions.c.action_id)
+            .where(t.action_versions.c.id.in_({k[2] for k in kinds}))
+        )
+    }
+    stale = {aid for pid, aid, vid, _ in kinds if (vid, aid, pid) not in versions}
+    if stale:
+        raise StaleAction([names[aid] for aid in sorted(stale)])
 
 
 def _policies(definition: ActionDefinition) -> dict[str, Any]:
@@ -211,7 +248,7 @@ class InvocationQueries(StoreBase):
         """
         try:
             return self._create_operations(items)
-        except IntegrityError:
+        except (IntegrityError, LostQueue):
             # A concurrent request took one of the keys between our check and insert
             # (the retry finds its operation), or a cached queue id no longer names a
             # row (a database restored under a running server): the retry reads again.
@@ -254,6 +291,7 @@ class InvocationQueries(StoreBase):
             queue_ids = {k: v for k, v in known.items() if v is not None} if single else {}
             policies: dict[str, dict[str, Any]] = {}
             latest: dict[str, tuple[int, str, str]] = {}
+            names: dict[str, tuple[str, str]] = {}
             op_rows: list[dict[str, Any]] = []
             task_rows: list[dict[str, Any]] = []
             results: list[tuple[Operation, bool]] = []
@@ -265,6 +303,7 @@ class InvocationQueries(StoreBase):
                 if isinstance(item, CheckedOperation) and item.latest:
                     action = item.action
                     latest[action.id] = (action.version, item.project_id, action.name)
+                names[item.action.id] = (item.project_id, item.action.name)
                 qkey = (item.project_id, item.queue)
                 if qkey not in queue_ids:
                     qid = known_queues.get(qkey)
@@ -290,7 +329,7 @@ class InvocationQueries(StoreBase):
                 stale = create_in_one_statement(conn, tx.now, op_rows, task_rows, wired, versions)
                 tx.notified |= keys
                 if stale:
-                    raise StaleAction([latest[aid][1:] for aid in stale])
+                    raise StaleAction([names[aid] for aid in stale])
             elif op_rows:
                 for op in op_rows:
                     tx.history(op["id"], OS.QUEUED.value, "created")
@@ -298,6 +337,7 @@ class InvocationQueries(StoreBase):
                     tx.keys.add(work_key(op["project_id"]))
                 if latest:
                     _check_latest(conn, latest)
+                _check_parents(conn, op_rows, names)
                 insert_rows(conn, t.operations, op_rows)
                 insert_rows(conn, t.tasks, task_rows)
         if new_queues:  # only once committed: a rolled-back queue row never existed
