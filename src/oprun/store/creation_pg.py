@@ -8,8 +8,7 @@ keys go as one statement of data-modifying CTEs: one round trip however many row
 The rows travel as JSON documents expanded by `json_to_recordset`: the columns that
 differ by row (`PER_OPERATION`, `PER_TASK`) row by row, the rest once per kind of row
 (a bulk request of one action sends its action, queue, policy and times once), each
-value as `oprun.store.batch` sends it (`travels_as_text`). The tasks' foreign key to
-their operations is checked at the end of the statement, once both are in. NOTIFY is
+value as `oprun.store.batch` sends it (`travels_as_text`). NOTIFY is
 delivered at commit only, as `Tx`'s is. When an action's latest version moved on or a
 version or queue is not there, the statement writes and notifies nothing and says which: it is atomic by itself, so a
 request that needs nothing else runs it outside a transaction.

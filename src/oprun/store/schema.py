@@ -203,7 +203,9 @@ tasks = Table(
     "tasks",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("operation_id", Id, ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
+    # No foreign key to the operation (migration 0012): tasks are written with their
+    # operation, in one statement, and deleted before it.
+    Column("operation_id", Id, nullable=False),
     Column("project_id", Id, nullable=False),
     Column("queue_id", Id, nullable=False),
     Column("step_id", String(128), nullable=False),
