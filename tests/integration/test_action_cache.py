@@ -15,6 +15,7 @@ import pytest
 from oprun.domain.models import ActionDefinition, InvocationSource
 from oprun.service.operations import params_digest
 from oprun.store import Store
+from oprun.store.creation_pg import CHUNK
 from oprun.store.invocations import CheckedOperation, StaleAction
 from oprun.store.notify import events_key, work_key
 from oprun.testing import Server
@@ -190,3 +191,53 @@ def test_a_mixed_bulk_is_stored_as_answered(store: Store, project):
         assert (replay.id == op.id, created) == (
             (True, False) if item.idempotency_key else (False, True)
         )
+
+
+def test_a_large_bulk_is_written_in_chunks_that_commit_together(store: Store, project):
+    """More than `CHUNK` operations: on PostgreSQL, a statement per chunk, pipelined."""
+    one, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
+    two, _ = store.save_action(project.id, ActionDefinition(name="b", entrypoint="m:g"))
+    store.create_operations([_item(one, True), _item(two, True)])  # both queues known
+    size = 2 * CHUNK + 7
+    items = [
+        dataclasses.replace(
+            _item(one if n < CHUNK + 3 else two, True),
+            parameters={"n": n},
+            params_digest=params_digest({"n": n}),
+        )
+        for n in range(size)
+    ]
+    if store.dialect_name == "postgresql":
+        store._clock.resync = 3600.0  # no reading of the clock below
+    before = store.database_calls()
+    made = store.create_operations(items)
+    after = store.database_calls()
+    assert [created for _, created in made] == [True] * size
+    page = store.list_operations(project.id, limit=size + 10)
+    assert {op.id for op, _ in made} <= {op.id for op in page} and len(page) == size + 2
+    for (op, _), item in zip(made[:: CHUNK // 2], items[:: CHUNK // 2], strict=True):
+        stored = store.get_operation(project.id, op.id)
+        assert stored.parameters == item.parameters and stored.kind == item.action.name
+        assert [(h.status, h.detail) for h in stored.history] == [("QUEUED", "created")]
+        assert len(store.list_tasks(project.id, op.id, after=None, limit=10)) == 1
+    created = [e for e in store.list_events(project.id, 0, size + 10) if e.type != "action.saved"]
+    assert len(created) == size + 2
+    if store.dialect_name == "postgresql":
+        # Three statements answered together: BEGIN, the first with them, and COMMIT.
+        assert after.statements - before.statements == 3
+        assert after.round_trips - before.round_trips <= 3
+
+
+def test_a_large_bulk_whose_last_chunk_is_stale_writes_nothing(store: Store, project):
+    one, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
+    two, _ = store.save_action(project.id, ActionDefinition(name="b", entrypoint="m:g"))
+    store.create_operations([_item(one, True), _item(two, True)])  # both queues known
+    store.save_action(project.id, ActionDefinition(name="b", entrypoint="m:g", max_attempts=2))
+    events = store.list_events(project.id, 0, 100)
+    # The first chunks name a current version; only the last one names b's old one.
+    items = [_item(one, True) for _ in range(2 * CHUNK)] + [_item(two, True)]
+    with pytest.raises(StaleAction) as raised:
+        store.create_operations(items)
+    assert raised.value.names == [(project.id, "b")]
+    assert len(store.list_operations(project.id, limit=10)) == 2
+    assert store.list_events(project.id, 0, 100) == events

@@ -9,7 +9,8 @@ A *statement* is one SQL statement SQLAlchemy sent (an executemany counts once p
 statement the driver is handed). A *round trip* is one request the process sent
 and waited for an answer to: each statement, each transaction's BEGIN (psycopg sends
 it before the first statement) and its COMMIT or ROLLBACK, and each ping of a pooled
-connection that rested (`postgres.ping_rested`). On SQLite, where nothing crosses a network, round trips are
+connection that rested (`postgres.ping_rested`); statements sent in a pipeline and
+answered together are one (`creation_pg.PipelinedCreation`). On SQLite, where nothing crosses a network, round trips are
 calls into the library: statements (BEGIN is one of them) and transaction ends.
 """
 
@@ -50,6 +51,13 @@ class CallCounter:
         """Count one round trip that is not a statement (BEGIN, COMMIT, a ping)."""
         with self._lock:
             self._other += 1
+
+    def pipelined(self, statements: int) -> None:
+        """Count `statements` sent one after another and answered together: one round trip."""
+        if statements:
+            with self._lock:
+                self._statements += statements
+                self._other -= statements - 1
 
     def read(self) -> DatabaseCalls:
         """The counts so far."""

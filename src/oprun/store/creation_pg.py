@@ -21,7 +21,9 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, TextClause, text
+import psycopg
+from sqlalchemy import JSON, Connection, Dialect, Table, TextClause, text
+from sqlalchemy.exc import IntegrityError
 
 from oprun.store import schema as t
 from oprun.store.batch import (
@@ -32,6 +34,7 @@ from oprun.store.batch import (
     split,
     travels_as_text,
 )
+from oprun.store.calls import CallCounter
 from oprun.store.closing_pg import NOTIFY_KEYS
 
 
@@ -189,6 +192,38 @@ def _split(
     return encode_json(docs), encode_json(kind_rows), shared
 
 
+def _request(
+    now: float,
+    op_rows: Sequence[Mapping[str, Any]],
+    task_rows: Sequence[Mapping[str, Any]],
+    keys: Iterable[str],
+    latest: Mapping[str, int],
+) -> tuple[TextClause, dict[str, Any]]:
+    """The statement that writes these rows, and its parameters."""
+    from oprun.store.postgres import CHANNEL  # postgres.py imports the store's modules
+
+    ops, op_kinds, op_shared = _split(t.operations, op_rows, PER_OPERATION)
+    tasks, task_kinds, task_shared = _split(t.tasks, task_rows, PER_TASK)
+    statement = _statement(PER_OPERATION, op_shared, PER_TASK, task_shared)
+    return statement, {
+        "ops": ops,
+        "ops_kinds": op_kinds,
+        "tasks": tasks,
+        "tasks_kinds": task_kinds,
+        "status": "QUEUED",
+        "detail": "created",
+        "now": now,
+        "ids": joined(op["id"] for op in op_rows),
+        "projects": joined(op["project_id"] for op in op_rows),
+        "event": "operation.created",
+        "data": encode_json(CREATED_EVENT),
+        "channel": CHANNEL,
+        "keys": joined(keys),
+        "latest_ids": joined(latest),
+        "latest_versions": joined(str(v) for v in latest.values()),
+    }
+
+
 def create_in_one_statement(
     conn: Connection,
     now: float,
@@ -204,31 +239,75 @@ def create_in_one_statement(
     statement is atomic by itself, so it may run outside a transaction:
     `StoreBase.write_one`); so does `LostQueue`.
     """
-    from oprun.store.postgres import CHANNEL  # postgres.py imports the store's modules
-
-    ops, op_kinds, op_shared = _split(t.operations, op_rows, PER_OPERATION)
-    tasks, task_kinds, task_shared = _split(t.tasks, task_rows, PER_TASK)
-    statement = _statement(PER_OPERATION, op_shared, PER_TASK, task_shared)
-    row = conn.execute(
-        statement,
-        {
-            "ops": ops,
-            "ops_kinds": op_kinds,
-            "tasks": tasks,
-            "tasks_kinds": task_kinds,
-            "status": "QUEUED",
-            "detail": "created",
-            "now": now,
-            "ids": joined(op["id"] for op in op_rows),
-            "projects": joined(op["project_id"] for op in op_rows),
-            "event": "operation.created",
-            "data": encode_json(CREATED_EVENT),
-            "channel": CHANNEL,
-            "keys": joined(keys),
-            "latest_ids": joined(latest),
-            "latest_versions": joined(str(v) for v in latest.values()),
-        },
-    ).one()
+    statement, params = _request(now, op_rows, task_rows, keys, latest)
+    row = conn.execute(statement, params).one()
     if row.lost_queues:
         raise LostQueue(row.lost_queues)
     return list(row.stale)
+
+
+CHUNK = 200
+"""Operations per statement of a `PipelinedCreation`."""
+
+
+class PipelinedCreation:
+    """A large request's operations, written a chunk at a time, each sent without waiting.
+
+    Building a chunk's rows costs the server about as much as PostgreSQL's writing
+    them: sent as one statement, the two take turns. Here PostgreSQL writes a chunk
+    while the next one is built (psycopg's pipeline mode: `send` returns at once), and
+    the results are read when the pipeline closes. Within the caller's transaction:
+    the chunks commit together or not at all, and a stale chunk (`stale`, `LostQueue`)
+    is undone with the others when the caller raises. The SQL is
+    `create_in_one_statement`'s, executed by psycopg directly (SQLAlchemy would wait
+    for each statement's rows); `calls` counts them.
+    """
+
+    def __init__(self, conn: Connection, now: float, calls: CallCounter) -> None:
+        """Open a pipeline on `conn`'s psycopg connection (in a transaction)."""
+        self._dialect = conn.dialect
+        self._driver: Any = conn.connection.driver_connection
+        self._now = now
+        self._calls = calls
+        self._cursors: list[Any] = []
+        self._pipeline: Any = None
+
+    def __enter__(self) -> PipelinedCreation:
+        self._pipeline = self._driver.pipeline()
+        self._pipeline.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._pipeline.__exit__(*exc)  # sends what is left and reads every result
+        except psycopg.IntegrityError as error:  # the caller retries on SQLAlchemy's
+            raise IntegrityError("pipelined creation", None, error) from error
+        finally:
+            self._calls.pipelined(len(self._cursors))
+
+    def send(
+        self,
+        op_rows: Sequence[Mapping[str, Any]],
+        task_rows: Sequence[Mapping[str, Any]],
+        keys: Iterable[str],
+        latest: Mapping[str, int],
+    ) -> None:
+        """Send one chunk's statement; PostgreSQL starts on it while this returns."""
+        statement, params = _request(self._now, op_rows, task_rows, keys, latest)
+        cursor = self._driver.cursor()
+        cursor.execute(_driver_sql(statement, self._dialect), params)
+        self._cursors.append(cursor)
+
+    def stale(self) -> list[str]:
+        """Once closed: the stale actions' ids of every chunk; `LostQueue` if a queue was."""
+        rows = [cursor.fetchone() for cursor in self._cursors]
+        lost = sorted({queue for row in rows for queue in row[2]})
+        if lost:
+            raise LostQueue(lost)
+        return sorted({action for row in rows for action in row[1]})
+
+
+@lru_cache(maxsize=16)
+def _driver_sql(statement: TextClause, dialect: Dialect) -> str:
+    """`statement` as psycopg takes it (named placeholders)."""
+    return str(statement.compile(dialect=dialect))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,7 +24,13 @@ from oprun.store import rows
 from oprun.store import schema as t
 from oprun.store.base import StoreBase, Tx
 from oprun.store.batch import insert_rows
-from oprun.store.creation_pg import CREATED_EVENT, LostQueue, create_in_one_statement
+from oprun.store.creation_pg import (
+    CHUNK,
+    CREATED_EVENT,
+    LostQueue,
+    PipelinedCreation,
+    create_in_one_statement,
+)
 from oprun.store.notify import events_key, operation_key, work_key, worker_key
 from oprun.store.protocol import NewOperation
 from oprun.store.schema import WAITING_ON_STEPS
@@ -71,6 +78,12 @@ def _check_latest(conn: Connection, latest: dict[str, tuple[int, str, str]]) -> 
     stale = [(p, n) for aid, (v, p, n) in latest.items() if now_latest.get(aid) != v]
     if stale:
         raise StaleAction(stale)
+
+
+def _keys(op_rows: Sequence[dict[str, Any]]) -> set[str]:
+    """What new operations change: their projects' work and events."""
+    projects = {op["project_id"] for op in op_rows}
+    return {k for p in projects for k in (work_key(p), events_key(p))}
 
 
 def _check_parents(
@@ -234,6 +247,71 @@ def _task_rows(
     return found
 
 
+@dataclass
+class _NewRows:
+    """The rows of one request's new operations and tasks, made item by item."""
+
+    tx: Tx
+    existing: dict[tuple[str, str], Operation]
+    """Operations by (project id, idempotency key): found, or made earlier in the request."""
+    known_queues: dict[tuple[str, str], str]
+    queue_ids: dict[tuple[str, str], str]
+    new_queues: dict[tuple[str, str], str] = field(default_factory=dict)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latest: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    """(version, project id, name) by action id, of the operations of a latest version."""
+    names: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """(project id, name) by action id."""
+    templates: dict[tuple[Any, ...], Operation] = field(default_factory=dict)
+    op_rows: list[dict[str, Any]] = field(default_factory=list)
+    task_rows: list[dict[str, Any]] = field(default_factory=list)
+    sent: tuple[int, int] = (0, 0)
+    """How many operation and task rows `take_unsent` has handed out."""
+
+    def add(self, item: NewOperation) -> tuple[Operation, bool]:
+        """The item's rows appended, or the operation its idempotency key found."""
+        tx = self.tx
+        key = (item.project_id, item.idempotency_key or "")
+        if item.idempotency_key and key in self.existing:
+            return self.existing[key], False
+        if isinstance(item, CheckedOperation) and item.latest:
+            action = item.action
+            self.latest[action.id] = (action.version, item.project_id, action.name)
+        self.names[item.action.id] = (item.project_id, item.action.name)
+        qkey = (item.project_id, item.queue)
+        qid = self.queue_ids.get(qkey)
+        if qid is None:
+            qid = self.known_queues.get(qkey)
+            if qid is None:
+                qid = self.new_queues[qkey] = ensure_queue(tx, item.project_id, item.queue)
+            self.queue_ids[qkey] = qid
+        plan = item.plan or single_step(item.parameters)
+        vid = item.action.version_id
+        if vid not in self.policies:  # the same for all of a version's operations
+            self.policies[vid] = _policies(item.action.definition)
+        new = _operation_row(tx, item, qid, plan, self.policies[vid])
+        self.op_rows.append(new)
+        self.task_rows.extend(_task_rows(tx, new, item.action.definition, plan))
+        written = _created(self.templates, new)
+        if item.idempotency_key:
+            self.existing[key] = written
+        return written, True
+
+    def unsent(self) -> int:
+        """Operations made since the last `take_unsent`."""
+        return len(self.op_rows) - self.sent[0]
+
+    def take_unsent(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The operation and task rows made since the last call."""
+        ops, tasks = self.sent
+        self.sent = (len(self.op_rows), len(self.task_rows))
+        return self.op_rows[ops:], self.task_rows[tasks:]
+
+    def versions(self) -> dict[str, int]:
+        """The version each action id must still have as its latest."""
+        return {aid: v for aid, (v, _, _) in self.latest.items()}
+
+
 class InvocationQueries(StoreBase):
     """Operations from invocation to deletion."""
 
@@ -265,12 +343,18 @@ class InvocationQueries(StoreBase):
 
     def _create_operations(self, items: Sequence[NewOperation]) -> list[tuple[Operation, bool]]:
         known_queues = self._queue_id_cache()
-        new_queues: dict[tuple[str, str], str] = {}
         # With no idempotency key to look up and every queue known, PostgreSQL's one
-        # statement is the whole write (`create_in_one_statement`).
+        # statement is the whole write (`create_in_one_statement`); a large request's
+        # is sent a chunk at a time, each while the next is built (`PipelinedCreation`).
         known = {(i.project_id, i.queue): known_queues.get((i.project_id, i.queue)) for i in items}
-        single = self.dialect_name == "postgresql" and all(
-            not item.idempotency_key and known[(item.project_id, item.queue)] for item in items
+        postgres = self.dialect_name == "postgresql"
+        pipelined = postgres and len(items) > CHUNK and all(known.values())
+        single = (
+            postgres
+            and not pipelined
+            and all(
+                not item.idempotency_key and known[(item.project_id, item.queue)] for item in items
+            )
         )
         with self.write_one() if single else self.write() as tx:
             conn = tx.conn
@@ -279,7 +363,6 @@ class InvocationQueries(StoreBase):
                 if item.idempotency_key:
                     keys_by_project[item.project_id].add(item.idempotency_key)
             existing: dict[tuple[str, str], Operation] = {}
-            templates: dict[tuple[Any, ...], Operation] = {}
             for project_id, keys in keys_by_project.items():
                 for row in conn.execute(
                     select(t.operations).where(
@@ -288,46 +371,28 @@ class InvocationQueries(StoreBase):
                     )
                 ):
                     existing[(project_id, row.idempotency_key)] = rows.operation(row)
-            queue_ids = {k: v for k, v in known.items() if v is not None} if single else {}
-            policies: dict[str, dict[str, Any]] = {}
-            latest: dict[str, tuple[int, str, str]] = {}
-            names: dict[str, tuple[str, str]] = {}
-            op_rows: list[dict[str, Any]] = []
-            task_rows: list[dict[str, Any]] = []
+            batch = _NewRows(tx, existing, known_queues, {k: v for k, v in known.items() if v})
             results: list[tuple[Operation, bool]] = []
-            for item in items:
-                key = (item.project_id, item.idempotency_key or "")
-                if item.idempotency_key and key in existing:
-                    results.append((existing[key], False))
-                    continue
-                if isinstance(item, CheckedOperation) and item.latest:
-                    action = item.action
-                    latest[action.id] = (action.version, item.project_id, action.name)
-                names[item.action.id] = (item.project_id, item.action.name)
-                qkey = (item.project_id, item.queue)
-                if qkey not in queue_ids:
-                    qid = known_queues.get(qkey)
-                    if qid is None:
-                        qid = new_queues[qkey] = ensure_queue(tx, item.project_id, item.queue)
-                    queue_ids[qkey] = qid
-                plan = item.plan or single_step(item.parameters)
-                vid = item.action.version_id
-                if vid not in policies:  # the same for all of a version's operations
-                    policies[vid] = _policies(item.action.definition)
-                new = _operation_row(tx, item, queue_ids[qkey], plan, policies[vid])
-                op_rows.append(new)
-                task_rows.extend(_task_rows(tx, new, item.action.definition, plan))
-                written = _created(templates, new)
-                if item.idempotency_key:
-                    existing[key] = written
-                results.append((written, True))
-            if op_rows and conn.dialect.name == "postgresql":
-                projects = {op["project_id"] for op in op_rows}
-                keys = {k for p in projects for k in (work_key(p), events_key(p))}
-                versions = {aid: v for aid, (v, _, _) in latest.items()}
-                wired = [self.notifier.wire(k) for k in sorted(keys)]
-                stale = create_in_one_statement(conn, tx.now, op_rows, task_rows, wired, versions)
-                tx.notified |= keys
+            pipe = PipelinedCreation(conn, tx.now, self.calls) if pipelined else None
+            with pipe if pipe is not None else nullcontext():
+                for item in items:
+                    results.append(batch.add(item))
+                    if pipe is not None and batch.unsent() == CHUNK:
+                        self._send(pipe, batch)
+                if pipe is not None and batch.unsent():
+                    self._send(pipe, batch)
+            op_rows, task_rows, names = batch.op_rows, batch.task_rows, batch.names
+            if pipe is not None:
+                stale = pipe.stale()
+                tx.notified |= _keys(op_rows)
+                if stale:
+                    raise StaleAction([names[aid] for aid in stale])
+            elif op_rows and postgres:
+                wired = self._wired(op_rows)
+                stale = create_in_one_statement(
+                    conn, tx.now, op_rows, task_rows, wired, batch.versions()
+                )
+                tx.notified |= _keys(op_rows)
                 if stale:
                     raise StaleAction([names[aid] for aid in stale])
             elif op_rows:
@@ -335,16 +400,25 @@ class InvocationQueries(StoreBase):
                     tx.history(op["id"], OS.QUEUED.value, "created")
                     tx.event(op["project_id"], "operation.created", op["id"], CREATED_EVENT)
                     tx.keys.add(work_key(op["project_id"]))
-                if latest:
-                    _check_latest(conn, latest)
+                if batch.latest:
+                    _check_latest(conn, batch.latest)
                 _check_parents(conn, op_rows, names)
                 insert_rows(conn, t.operations, op_rows)
                 insert_rows(conn, t.tasks, task_rows)
-        if new_queues:  # only once committed: a rolled-back queue row never existed
-            if len(known_queues) + len(new_queues) > MAX_CACHED_QUEUES:
+        if batch.new_queues:  # only once committed: a rolled-back queue row never existed
+            if len(known_queues) + len(batch.new_queues) > MAX_CACHED_QUEUES:
                 known_queues.clear()
-            known_queues.update(new_queues)
+            known_queues.update(batch.new_queues)
         return results
+
+    def _send(self, pipe: PipelinedCreation, batch: _NewRows) -> None:
+        """Send the rows `batch` made since the last chunk."""
+        ops, tasks = batch.take_unsent()
+        pipe.send(ops, tasks, self._wired(ops), batch.versions())
+
+    def _wired(self, op_rows: Sequence[dict[str, Any]]) -> list[str]:
+        """The NOTIFY keys of new operations, as the listener is told them."""
+        return [self.notifier.wire(k) for k in sorted(_keys(op_rows))]
 
     def find_cached_success(self, action_version_id: str, params_digest: str) -> str | None:
         """The id of a SUCCEEDED operation of this version with these parameters."""
