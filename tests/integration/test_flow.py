@@ -24,8 +24,11 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     # A zombie is dead too: it only waits for its parent to reap it.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:  # reaped meanwhile, between the two looks or during the read
+        return True
+    return state == "Z"
 
 
 def _eventually(check, timeout: float, what: str) -> float:
