@@ -131,3 +131,34 @@ def test_the_carried_clock_stays_on_the_database_clock(pg_store):
     with store.read() as conn:
         database = conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
     assert abs(store.now() - float(database)) < 0.05
+
+
+def test_a_pipelined_bulk_that_waits_out_its_lock_timeout_is_an_outage_not_a_bug(
+    postgres_url,
+):
+    """psycopg's pipeline raises its own errors; the store raises SQLAlchemy's, as for any
+    other statement, so that its edge tells an outage (503) from a bug (500)."""
+    from oprun.domain.errors import Unavailable
+    from oprun.domain.models import ActionDefinition
+    from oprun.store.creation_pg import CHUNK
+    from tests.integration._invocations import invoke
+
+    url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as admin:
+        name = admin.execute("SELECT current_database()").fetchone()[0]
+        admin.execute(f'ALTER DATABASE "{name}" SET lock_timeout = 200')  # ms, new sessions
+    store = open_store(postgres_url)
+    try:
+        project = store.create_project("p")
+        action, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
+        invoke(store, action, 1)  # the queue known: a large bulk is pipelined
+        with psycopg.connect(url) as holder:
+            holder.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(Unavailable) as raised:
+                invoke(store, action, 2 * CHUNK + 1)
+            holder.rollback()
+        assert raised.value.details["reason"] == "busy"
+        assert len(invoke(store, action, 2 * CHUNK + 1)) == 2 * CHUNK + 1
+        assert len(store.list_operations(project.id, limit=1000)) == 2 * CHUNK + 2
+    finally:
+        store.close()

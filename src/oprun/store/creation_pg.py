@@ -2,28 +2,31 @@
 
 A request's operations, their tasks, their `created` status history and
 `operation.created` events, the check that each action's latest version is the one
-the request took (`CheckedOperation`), the check that the versions and queues named are
-there (`operations` has no foreign keys to them: `_KINDS`) and the NOTIFY of the projects' work and events
-keys go as one statement of data-modifying CTEs: one round trip however many rows.
-The rows travel as JSON documents expanded by `json_to_recordset`: the columns that
-differ by row (`PER_OPERATION`, `PER_TASK`) row by row, the rest once per kind of row
-(a bulk request of one action sends its action, queue, policy and times once), each
-value as `oprun.store.batch` sends it (`travels_as_text`). NOTIFY is
-delivered at commit only, as `Tx`'s is. When an action's latest version moved on or a
-version or queue is not there, the statement writes and notifies nothing and says which: it is atomic by itself, so a
-request that needs nothing else runs it outside a transaction.
+the request took (`CheckedOperation`), the check that the versions and queues named
+are there (`operations` has no foreign keys to them: `_KINDS`) and the NOTIFY of the
+projects' work and events keys go as one statement of data-modifying CTEs: one round
+trip however many rows. The rows travel as JSON documents expanded by
+`json_to_recordset`: the columns that differ by row (`PER_OPERATION`, `PER_TASK`) row
+by row, the rest once per kind of row (a bulk request of one action sends its action,
+queue, policy and times once), each value as `oprun.store.batch` sends it
+(`travels_as_text`). NOTIFY is delivered at commit only, as `Tx`'s is. When an
+action's latest version moved on, or a version or queue is not there, the statement
+writes and notifies nothing and says which: it is atomic by itself, so a request that
+needs nothing else runs it outside a transaction. A large request is several such
+statements in one transaction, pipelined (`PipelinedCreation`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from sqlalchemy import JSON, Connection, Dialect, Table, TextClause, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from oprun.store import schema as t
 from oprun.store.batch import (
@@ -265,7 +268,7 @@ class PipelinedCreation:
 
     def __init__(self, conn: Connection, now: float, calls: CallCounter) -> None:
         """Open a pipeline on `conn`'s psycopg connection (in a transaction)."""
-        self._dialect = conn.dialect
+        self._conn = conn
         self._driver: Any = conn.connection.driver_connection
         self._now = now
         self._calls = calls
@@ -273,17 +276,35 @@ class PipelinedCreation:
         self._pipeline: Any = None
 
     def __enter__(self) -> PipelinedCreation:
-        self._pipeline = self._driver.pipeline()
-        self._pipeline.__enter__()
+        with self._as_sqlalchemy_raises():
+            self._pipeline = self._driver.pipeline()
+            self._pipeline.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         try:
-            self._pipeline.__exit__(*exc)  # sends what is left and reads every result
-        except psycopg.IntegrityError as error:  # the caller retries on SQLAlchemy's
-            raise IntegrityError("pipelined creation", None, error) from error
+            with self._as_sqlalchemy_raises():
+                self._pipeline.__exit__(*exc)  # sends what is left and reads every result
         finally:
             self._calls.pipelined(len(self._cursors))
+
+    @contextmanager
+    def _as_sqlalchemy_raises(self) -> Iterator[None]:
+        """Psycopg's errors as SQLAlchemy raises them, so callers tell them apart the same.
+
+        A key taken meanwhile is an `IntegrityError` (the store retries), a lost
+        connection an `OperationalError` with the connection invalidated (an outage,
+        503: `store.outages`), as for any statement SQLAlchemy runs.
+        """
+        try:
+            yield
+        except psycopg.Error as error:
+            lost = self._conn.dialect.is_disconnect(cast(Any, error), self._driver, None)
+            if lost:
+                self._conn.invalidate(error)
+            raise DBAPIError.instance(
+                "pipelined creation", None, error, psycopg.Error, connection_invalidated=lost
+            ) from error
 
     def send(
         self,
@@ -294,8 +315,9 @@ class PipelinedCreation:
     ) -> None:
         """Send one chunk's statement; PostgreSQL starts on it while this returns."""
         statement, params = _request(self._now, op_rows, task_rows, keys, latest)
-        cursor = self._driver.cursor()
-        cursor.execute(_driver_sql(statement, self._dialect), params)
+        with self._as_sqlalchemy_raises():
+            cursor = self._driver.cursor()
+            cursor.execute(_driver_sql(statement, self._conn.dialect), params)
         self._cursors.append(cursor)
 
     def stale(self) -> list[str]:
