@@ -241,3 +241,36 @@ def test_a_large_bulk_whose_last_chunk_is_stale_writes_nothing(store: Store, pro
     assert raised.value.names == [(project.id, "b")]
     assert len(store.list_operations(project.id, limit=10)) == 2
     assert store.list_events(project.id, 0, 100) == events
+
+
+def test_a_large_bulk_into_a_new_queue_makes_it_first_and_no_queue_it_does_not_use(
+    store: Store, project
+):
+    from sqlalchemy import text
+
+    action, _ = store.save_action(project.id, ActionDefinition(name="a", entrypoint="m:f"))
+    ((first, _),) = store.create_operations(
+        [dataclasses.replace(_item(action, True), idempotency_key="k", queue="old")]
+    )
+    fresh = [
+        dataclasses.replace(_item(action, True), queue="fresh", parameters={"n": n})
+        for n in range(2 * CHUNK + 1)
+    ]
+    replay = dataclasses.replace(_item(action, True), idempotency_key="k", queue="never")
+    twice = dataclasses.replace(_item(action, True), idempotency_key="j", queue="fresh")
+    again = dataclasses.replace(twice, queue="never-either")  # answered by `twice`
+    before = store.database_calls()
+    made = store.create_operations([*fresh, replay, twice, again])
+    after = store.database_calls()
+    assert [created for _, created in made] == [True] * len(fresh) + [False, True, False]
+    assert made[len(fresh)][0].id == first.id and made[-1][0].id == made[-2][0].id
+    assert {op.queue for op, _ in made[: len(fresh)]} == {"fresh"}
+    with store.engine.connect() as conn:
+        names = set(conn.execute(text("SELECT name FROM queues")).scalars())
+    assert {"old", "fresh"} <= names and not {"never", "never-either"} & names
+    if store.dialect_name == "postgresql":  # pipelined: the new queue made before the chunks
+        statements = after.statements - before.statements
+        round_trips = after.round_trips - before.round_trips
+        # Three chunks answered in one round trip, and BEGIN and COMMIT: the one-statement
+        # path (4 statements, 6 round trips) would be -2.
+        assert statements - round_trips == (3 - 1) - 2

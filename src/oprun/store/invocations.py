@@ -278,13 +278,7 @@ class _NewRows:
             action = item.action
             self.latest[action.id] = (action.version, item.project_id, action.name)
         self.names[item.action.id] = (item.project_id, item.action.name)
-        qkey = (item.project_id, item.queue)
-        qid = self.queue_ids.get(qkey)
-        if qid is None:
-            qid = self.known_queues.get(qkey)
-            if qid is None:
-                qid = self.new_queues[qkey] = ensure_queue(tx, item.project_id, item.queue)
-            self.queue_ids[qkey] = qid
+        qid = self.queue_id(item)
         plan = item.plan or single_step(item.parameters)
         vid = item.action.version_id
         if vid not in self.policies:  # the same for all of a version's operations
@@ -296,6 +290,32 @@ class _NewRows:
         if item.idempotency_key:
             self.existing[key] = written
         return written, True
+
+    def queue_id(self, item: NewOperation) -> str:
+        """The id of the item's queue, made in this transaction if it is new."""
+        qkey = (item.project_id, item.queue)
+        qid = self.queue_ids.get(qkey)
+        if qid is None:
+            qid = self.known_queues.get(qkey)
+            if qid is None:
+                qid = self.new_queues[qkey] = ensure_queue(self.tx, item.project_id, item.queue)
+            self.queue_ids[qkey] = qid
+        return qid
+
+    def resolve_queues(self, items: Sequence[NewOperation]) -> None:
+        """The queues of the items that will be written, looked up or made now.
+
+        An item answered by its idempotency key (found, or met earlier in `items`) is
+        skipped: its queue may never be used.
+        """
+        keys = set(self.existing)
+        for item in items:
+            if item.idempotency_key:
+                key = (item.project_id, item.idempotency_key)
+                if key in keys:
+                    continue
+                keys.add(key)
+            self.queue_id(item)
 
     def unsent(self) -> int:
         """Operations made since the last `take_unsent`."""
@@ -345,10 +365,11 @@ class InvocationQueries(StoreBase):
         known_queues = self._queue_id_cache()
         # With no idempotency key to look up and every queue known, PostgreSQL's one
         # statement is the whole write (`create_in_one_statement`); a large request's
-        # is sent a chunk at a time, each while the next is built (`PipelinedCreation`).
+        # is sent a chunk at a time, each while the next is built (`PipelinedCreation`),
+        # its new queues made first.
         known = {(i.project_id, i.queue): known_queues.get((i.project_id, i.queue)) for i in items}
         postgres = self.dialect_name == "postgresql"
-        pipelined = postgres and len(items) > CHUNK and all(known.values())
+        pipelined = postgres and len(items) > CHUNK
         single = (
             postgres
             and not pipelined
@@ -373,6 +394,8 @@ class InvocationQueries(StoreBase):
                     existing[(project_id, row.idempotency_key)] = rows.operation(row)
             batch = _NewRows(tx, existing, known_queues, {k: v for k, v in known.items() if v})
             results: list[tuple[Operation, bool]] = []
+            if pipelined:  # a new queue is made through SQLAlchemy, which waits: not in it
+                batch.resolve_queues(items)
             pipe = PipelinedCreation(conn, tx.now, self.calls) if pipelined else None
             with pipe if pipe is not None else nullcontext():
                 for item in items:
