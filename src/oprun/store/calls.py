@@ -10,8 +10,9 @@ statement the driver is handed). A *round trip* is one request the process sent
 and waited for an answer to: each statement, each transaction's BEGIN (psycopg sends
 it before the first statement) and its COMMIT or ROLLBACK, and each ping of a pooled
 connection that rested (`postgres.ping_rested`); statements sent in a pipeline and
-answered together are one (`creation_pg.PipelinedCreation`). On SQLite, where nothing crosses a network, round trips are
-calls into the library: statements (BEGIN is one of them) and transaction ends.
+answered together are one (`creation_pg.PipelinedCreation`). On SQLite, where nothing
+crosses a network, round trips are calls into the library: statements (BEGIN is one of
+them) and transaction ends.
 """
 
 from __future__ import annotations

@@ -254,8 +254,8 @@ class _NewRows:
     tx: Tx
     existing: dict[tuple[str, str], Operation]
     """Operations by (project id, idempotency key): found, or made earlier in the request."""
-    known_queues: dict[tuple[str, str], str]
     queue_ids: dict[tuple[str, str], str]
+    """Queue ids by (project id, name): the cached ones, then those looked up or made."""
     new_queues: dict[tuple[str, str], str] = field(default_factory=dict)
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     latest: dict[str, tuple[int, str, str]] = field(default_factory=dict)
@@ -296,10 +296,9 @@ class _NewRows:
         qkey = (item.project_id, item.queue)
         qid = self.queue_ids.get(qkey)
         if qid is None:
-            qid = self.known_queues.get(qkey)
-            if qid is None:
-                qid = self.new_queues[qkey] = ensure_queue(self.tx, item.project_id, item.queue)
-            self.queue_ids[qkey] = qid
+            qid = self.queue_ids[qkey] = self.new_queues[qkey] = ensure_queue(
+                self.tx, item.project_id, item.queue
+            )
         return qid
 
     def resolve_queues(self, items: Sequence[NewOperation]) -> None:
@@ -392,7 +391,7 @@ class InvocationQueries(StoreBase):
                     )
                 ):
                     existing[(project_id, row.idempotency_key)] = rows.operation(row)
-            batch = _NewRows(tx, existing, known_queues, {k: v for k, v in known.items() if v})
+            batch = _NewRows(tx, existing, {k: v for k, v in known.items() if v})
             results: list[tuple[Operation, bool]] = []
             if pipelined:  # a new queue is made through SQLAlchemy, which waits: not in it
                 batch.resolve_queues(items)
@@ -405,15 +404,13 @@ class InvocationQueries(StoreBase):
                 if pipe is not None and batch.unsent():
                     self._send(pipe, batch)
             op_rows, task_rows, names = batch.op_rows, batch.task_rows, batch.names
-            if pipe is not None:
-                stale = pipe.stale()
-                tx.notified |= _keys(op_rows)
-                if stale:
-                    raise StaleAction([names[aid] for aid in stale])
-            elif op_rows and postgres:
-                wired = self._wired(op_rows)
-                stale = create_in_one_statement(
-                    conn, tx.now, op_rows, task_rows, wired, batch.versions()
+            if postgres and (pipe is not None or op_rows):
+                stale = (
+                    pipe.stale()
+                    if pipe is not None
+                    else create_in_one_statement(
+                        conn, tx.now, op_rows, task_rows, self._wired(op_rows), batch.versions()
+                    )
                 )
                 tx.notified |= _keys(op_rows)
                 if stale:
